@@ -1,0 +1,68 @@
+"""The ``xvision`` command: one group, one module per command.
+
+Every command raises :class:`xvision.errors.XvisionError` for user mistakes; :func:`main` prints such
+errors on one line (``Error: ...``) and exits with status 2, never with a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import click
+
+from xvision import __version__
+from xvision.errors import XvisionError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="xvision")
+@click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
+def cli(verbose: bool) -> None:
+    """Xvision: transfer learning on chest X-rays.
+
+    Typical flow: manifest -> split -> extract -> train -> evaluate -> predict.
+    Run `xvision demo` for a complete example on synthetic data.
+    """
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s: %(message)s",
+        stream=sys.stderr,
+    )
+    logging.captureWarnings(True)
+
+
+def _register() -> None:
+    # Imported here so that each command lives in its own module and `xvision --help` stays cheap to build.
+    from xvision.cli import commands
+
+    for command in commands.ALL:
+        cli.add_command(command)
+
+
+_register()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point for the console script and ``python -m xvision``."""
+    try:
+        cli.main(args=argv, prog_name="xvision", standalone_mode=False)
+    except XvisionError as error:
+        click.echo(f"Error: {error}", err=True)
+        return 2
+    except click.exceptions.Abort:
+        click.echo("Interrupted.", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo("Interrupted.", err=True)
+        return 130
+    except click.ClickException as error:
+        error.show()
+        return error.exit_code
+    except click.exceptions.Exit as exit_:
+        return exit_.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
