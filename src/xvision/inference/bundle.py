@@ -1,0 +1,119 @@
+"""The run folder: a self-contained model bundle.
+
+Layout of a RUN_DIR::
+
+    bundle.json           classes, backbone (name, weights identity, preprocessing), head parameters,
+                          chosen epoch, data summary, environment versions
+    model.safetensors     the head that was kept (best validation loss, else the last epoch)
+    checkpoints/epoch-NNN.safetensors   one per epoch
+    history.csv           epoch, train/val loss and accuracy
+    train_keys.json       SHA-256 of every training image (evaluate warns when test images overlap)
+    metrics.json, plots/  written by `xvision evaluate`
+
+Predicting needs only this folder, the images and the backbone weights.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xvision import __version__
+from xvision._fileio import atomic_write_json
+from xvision.errors import RunError
+from xvision.heads import MLPClassifier
+
+FORMAT = "xvision-run"
+UNTRAINED_WARNING = "UNTRAINED BACKBONE"
+
+
+def environment_versions() -> dict[str, str]:
+    """Versions of everything that can change a number."""
+    import numpy
+    import sklearn
+    import torch
+    import torchvision
+
+    versions = {
+        "xvision": __version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": numpy.__version__,
+        "scikit-learn": sklearn.__version__,
+    }
+    try:
+        import timm
+
+        versions["timm"] = timm.__version__
+    except ImportError:  # pragma: no cover - timm is a dependency
+        pass
+    return versions
+
+
+@dataclass
+class RunBundle:
+    """A loaded run folder."""
+
+    root: Path
+    info: dict[str, Any]
+    head: MLPClassifier
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.info["classes"])
+
+    @property
+    def backbone(self) -> dict[str, Any]:
+        return dict(self.info["backbone"])
+
+    @property
+    def untrained_backbone(self) -> bool:
+        return not self.info["backbone"]["weights"]["pretrained"]
+
+    def train_keys(self) -> set[str]:
+        path = self.root / "train_keys.json"
+        return set(json.loads(path.read_text())) if path.is_file() else set()
+
+
+def write_bundle_info(run_dir: Path, info: dict[str, Any]) -> None:
+    atomic_write_json(run_dir / "bundle.json", {"format": FORMAT, "format_version": 1, **info})
+
+
+def load_bundle(run_dir: str | Path) -> RunBundle:
+    """Open a run folder written by `xvision train`."""
+    root = Path(run_dir)
+    info_path = root / "bundle.json"
+    if not info_path.is_file():
+        raise RunError(f"{root}: not a run folder (no bundle.json); create one with `xvision train`")
+    try:
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as error:
+        raise RunError(f"{info_path}: unreadable ({error})") from None
+    if info.get("format") != FORMAT:
+        raise RunError(f"{info_path}: not an Xvision run bundle")
+    model_path = root / "model.safetensors"
+    if not model_path.is_file():
+        raise RunError(f"{model_path}: missing; the training did not finish; re-run `xvision train`")
+    return RunBundle(root=root, info=info, head=MLPClassifier.load(model_path))
+
+
+def check_same_backbone(expected: dict[str, Any], found: dict[str, Any], where: str) -> None:
+    """Refuse features that were made by another backbone, weights or preprocessing than the run's."""
+    for key in ("name", "weights", "preprocess"):
+        if expected.get(key) != found.get(key):
+            raise RunError(
+                f"{where}: {key} differs from the run's backbone "
+                f"({_short(found.get(key))} vs {_short(expected.get(key))}); "
+                "extract features with the same backbone and weights as the run"
+            )
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, dict) and "name" in value:
+        return str(value["name"])
+    text = json.dumps(value)
+    return text if len(text) < 60 else text[:57] + "..."
