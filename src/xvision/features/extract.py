@@ -235,3 +235,49 @@ def _check_or_init_meta(
             "manifest": manifest,
         }
     )
+
+
+def extract_manifest(
+    manifest_path: str | Path,
+    out_dir: str | Path,
+    *,
+    backbone: str | Backbone = "vgg16",
+    weights: str | None = None,
+    **options: Any,
+) -> ExtractionReport:
+    """Read a manifest, refuse leaky splits, and extract every image's features into ``out_dir``.
+
+    ``options`` are passed to :func:`extract_features` (batch_size, workers, strict, shard_size, progress).
+    """
+    from dataclasses import replace
+
+    from xvision.backbones import create_backbone
+    from xvision.data.manifest import read_manifest
+    from xvision.data.split import check_no_leakage
+
+    manifest = read_manifest(manifest_path)
+    rows: list[dict[str, Any]] = []
+    hashes: dict[str, str] = {}
+    for row in manifest.rows:
+        path = manifest.resolve(row)
+        try:
+            hashes[str(path)] = sha256_file(path)
+        except OSError:
+            pass  # reported and skipped by extract_features
+        rows.append(
+            {
+                "abspath": path,
+                "path": row.path,
+                "label": row.label,
+                "group": row.group or "",
+                "split": row.split or "",
+                "extra": dict(row.extra),
+                "sha256": hashes.get(str(path)),
+            }
+        )
+    if manifest.has_splits:
+        readable = replace(manifest, rows=[r for r in manifest.rows if str(manifest.resolve(r)) in hashes])
+        check_no_leakage(readable, hashes=hashes)
+    model = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights)
+    info = {"path": str(Path(manifest_path).resolve()), "sha256": sha256_file(manifest_path)}
+    return extract_features(rows, model, out_dir, manifest_info=info, **options)

@@ -1,0 +1,69 @@
+"""Read a feature store as labelled, split data, refusing leaky splits."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xvision.data.manifest import Manifest, ManifestRow
+from xvision.data.split import check_no_leakage
+from xvision.errors import FeatureStoreError
+from xvision.features.store import FeatureStore, IndexRow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FeatureSet:
+    """Features with their index rows, all from one store."""
+
+    X: np.ndarray
+    rows: list[IndexRow]
+    meta: dict[str, Any]
+
+    @property
+    def labels(self) -> list[str]:
+        return [r.label for r in self.rows]
+
+    @property
+    def keys(self) -> list[str]:
+        return [r.sha256 for r in self.rows]
+
+
+def check_index_leakage(store: FeatureStore, rows: list[IndexRow]) -> None:
+    """Refuse a store whose split puts a group, or identical image content, in two splits."""
+    usable = [r for r in rows if r.sha256]
+    manifest = Manifest(
+        rows=[
+            ManifestRow(
+                path=r.path, label=r.label, group=r.group or None, split=r.split or None, extra=r.extra
+            )
+            for r in usable
+        ],
+        root=store.root,
+        columns=("path", "label", "group", "split"),
+        source=store.index_path,
+    )
+    hashes = {str(manifest.resolve(m)): r.sha256 for m, r in zip(manifest.rows, usable, strict=True)}
+    check_no_leakage(manifest, group_by="group", hashes=hashes)
+
+
+def load_split(features_dir: str | Path, split: str | None) -> FeatureSet:
+    """The successfully extracted images of one split (all of them when ``split`` is None)."""
+    store = FeatureStore(features_dir)
+    meta = store.read_meta()
+    index = store.read_index()
+    if any(r.split for r in index):
+        check_index_leakage(store, index)
+    rows = [r for r in index if r.status == "ok" and (split is None or r.split == split)]
+    if split is not None and not rows:
+        present = sorted({r.split for r in index if r.split}) or ["none"]
+        raise FeatureStoreError(
+            f"{store.index_path}: no images in split {split!r} (splits present: {', '.join(present)}); "
+            "assign splits with `xvision split` before extracting"
+        )
+    return FeatureSet(X=store.get([r.sha256 for r in rows]), rows=rows, meta=meta)

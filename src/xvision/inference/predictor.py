@@ -1,0 +1,96 @@
+"""Predict classes for image files with a run folder: the one code path for CLI, Python API and server."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from xvision.backbones import Backbone, create_backbone
+from xvision.errors import ImageLoadError, RunError
+from xvision.inference.bundle import RunBundle, load_bundle
+from xvision.io import load_image
+
+
+@dataclass
+class Prediction:
+    """One image's result; ``error`` is set (and the rest empty) when the image could not be read."""
+
+    path: str
+    label: str | None = None
+    probabilities: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+def _weights_argument(bundle: RunBundle, weights: str | None) -> str | None:
+    identity = bundle.backbone["weights"]
+    if identity["source"] == "random":
+        return "random"
+    if weights:
+        return weights
+    if identity["source"] == "file":
+        raise RunError(
+            f"{bundle.root}: this run's backbone used the weights file {identity['name']} "
+            f"(SHA-256 {identity['sha256'][:12]}...); pass it with --weights PATH"
+        )
+    return None
+
+
+class Predictor:
+    """Loads a run folder and its backbone once, then predicts any number of images."""
+
+    def __init__(self, run_dir: str | Path, *, weights: str | None = None) -> None:
+        self.bundle = load_bundle(run_dir)
+        expected = self.bundle.backbone
+        self.backbone: Backbone = create_backbone(
+            expected["name"], weights=_weights_argument(self.bundle, weights)
+        )
+        found = self.backbone.describe()
+        want_sha, got_sha = expected["weights"].get("sha256"), found["weights"].get("sha256")
+        if want_sha and got_sha and want_sha != got_sha:
+            raise RunError(
+                f"{run_dir}: backbone weights differ from the ones the run was trained with "
+                f"(SHA-256 {got_sha[:12]}... vs {want_sha[:12]}...); pass the original file with --weights"
+            )
+        if found["preprocess"] != expected["preprocess"]:
+            raise RunError(
+                f"{run_dir}: backbone preprocessing differs from the run's; upgrade or downgrade xvision"
+            )
+
+    @property
+    def classes(self) -> list[str]:
+        return self.bundle.classes
+
+    @property
+    def untrained_backbone(self) -> bool:
+        return self.bundle.untrained_backbone
+
+    @torch.inference_mode()
+    def predict_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Probabilities (n, classes) for images already in Xvision's array form."""
+        if not images:
+            return np.empty((0, len(self.classes)), dtype=np.float32)
+        batch = torch.stack([self.backbone.preprocess(image) for image in images])
+        return self.bundle.head.predict_proba(self.backbone.extract(batch))
+
+    def predict_paths(self, paths: Sequence[str | Path], *, batch_size: int = 16) -> list[Prediction]:
+        """Predict each file; unreadable files come back with ``error`` set instead of stopping the job."""
+        results: list[Prediction] = []
+        for start in range(0, len(paths), batch_size):
+            chunk = paths[start : start + batch_size]
+            loaded: list[tuple[Prediction, np.ndarray]] = []
+            for path in chunk:
+                try:
+                    loaded.append((Prediction(path=str(path)), load_image(path)))
+                except ImageLoadError as error:
+                    results.append(Prediction(path=str(path), error=error.reason))
+            proba = self.predict_arrays([image for _, image in loaded])
+            for (prediction, _), p in zip(loaded, proba, strict=True):
+                prediction.probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
+                prediction.label = self.classes[int(np.argmax(p))]
+                results.append(prediction)
+        order = {str(p): i for i, p in enumerate(paths)}
+        return sorted(results, key=lambda r: order.get(r.path, 0))

@@ -1,0 +1,184 @@
+"""`xvision train`: fit the head on a feature store and write a run folder (see inference.bundle)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from xvision._fileio import atomic_write_json, atomic_write_text
+from xvision.errors import FeatureStoreError, RunError
+from xvision.features.dataset import FeatureSet, load_split
+from xvision.features.store import FeatureStore
+from xvision.heads import MLPClassifier
+from xvision.heads.mlp import save_net
+from xvision.inference.bundle import UNTRAINED_WARNING, environment_versions, write_bundle_info
+
+log = logging.getLogger(__name__)
+
+HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
+
+
+@dataclass
+class TrainSummary:
+    run_dir: Path
+    classes: list[str]
+    n_train: int
+    n_val: int
+    best_epoch: int
+    epochs: int
+    history: list[dict[str, float]]
+    untrained_backbone: bool
+
+
+def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    if run_dir.exists() and any(run_dir.iterdir()):
+        if not overwrite:
+            raise RunError(
+                f"{run_dir}: folder exists and is not empty; choose another -o or pass --overwrite"
+            )
+        if not (run_dir / "bundle.json").exists() and not (run_dir / "history.csv").exists():
+            raise RunError(f"{run_dir}: not a run folder; refusing to overwrite it")
+        for old in (run_dir / "checkpoints").glob("epoch-*.safetensors"):
+            old.unlink()
+    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+
+
+def _history_csv(history: list[dict[str, float]]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(HISTORY_COLUMNS)
+    for record in history:
+        writer.writerow(
+            [
+                "" if isinstance(record[c], float) and math.isnan(record[c]) else record[c]
+                for c in HISTORY_COLUMNS
+            ]
+        )
+    return buffer.getvalue()
+
+
+def _load_training_data(features_dir: Path) -> tuple[FeatureSet, FeatureSet | None]:
+    index = FeatureStore(features_dir).read_index()
+    has_splits = any(r.split for r in index)
+    if not has_splits:
+        log.warning(
+            "%s has no split column: training on all images, with no validation set; "
+            "assign splits with `xvision split` to evaluate on held-out images",
+            features_dir,
+        )
+        return load_split(features_dir, None), None
+    train = load_split(features_dir, "train")
+    val = (
+        load_split(features_dir, "val") if any(r.split == "val" and r.status == "ok" for r in index) else None
+    )
+    if val is None:
+        log.warning("no validation split: keeping the last epoch's model")
+    return train, val
+
+
+def train_run(
+    features_dir: str | Path,
+    run_dir: str | Path,
+    *,
+    head: MLPClassifier | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> TrainSummary:
+    """Train the head on the ``train`` split (``val`` picks the epoch) and write a run folder."""
+    from tqdm.auto import tqdm
+
+    features_dir, run_dir = Path(features_dir), Path(run_dir)
+    head = head or MLPClassifier()
+    train, val = _load_training_data(features_dir)
+    classes = sorted(set(train.labels))
+    if len(classes) < 2:
+        raise FeatureStoreError(
+            f"{features_dir}: the training split holds only class {classes[0]!r}; a classifier needs two"
+        )
+    if val is not None:
+        unknown = sorted(set(val.labels) - set(classes))
+        if unknown:
+            raise FeatureStoreError(f"{features_dir}: validation labels {unknown} never occur in training")
+    _prepare_run_dir(run_dir, overwrite)
+    backbone = train.meta["backbone"]
+    untrained = not backbone["weights"]["pretrained"]
+    if untrained:
+        log.warning("%s: features come from randomly initialised weights", UNTRAINED_WARNING)
+
+    bar = tqdm(total=head.epochs, desc="train", unit="epoch", disable=not progress)
+
+    def on_epoch(epoch: int, record: dict[str, float], model: MLPClassifier) -> None:
+        save_net(
+            run_dir / "checkpoints" / f"epoch-{epoch:03d}.safetensors",
+            model.net_,
+            {**model._metadata(), "epoch": str(epoch)},
+        )
+        atomic_write_text(run_dir / "history.csv", _history_csv(model.history_))
+        shown = {"loss": f"{record['train_loss']:.3f}"}
+        if not math.isnan(record["val_loss"]):
+            shown["val_loss"] = f"{record['val_loss']:.3f}"
+        bar.set_postfix(shown)
+        bar.update(1)
+
+    try:
+        head.fit(
+            train.X,
+            train.labels,
+            X_val=None if val is None else val.X,
+            y_val=None if val is None else val.labels,
+            classes=classes,
+            on_epoch=on_epoch,
+        )
+    finally:
+        bar.close()
+    head.save(run_dir / "model.safetensors")
+    atomic_write_json(run_dir / "train_keys.json", sorted(set(train.keys)))
+    config = {"head": "mlp", "params": head.get_params(), "features_dir": str(features_dir.resolve())}
+    atomic_write_json(run_dir / "config.json", config)
+    counts = {c: train.labels.count(c) for c in classes}
+    write_bundle_info(
+        run_dir,
+        {
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "classes": classes,
+            "backbone": backbone,
+            "untrained_backbone": untrained,
+            "warning": UNTRAINED_WARNING if untrained else None,
+            "head": config,
+            "best_epoch": head.best_epoch_,
+            "epochs": head.epochs,
+            "selection": "lowest validation loss" if val is not None else "last epoch (no validation split)",
+            "data": {
+                "n_train": len(train.rows),
+                "n_val": 0 if val is None else len(val.rows),
+                "train_per_class": counts,
+                "manifest": train.meta.get("manifest"),
+            },
+            "versions": environment_versions(),
+        },
+    )
+    return TrainSummary(
+        run_dir=run_dir,
+        classes=classes,
+        n_train=len(train.rows),
+        n_val=0 if val is None else len(val.rows),
+        best_epoch=head.best_epoch_,
+        epochs=head.epochs,
+        history=head.history_,
+        untrained_backbone=untrained,
+    )
+
+
+def read_history(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / "history.csv"
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+__all__ = ["TrainSummary", "read_history", "train_run"]
