@@ -4,4 +4,13 @@ from __future__ import annotations
 
 import click
 
-ALL: list[click.Command] = []
+from xvision.cli.backbones_cmd import backbones
+from xvision.cli.demo_cmd import demo
+from xvision.cli.evaluate_cmd import evaluate
+from xvision.cli.extract_cmd import extract
+from xvision.cli.manifest_cmd import manifest
+from xvision.cli.predict_cmd import predict
+from xvision.cli.split_cmd import split
+from xvision.cli.train_cmd import train
+
+ALL: list[click.Command] = [manifest, split, extract, train, evaluate, predict, backbones, demo]

@@ -1,0 +1,124 @@
+"""``xvision predict``: class and probabilities for image files, from a run folder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from xvision.errors import ImageLoadError
+from xvision.inference.bundle import UNTRAINED_WARNING
+from xvision.inference.predictor import Prediction, Predictor
+from xvision.io import SUPPORTED_SUFFIXES
+
+
+def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
+    """Files as given; folders searched recursively for supported images (hidden entries skipped)."""
+    paths: list[Path] = []
+    for item in inputs:
+        if item.is_dir():
+            found = sorted(
+                p
+                for p in item.rglob("*")
+                if p.is_file()
+                and p.suffix.lower() in SUPPORTED_SUFFIXES
+                and not any(part.startswith(".") for part in p.relative_to(item).parts)
+            )
+            paths.extend(found)
+        elif item.exists():
+            paths.append(item)
+        else:
+            raise ImageLoadError(item, "file not found")
+    return paths
+
+
+def _print_table(results: list[Prediction], classes: list[str]) -> None:
+    for r in results:
+        if r.error:
+            click.echo(f"{r.path}\tERROR\t{r.error}")
+        else:
+            probs = "  ".join(f"{c}={r.probabilities[c]:.3f}" for c in classes)
+            click.echo(f"{r.path}\t{r.label}\t{probs}")
+
+
+def _print_csv(results: list[Prediction], classes: list[str]) -> None:
+    writer = csv.writer(sys.stdout, lineterminator="\n")
+    writer.writerow(["path", "predicted", *[f"p_{c}" for c in classes], "error"])
+    for r in results:
+        writer.writerow(
+            [
+                r.path,
+                r.label or "",
+                *[f"{r.probabilities[c]:.6f}" if not r.error else "" for c in classes],
+                r.error or "",
+            ]
+        )
+
+
+@click.command("predict")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list.")
+@click.option("--csv", "as_csv", is_flag=True, help="Print CSV.")
+@click.option(
+    "--grid",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also draw a labelled grid of the images (PNG).",
+)
+@click.option(
+    "--weights", default=None, help="Backbone weights file, when the run was made with --weights FILE."
+)
+@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
+def predict(
+    run_dir: Path,
+    inputs: tuple[Path, ...],
+    as_json: bool,
+    as_csv: bool,
+    grid: Path | None,
+    weights: str | None,
+    batch_size: int,
+) -> None:
+    """Predict the class of each image in INPUTS (files or folders) with RUN_DIR.
+
+    Unreadable images are reported with their reason and skipped; the exit status is 1 if any failed.
+    """
+    if as_json and as_csv:
+        raise click.UsageError("choose one of --json and --csv")
+    paths = expand_inputs(inputs)
+    if not paths:
+        raise ImageLoadError(", ".join(map(str, inputs)), "no supported images found")
+    predictor = Predictor(run_dir, weights=weights)
+    results = predictor.predict_paths(paths, batch_size=batch_size)
+    warning = UNTRAINED_WARNING if predictor.untrained_backbone else None
+    if as_json:
+        payload = [
+            {
+                "path": r.path,
+                "predicted": r.label,
+                "probabilities": r.probabilities,
+                "error": r.error,
+                **({"warning": warning} if warning else {}),
+            }
+            for r in results
+        ]
+        click.echo(json.dumps(payload, indent=2))
+    elif as_csv:
+        _print_csv(results, predictor.classes)
+    else:
+        _print_table(results, predictor.classes)
+    if grid is not None:
+        from xvision.inference.grid import draw_prediction_grid
+
+        draw_prediction_grid(results, grid, watermark=warning)
+        click.echo(f"grid: {grid}", err=True)
+    if warning:
+        click.secho(f"{warning}: predictions from random features mean nothing.", fg="red", err=True)
+    failed = [r for r in results if r.error]
+    for r in failed:
+        click.echo(f"skipped {r.path}: {r.error}", err=True)
+    if failed:
+        raise click.exceptions.Exit(1)
