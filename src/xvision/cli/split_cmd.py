@@ -1,0 +1,56 @@
+"""``xvision split``: assign train/val/test by group and class, then check for leakage."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from xvision.data.manifest import Manifest, read_manifest, write_manifest
+from xvision.data.split import assign_splits, check_no_leakage, file_hashes, split_counts
+
+
+@click.command("split")
+@click.argument("manifest_path", metavar="MANIFEST", type=click.Path(path_type=Path))
+@click.option(
+    "--group-by",
+    default="group",
+    show_default=True,
+    help="Column with the patient/study id; images sharing a value stay in one split. 'none': no groups.",
+)
+@click.option("--test", type=float, default=0.2, show_default=True, help="Fraction of images for test.")
+@click.option("--val", type=float, default=0.1, show_default=True, help="Fraction of images for validation.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffle.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the split manifest  [default: rewrite MANIFEST in place].",
+)
+def split(
+    manifest_path: Path, group_by: str, test: float, val: float, seed: int, output: Path | None
+) -> None:
+    """Write a split column into MANIFEST, stratified by label, never dividing a group.
+
+    Files with identical bytes (same SHA-256) are treated as one group, so copies cannot leak across
+    splits. The result is checked for leakage before it is written.
+    """
+    column = None if group_by.lower() == "none" else group_by
+    manifest = read_manifest(manifest_path)
+    hashes = file_hashes(manifest)
+    result = assign_splits(manifest, group_by=column, test=test, val=val, seed=seed, hashes=hashes)
+    check_no_leakage(result, group_by=column, hashes=hashes)
+    output = output or manifest_path
+    write_manifest(result, output)
+    click.echo(_table(result, column))
+    click.echo(f"Wrote {output}; no group or identical image is in two splits.")
+
+
+def _table(manifest: Manifest, group_by: str | None) -> str:
+    header = ("split", "class", "images", "groups")
+    body = [(s, label, str(n), str(g)) for s, label, n, g in split_counts(manifest, group_by)]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=True)]
+    return "\n".join(
+        f"{split:<{widths[0]}}  {label:<{widths[1]}}  {images:>{widths[2]}}  {groups:>{widths[3]}}"
+        for split, label, images, groups in (header, *body)
+    )

@@ -1,0 +1,417 @@
+"""The manifest CSV: the list of images (and their labels) that every later stage reads.
+
+Format (UTF-8, a BOM is tolerated when reading)::
+
+    path,label,group,split,<any other columns>
+    normal/p001/a.png,normal,p001,train,...
+
+- ``path`` (required): the image file, relative to the manifest's folder (absolute paths are accepted
+  when reading; :func:`write_manifest` writes relative POSIX paths where it can).
+- ``label`` (required): the class name.
+- ``group`` (optional): patient or study id; images of one group always land in the same split.
+  Empty means the image is its own group.
+- ``split`` (optional): ``train``, ``val`` or ``test``; empty means not assigned yet.
+- Any other column is carried through untouched, in its original order.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import os
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Literal
+
+from xvision._fileio import atomic_write_text
+from xvision.errors import ManifestError
+
+logger = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+"""The allowed values of the ``split`` column, in their canonical order."""
+
+REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label")
+BUILTIN_COLUMNS: tuple[str, ...] = ("path", "label", "group", "split")
+
+# Used only until ``xvision.io`` (the image loader) defines SUPPORTED_SUFFIXES.
+_FALLBACK_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
+
+GroupFrom = Literal["none", "stem", "parent"]
+
+
+@dataclass(frozen=True)
+class ManifestRow:
+    """One line of a manifest.
+
+    Attributes:
+        path: The image path exactly as written in the CSV (use :meth:`Manifest.resolve` for a real path).
+        label: The class name.
+        group: Patient/study id, or ``None`` when the image is its own group.
+        split: ``"train"``, ``"val"``, ``"test"``, or ``None`` when not assigned.
+        extra: Every other column, by name, untouched.
+    """
+
+    path: str
+    label: str
+    group: str | None = None
+    split: str | None = None
+    extra: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def get(self, column: str) -> str | None:
+        """Return the value of any column (built-in or extra); empty values and unknown columns give None."""
+        if column in BUILTIN_COLUMNS:
+            value = getattr(self, column)
+        else:
+            value = self.extra.get(column)
+        return value or None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A list of labelled images plus the folder their relative paths are relative to.
+
+    Attributes:
+        rows: The images, in file order.
+        root: Absolute folder that relative ``path`` values are resolved against.
+        columns: Column order used when writing (``path`` and ``label`` first, extras kept in place).
+            Left empty, it is derived from the rows.
+        source: The CSV this manifest was read from, if any (used in error messages).
+    """
+
+    rows: list[ManifestRow]
+    root: Path
+    columns: tuple[str, ...] = ()
+    source: Path | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(os.path.abspath(self.root)))
+        object.__setattr__(self, "columns", _complete_columns(self.columns, self.rows))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[ManifestRow]:
+        return iter(self.rows)
+
+    @property
+    def name(self) -> str:
+        """How error messages refer to this manifest."""
+        return str(self.source) if self.source else f"manifest in {self.root}"
+
+    @property
+    def labels(self) -> list[str]:
+        """Sorted unique labels."""
+        return sorted({row.label for row in self.rows})
+
+    @property
+    def classes(self) -> list[str]:
+        """Alias of :attr:`labels` (scikit-learn's word)."""
+        return self.labels
+
+    @property
+    def has_groups(self) -> bool:
+        """True when at least one row has a non-empty ``group``."""
+        return any(row.group for row in self.rows)
+
+    @property
+    def has_splits(self) -> bool:
+        """True when at least one row has a split assigned."""
+        return any(row.split for row in self.rows)
+
+    def resolve(self, row: ManifestRow) -> Path:
+        """Absolute, normalised path of a row's file (symlinks are not followed)."""
+        return Path(os.path.normpath(self.root / row.path))
+
+    def paths(self) -> list[Path]:
+        """Absolute paths of every row, in order."""
+        return [self.resolve(row) for row in self.rows]
+
+    def counts(self) -> dict[str, int]:
+        """Number of images per label, labels sorted."""
+        counts = dict.fromkeys(self.labels, 0)
+        for row in self.rows:
+            counts[row.label] += 1
+        return counts
+
+    def subset(self, split: str) -> Manifest:
+        """The rows assigned to ``split`` (one of :data:`SPLITS`)."""
+        _check_split_name(split, where=f"subset() of {self.name}")
+        return replace(self, rows=[row for row in self.rows if row.split == split])
+
+    def with_splits(self, mapping: Mapping[str, str | None]) -> Manifest:
+        """Return a copy whose ``split`` values come from ``mapping`` (keyed by ``row.path``).
+
+        Rows missing from ``mapping`` keep their current split. Adds a ``split`` column if there was none.
+        """
+        for value in mapping.values():
+            if value:
+                _check_split_name(value, where="with_splits()")
+        rows = [replace(row, split=mapping.get(row.path, row.split) or None) for row in self.rows]
+        columns = self.columns if "split" in self.columns else (*self.columns, "split")
+        return replace(self, rows=rows, columns=columns)
+
+
+def _complete_columns(columns: Iterable[str], rows: list[ManifestRow]) -> tuple[str, ...]:
+    ordered = list(dict.fromkeys(columns))
+    for name in REQUIRED_COLUMNS[::-1]:
+        if name not in ordered:
+            ordered.insert(0, name)
+    if "group" not in ordered and any(row.group for row in rows):
+        ordered.append("group")
+    if "split" not in ordered and any(row.split for row in rows):
+        ordered.append("split")
+    for row in rows:
+        ordered.extend(name for name in row.extra if name not in ordered)
+    return tuple(ordered)
+
+
+def _check_split_name(value: str, *, where: str) -> None:
+    if value not in SPLITS:
+        raise ManifestError(f"{where}: unknown split {value!r}; use one of {', '.join(SPLITS)}")
+
+
+def read_manifest(path: str | Path) -> Manifest:
+    """Read and validate a manifest CSV.
+
+    Raises:
+        ManifestError: The file is missing or empty, lacks a ``path``/``label`` column, has a line with an
+            empty path or label, an unknown split value or a different number of fields than the header,
+            or lists the same file twice. The message names the file and line and says how to fix it.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ManifestError(
+            f"{path}: manifest not found; create one with `xvision manifest FOLDER -o {path}`"
+        )
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{path}: not UTF-8 text ({error}); save the manifest as UTF-8 CSV") from error
+    reader = csv.reader(io.StringIO(text))
+    header = next(reader, None)
+    if not header or not any(name.strip() for name in header):
+        raise ManifestError(f"{path}: no header line; the first line must name the columns, e.g. path,label")
+    columns = _check_header([name.strip() for name in header], path)
+
+    root = path.parent
+    rows: list[ManifestRow] = []
+    seen: dict[str, int] = {}
+    for values in reader:
+        line = reader.line_num
+        if not any(value.strip() for value in values):
+            continue
+        if len(values) != len(columns):
+            raise ManifestError(
+                f"{path} line {line}: {len(values)} fields but the header has {len(columns)} "
+                f"({','.join(columns)}); quote values that contain commas"
+            )
+        record = dict(zip(columns, values, strict=True))
+        row = _parse_row(record, path, line)
+        key = os.path.normcase(os.path.normpath(root.absolute() / row.path))
+        if key in seen:
+            raise ManifestError(
+                f"{path} line {line}: {row.path!r} is already listed on line {seen[key]}; "
+                "each file may appear only once, remove the duplicate line"
+            )
+        seen[key] = line
+        rows.append(row)
+    if not rows:
+        raise ManifestError(f"{path}: the manifest lists no images; add one line per image below the header")
+    return Manifest(rows=rows, root=root, columns=columns, source=path)
+
+
+def _check_header(columns: list[str], path: Path) -> tuple[str, ...]:
+    for index, name in enumerate(columns, start=1):
+        if not name:
+            raise ManifestError(f"{path} line 1: column {index} has no name; name it or remove it")
+    duplicates = sorted({name for name in columns if columns.count(name) > 1})
+    if duplicates:
+        raise ManifestError(f"{path} line 1: duplicate column(s) {', '.join(duplicates)}; rename them")
+    missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if missing:
+        raise ManifestError(
+            f"{path} line 1: missing required column(s) {', '.join(missing)} (found: {', '.join(columns)}); "
+            "the header must include path,label (optional: group,split)"
+        )
+    return tuple(columns)
+
+
+def _parse_row(record: dict[str, str], path: Path, line: int) -> ManifestRow:
+    file_path = record["path"].strip()
+    label = record["label"].strip()
+    if not file_path:
+        raise ManifestError(f"{path} line {line}: empty path; give the image file or delete the line")
+    if not label:
+        raise ManifestError(f"{path} line {line}: empty label for {file_path!r}; give its class or delete it")
+    split = record.get("split", "").strip().lower() or None
+    if split is not None and split not in SPLITS:
+        raise ManifestError(
+            f"{path} line {line}: unknown split {record['split']!r}; use one of {', '.join(SPLITS)} "
+            "(or leave it empty to have `xvision split` assign it)"
+        )
+    group = record.get("group", "").strip() or None
+    extra = {name: value for name, value in record.items() if name not in BUILTIN_COLUMNS}
+    return ManifestRow(path=file_path, label=label, group=group, split=split, extra=extra)
+
+
+def write_manifest(manifest: Manifest, path: str | Path) -> Path:
+    """Write ``manifest`` to ``path`` atomically and return ``path``.
+
+    Written into the manifest's own folder, paths are kept exactly as they were. Written elsewhere, each
+    path is rewritten relative to the new folder when the file lies inside it, and absolute otherwise, so
+    the CSV still points at the same files. Extra columns are kept in their order.
+    """
+    path = Path(path)
+    destination = Path(os.path.abspath(path.parent))
+    same_root = os.path.normcase(destination) == os.path.normcase(manifest.root)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(manifest.columns)
+    for row in manifest.rows:
+        written = row.path if same_root else _relative_or_absolute(manifest.resolve(row), destination)
+        values = {"path": written, "label": row.label, "group": row.group or "", "split": row.split or ""}
+        writer.writerow(
+            [values[name] if name in values else row.extra.get(name, "") for name in manifest.columns]
+        )
+    return atomic_write_text(path, buffer.getvalue())
+
+
+def _relative_or_absolute(file: Path, folder: Path) -> str:
+    try:
+        return file.relative_to(folder).as_posix()
+    except ValueError:
+        return file.as_posix()
+
+
+def build_manifest(
+    folder: str | Path,
+    *,
+    suffixes: Iterable[str] | None = None,
+    group_from: GroupFrom = "none",
+) -> Manifest:
+    """List the images of a folder with one subfolder per class.
+
+    Every immediate, non-hidden subfolder of ``folder`` is a class; its images are found recursively.
+    An image is a file whose suffix (case-insensitive) is in ``suffixes`` (default:
+    ``xvision.io.SUPPORTED_SUFFIXES``), or a file with no suffix (or a numeric one, as in DICOM UID names)
+    that starts with the DICOM preamble (``DICM`` at byte 128).
+    Hidden files and folders (names starting with ``.``) are skipped. Rows are sorted by path, and paths are
+    relative to ``folder``, so writing the manifest to ``folder/manifest.csv`` keeps them short.
+
+    Args:
+        folder: The dataset folder.
+        suffixes: Accepted file suffixes such as ``".png"``; overrides the default list.
+        group_from: How to fill the ``group`` column. ``"none"`` (default) leaves it empty: every image is
+            its own group, which is right only when each patient has one image. ``"parent"`` uses the name of
+            the folder holding the image when images are nested as ``class/patient/image``
+            (images lying directly in a class folder get no group). ``"stem"`` uses the file name without
+            its suffix, for datasets that name files by patient across several class folders.
+
+    Raises:
+        ManifestError: ``folder`` is missing, has no class subfolders, or fewer than two classes hold images.
+    """
+    folder = Path(folder)
+    if group_from not in ("none", "stem", "parent"):
+        raise ManifestError(f"unknown group_from {group_from!r}; use none, stem or parent")
+    if not folder.is_dir():
+        raise ManifestError(
+            f"{folder}: folder not found; give a folder with one subfolder of images per class"
+        )
+    accepted = _normalise_suffixes(suffixes)
+    class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p.name))
+    if not class_dirs:
+        raise ManifestError(
+            f"{folder}: no class subfolders; put the images in one subfolder per class, "
+            "e.g. normal/ and abnormal/"
+        )
+    stray = [p for p in folder.iterdir() if p.is_file() and _is_image(p, accepted)]
+    if stray:
+        logger.warning("%s: ignoring %d image(s) not inside a class subfolder", folder, len(stray))
+
+    rows: list[ManifestRow] = []
+    empty: list[str] = []
+    for class_dir in class_dirs:
+        images = _find_images(class_dir, accepted)
+        if not images:
+            empty.append(class_dir.name)
+        for image in images:
+            group = _group_for(image, class_dir, group_from)
+            rows.append(
+                ManifestRow(path=image.relative_to(folder).as_posix(), label=class_dir.name, group=group)
+            )
+    found = sorted({row.label for row in rows})
+    if not found:
+        raise ManifestError(
+            f"{folder}: no images found in the class subfolders "
+            f"(accepted suffixes: {', '.join(sorted(accepted))})"
+        )
+    if len(found) < 2:
+        raise ManifestError(
+            f"{folder}: found only class {found[0]}; "
+            "a classifier needs at least two class subfolders with images"
+        )
+    if empty:
+        logger.warning("%s: skipping class folder(s) with no images: %s", folder, ", ".join(empty))
+    rows.sort(key=lambda row: row.path)
+    return Manifest(rows=rows, root=folder, columns=("path", "label", "group"))
+
+
+def _default_suffixes() -> frozenset[str]:
+    try:
+        from xvision.io import SUPPORTED_SUFFIXES
+    except ImportError:
+        return _FALLBACK_SUFFIXES
+    return frozenset(SUPPORTED_SUFFIXES)
+
+
+def _normalise_suffixes(suffixes: Iterable[str] | None) -> frozenset[str]:
+    if suffixes is None:
+        return _default_suffixes()
+    normalised = frozenset(s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes)
+    if not normalised:
+        raise ManifestError("suffixes is empty; give at least one, e.g. .png")
+    return normalised
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+def _find_images(class_dir: Path, accepted: frozenset[str]) -> list[Path]:
+    images: list[Path] = []
+    for dirpath, dirnames, filenames in os.walk(class_dir):
+        dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
+        for name in sorted(filenames):
+            candidate = Path(dirpath) / name
+            if not _hidden(name) and _is_image(candidate, accepted):
+                images.append(candidate)
+    return images
+
+
+def _is_image(path: Path, accepted: frozenset[str]) -> bool:
+    suffix = path.suffix.lower()
+    if suffix in accepted:
+        return True
+    # DICOM files are often named without a suffix, or by a UID such as 1.2.840.113619.5 (suffix ".5").
+    unnamed = not suffix or suffix[1:].isdigit()
+    return unnamed and ".dcm" in accepted and _has_dicom_preamble(path)
+
+
+def _has_dicom_preamble(path: Path) -> bool:
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(132)
+    except OSError:
+        return False
+    return head[128:132] == b"DICM"
+
+
+def _group_for(image: Path, class_dir: Path, group_from: GroupFrom) -> str | None:
+    if group_from == "stem":
+        return image.stem
+    if group_from == "parent" and image.parent != class_dir:
+        return image.parent.name
+    return None

@@ -1,0 +1,122 @@
+"""`xvision manifest` and `xvision split` end to end on tiny synthetic PNGs."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xvision.cli.main import main
+from xvision.data import read_manifest
+
+
+def _png(path: Path, seed: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 256, (4, 4), dtype=np.uint8)).save(path)
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> Path:
+    """Two classes, 6 patients each, 2 images per patient."""
+    root = tmp_path / "ds"
+    seed = 0
+    for label in ("normal", "abnormal"):
+        for patient in range(6):
+            for image in range(2):
+                seed += 1
+                _png(root / label / f"{label[0]}{patient}" / f"{image}.png", seed)
+    return root
+
+
+def test_manifest_then_split_in_place(dataset: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = dataset / "manifest.csv"
+    assert main(["manifest", str(dataset), "-o", str(out), "--group-from", "parent"]) == 0
+    summary = capsys.readouterr().out.strip()
+    assert "24 images, 2 classes (abnormal 12, normal 12), 12 groups" in summary
+    assert out.read_text().splitlines()[:2] == ["path,label,group", "abnormal/a0/0.png,abnormal,a0"]
+
+    assert main(["split", str(out), "--seed", "1"]) == 0
+    table = capsys.readouterr().out
+    assert "split  class     images  groups" in table
+    assert "no group or identical image is in two splits" in table
+    manifest = read_manifest(out)
+    assert manifest.columns == ("path", "label", "group", "split")
+    assert {(row.split, row.label) for row in manifest} == {
+        (s, c) for s in ("train", "val", "test") for c in ("normal", "abnormal")
+    }
+    splits_per_group: dict[str, set[str | None]] = {}
+    for row in manifest:
+        splits_per_group.setdefault(row.group or "", set()).add(row.split)
+    assert all(len(splits) == 1 for splits in splits_per_group.values())
+
+
+def test_split_to_another_file_keeps_identical_copies_together(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The same image filed under two other patients, one in the other class: all copies share one split.
+    original = dataset / "normal" / "n0" / "0.png"
+    copies = [dataset / "abnormal" / "a5" / "dup.png", dataset / "normal" / "n3" / "dup.png"]
+    for copy in copies:
+        shutil.copy(original, copy)
+    assert main(["manifest", str(dataset), "--group-from", "parent"]) == 0
+    for seed in range(8):
+        out = tmp_path / "out" / f"split{seed}.csv"
+        assert main(["split", str(dataset / "manifest.csv"), "--seed", str(seed), "-o", str(out)]) == 0
+        manifest = read_manifest(out)
+        split_of = {path: row.split for path, row in zip(manifest.paths(), manifest, strict=True)}
+        assert all(path.is_file() for path in split_of)
+        assert split_of[copies[0]] == split_of[copies[1]] == split_of[original]
+    assert "split" not in read_manifest(dataset / "manifest.csv").columns  # -o leaves the input alone
+    capsys.readouterr()
+
+
+def test_split_by_an_extra_column_keeps_other_columns(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines = ["path,label,study_id,lesion_x"]
+    for i in range(12):
+        _png(tmp_path / f"{i}.png", i)
+        lines.append(f"{i}.png,{'ab'[i % 2]},s{i // 4}{'ab'[i % 2]},{i * 10}")
+    manifest_path = tmp_path / "m.csv"
+    manifest_path.write_text("\n".join(lines) + "\n")
+    assert main(["split", str(manifest_path), "--group-by", "study_id", "--val", "0", "--test", "0.3"]) == 0
+    capsys.readouterr()
+    manifest = read_manifest(manifest_path)
+    assert manifest.columns == ("path", "label", "study_id", "lesion_x", "split")
+    assert [row.extra["lesion_x"] for row in manifest] == [str(i * 10) for i in range(12)]
+    study_splits: dict[str, set[str | None]] = {}
+    for row in manifest:
+        study_splits.setdefault(row.extra["study_id"], set()).add(row.split)
+    assert all(len(splits) == 1 for splits in study_splits.values())
+
+
+def _assert_one_line_error(capsys: pytest.CaptureFixture[str], expected: str) -> None:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: ")
+    assert expected in err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_errors_are_one_line_with_exit_code_2(
+    dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["manifest", str(tmp_path / "missing")]) == 2
+    _assert_one_line_error(capsys, "folder not found")
+
+    assert main(["manifest", str(dataset)]) == 0
+    capsys.readouterr()
+    assert main(["manifest", str(dataset)]) == 2
+    _assert_one_line_error(capsys, "already exists; pass --force")
+    assert main(["manifest", str(dataset), "--force"]) == 0
+    capsys.readouterr()
+
+    manifest = str(dataset / "manifest.csv")
+    assert main(["split", manifest, "--group-by", "patient"]) == 2
+    _assert_one_line_error(capsys, "available columns: path, label, group")
+    assert main(["split", manifest, "--test", "0.7", "--val", "0.3"]) == 2
+    _assert_one_line_error(capsys, "sum >= 1")
+    assert main(["split", str(tmp_path / "nope.csv")]) == 2
+    _assert_one_line_error(capsys, "manifest not found")

@@ -1,0 +1,203 @@
+"""Reading, writing and building manifests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xvision.data import Manifest, ManifestRow, build_manifest, read_manifest, write_manifest
+from xvision.errors import ManifestError
+
+
+def _png(path: Path, seed: int) -> Path:
+    """A tiny grayscale PNG whose pixels (and so hash) depend on ``seed``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pixels = np.random.default_rng(seed).integers(0, 256, size=(4, 4), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def _write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.write_text(text, encoding=encoding)
+    return path
+
+
+# --- reading and writing -----------------------------------------------------------------------------
+
+
+def test_round_trip_keeps_columns_values_and_relative_paths(tmp_path: Path) -> None:
+    text = (
+        "path,label,lesion_x,group,split,note\n"
+        'imgs/a.png,normal,12,p1,train,"has, comma"\n'
+        "imgs/b.png,abnormal,,p2,test,\n"
+        "imgs/c.png,abnormal,7,,,\n"
+    )
+    source = _write(tmp_path / "manifest.csv", text)
+    manifest = read_manifest(source)
+
+    assert manifest.columns == ("path", "label", "lesion_x", "group", "split", "note")
+    assert manifest.rows[0] == ManifestRow(
+        "imgs/a.png", "normal", "p1", "train", {"lesion_x": "12", "note": "has, comma"}
+    )
+    assert manifest.rows[2].group is None and manifest.rows[2].split is None
+    assert manifest.resolve(manifest.rows[1]) == tmp_path / "imgs" / "b.png"
+
+    copy = write_manifest(manifest, tmp_path / "copy.csv")
+    assert copy.read_text(encoding="utf-8") == text
+    assert read_manifest(copy).rows == manifest.rows
+
+
+def test_writing_elsewhere_rewrites_paths_to_the_same_files(tmp_path: Path) -> None:
+    (tmp_path / "data" / "sub").mkdir(parents=True)
+    source = _write(tmp_path / "data" / "sub" / "m.csv", "path,label\n../imgs/a.png,x\nb.png,y\n")
+    manifest = read_manifest(source)
+
+    moved = write_manifest(manifest, tmp_path / "data" / "m.csv")
+    assert moved.read_text().splitlines()[1:] == ["imgs/a.png,x", "sub/b.png,y"]
+    outside = write_manifest(manifest, tmp_path / "elsewhere" / "m.csv")
+    assert read_manifest(outside).paths() == manifest.paths()
+    assert read_manifest(moved).paths() == manifest.paths()
+
+
+def test_absolute_paths_and_bom_are_accepted(tmp_path: Path) -> None:
+    image = (tmp_path / "x.png").as_posix()
+    manifest = read_manifest(_write(tmp_path / "m.csv", f"path,label\n{image},a\n", encoding="utf-8-sig"))
+    assert manifest.columns == ("path", "label")
+    assert manifest.resolve(manifest.rows[0]) == tmp_path / "x.png"
+
+
+def test_split_values_are_case_insensitive(tmp_path: Path) -> None:
+    manifest = read_manifest(_write(tmp_path / "m.csv", "path,label,split\na.png,x,Train\nb.png,y,TEST\n"))
+    assert [row.split for row in manifest] == ["train", "test"]
+
+
+def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
+    manifest = Manifest(rows=[ManifestRow("a.png", "x")], root=tmp_path)
+    write_manifest(manifest, tmp_path / "m.csv")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.csv"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("", "no header"),
+        ("path,diagnosis\na.png,x\n", "missing required column(s) label"),
+        ("path,label\n", "lists no images"),
+        ("path,label\na.png,x\nb.png,\n", "line 3: empty label"),
+        ("path,label\n,x\n", "line 2: empty path"),
+        ("path,label,split\na.png,x,validation\n", "line 2: unknown split 'validation'"),
+        ("path,label\na.png,x\nb.png,y\n./a.png,y\n", "line 4: './a.png' is already listed on line 2"),
+        ("path,label\na.png,x,extra\n", "line 2: 3 fields but the header has 2"),
+        ("path,label,label\na.png,x,y\n", "duplicate column"),
+    ],
+)
+def test_bad_manifests_name_the_file_line_and_fix(tmp_path: Path, text: str, expected: str) -> None:
+    path = _write(tmp_path / "m.csv", text)
+    with pytest.raises(ManifestError, match="m.csv") as error:
+        read_manifest(path)
+    assert expected in str(error.value)
+
+
+def test_missing_manifest_says_how_to_make_one(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="not found.*xvision manifest"):
+        read_manifest(tmp_path / "nope.csv")
+
+
+# --- the Manifest object -----------------------------------------------------------------------------
+
+
+def test_manifest_properties_subset_and_with_splits(tmp_path: Path) -> None:
+    rows = [ManifestRow("a.png", "b"), ManifestRow("b.png", "a", group="g"), ManifestRow("c.png", "b")]
+    manifest = Manifest(rows=rows, root=tmp_path)
+    assert manifest.labels == manifest.classes == ["a", "b"]
+    assert manifest.has_groups and not manifest.has_splits
+    assert manifest.counts() == {"a": 1, "b": 2}
+
+    split = manifest.with_splits({"a.png": "train", "b.png": "test"})
+    assert split.has_splits and split.columns[-1] == "split"
+    assert [row.path for row in split.subset("train")] == ["a.png"]
+    assert [row.split for row in split] == ["train", "test", None]
+    assert manifest.rows[0].split is None  # the original is unchanged
+    with pytest.raises(ManifestError, match="unknown split 'dev'"):
+        split.subset("dev")
+
+
+# --- building from class folders -----------------------------------------------------------------------
+
+
+def _dataset(root: Path) -> Path:
+    _png(root / "normal" / "n2.png", 1)
+    _png(root / "normal" / "n1.PNG", 2)
+    _png(root / "abnormal" / "p7" / "a.png", 3)
+    _png(root / "abnormal" / "p7" / "b.jpg", 4)
+    _png(root / "abnormal" / "p9" / "a.png", 5)
+    _png(root / "abnormal" / ".cache" / "hidden.png", 6)
+    _png(root / "abnormal" / ".hidden.png", 7)
+    (root / "abnormal" / "notes.txt").write_text("not an image")
+    (root / "abnormal" / "README").write_text("no suffix, not DICOM")
+    (root / "normal" / "scan0001").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    (root / ".git").mkdir()
+    return root
+
+
+def test_build_manifest_lists_images_per_class_sorted(tmp_path: Path) -> None:
+    manifest = build_manifest(_dataset(tmp_path / "ds"))
+    assert [(row.path, row.label) for row in manifest] == [
+        ("abnormal/p7/a.png", "abnormal"),
+        ("abnormal/p7/b.jpg", "abnormal"),
+        ("abnormal/p9/a.png", "abnormal"),
+        ("normal/n1.PNG", "normal"),
+        ("normal/n2.png", "normal"),
+        ("normal/scan0001", "normal"),
+    ]
+    assert not manifest.has_groups
+    assert manifest.root == tmp_path / "ds"
+    assert manifest.columns == ("path", "label", "group")
+
+
+def test_build_manifest_groups_from_parent_or_stem(tmp_path: Path) -> None:
+    folder = _dataset(tmp_path / "ds")
+    parent = build_manifest(folder, group_from="parent")
+    assert [row.group for row in parent] == ["p7", "p7", "p9", None, None, None]
+    stem = build_manifest(folder, group_from="stem")
+    assert [row.group for row in stem] == ["a", "b", "a", "n1", "n2", "scan0001"]
+
+
+def test_build_manifest_with_custom_suffixes(tmp_path: Path) -> None:
+    manifest = build_manifest(_dataset(tmp_path / "ds"), suffixes=["png"])
+    assert [row.path for row in manifest] == [
+        "abnormal/p7/a.png",
+        "abnormal/p9/a.png",
+        "normal/n1.PNG",
+        "normal/n2.png",
+    ]
+
+
+def test_built_manifest_round_trips_through_csv(tmp_path: Path) -> None:
+    manifest = build_manifest(_dataset(tmp_path / "ds"), group_from="parent")
+    written = write_manifest(manifest, tmp_path / "ds" / "manifest.csv")
+    again = read_manifest(written)
+    assert again.rows == manifest.rows
+    assert all(path.is_file() for path in again.paths())
+
+
+def test_build_manifest_errors(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="folder not found"):
+        build_manifest(tmp_path / "missing")
+    (tmp_path / "flat").mkdir()
+    _png(tmp_path / "flat" / "a.png", 0)
+    with pytest.raises(ManifestError, match="no class subfolders"):
+        build_manifest(tmp_path / "flat")
+    _png(tmp_path / "one" / "normal" / "a.png", 0)
+    (tmp_path / "one" / "abnormal").mkdir()
+    with pytest.raises(ManifestError, match="found only class normal; a classifier needs at least two"):
+        build_manifest(tmp_path / "one")
+    (tmp_path / "none" / "a").mkdir(parents=True)
+    (tmp_path / "none" / "b").mkdir()
+    with pytest.raises(ManifestError, match="no images found"):
+        build_manifest(tmp_path / "none")
+    with pytest.raises(ManifestError, match="group_from"):
+        build_manifest(_dataset(tmp_path / "ds"), group_from="patient")  # type: ignore[arg-type]
