@@ -210,7 +210,8 @@ class MLPClassifier:
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Predicted class names."""
-        return self.classes_[self.predict_proba(X).argmax(axis=1)]
+        proba = self.predict_proba(X)
+        return self.classes_[proba.argmax(axis=1)]
 
     # ----- persistence (safetensors + JSON metadata, never pickle) -----------------------------------
     def save(self, path: str | Path) -> Path:

@@ -1,0 +1,84 @@
+"""The seed head as a scikit-learn-style estimator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from xvision.errors import NotFittedError
+from xvision.heads import MLPClassifier
+
+
+def _blobs(n: int = 120, d: int = 30, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = np.array(["normal", "nodule"])[rng.integers(0, 2, n)]
+    X = rng.normal(size=(n, d)).astype(np.float32) * 5 + 10
+    X[y == "nodule", :3] += 8.0
+    return X, y
+
+
+def test_init_only_stores_parameters() -> None:
+    head = MLPClassifier(hidden=(8,), lr=0.5)
+    assert head.get_params()["hidden"] == [8] and head.lr == 0.5
+    assert not hasattr(head, "classes_")
+
+
+def test_predict_before_fit_raises_not_fitted() -> None:
+    with pytest.raises(NotFittedError):
+        MLPClassifier().predict(np.zeros((1, 3)))
+
+
+def test_fit_learns_separable_classes_and_follows_the_contract() -> None:
+    X, y = _blobs(400)
+    head = MLPClassifier(hidden=(32, 32), epochs=20, lr=0.05)
+    assert head.fit(X[:300], y[:300]) is head
+    assert list(head.classes_) == ["nodule", "normal"]
+    proba = head.predict_proba(X[300:])
+    assert proba.shape == (100, 2) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert (head.predict(X[300:]) == y[300:]).mean() >= 0.9
+    assert len(head.history_) == 20 and head.best_epoch_ == 20
+
+
+def test_same_seed_same_model_and_different_seed_differs() -> None:
+    X, y = _blobs()
+    a = MLPClassifier(epochs=3, seed=1).fit(X, y).predict_proba(X)
+    b = MLPClassifier(epochs=3, seed=1).fit(X, y).predict_proba(X)
+    c = MLPClassifier(epochs=3, seed=2).fit(X, y).predict_proba(X)
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_prediction_does_not_depend_on_the_batch() -> None:
+    """The original tool's batch norm used batch statistics at test time; a 1-image batch was constant."""
+    X, y = _blobs()
+    head = MLPClassifier(epochs=5).fit(X, y)
+    together = head.predict_proba(X[:10])
+    alone = np.concatenate([head.predict_proba(X[i : i + 1]) for i in range(10)])
+    assert np.allclose(together, alone, atol=1e-6)
+    assert not np.allclose(alone[0], alone[1])
+
+
+def test_validation_keeps_the_best_epoch() -> None:
+    X, y = _blobs(200)
+    head = MLPClassifier(hidden=(64,), epochs=25, lr=0.2).fit(X[:100], y[:100], X_val=X[100:], y_val=y[100:])
+    losses = [r["val_loss"] for r in head.history_]
+    assert head.best_epoch_ == int(np.argmin(losses)) + 1
+    val_loss, _ = head._score(X[100:], head._encode(y[100:]))
+    assert val_loss == pytest.approx(min(losses), rel=1e-5)
+
+
+def test_save_and_load_round_trip_without_pickle(tmp_path) -> None:
+    X, y = _blobs()
+    head = MLPClassifier(epochs=2).fit(X, y)
+    path = head.save(tmp_path / "head.safetensors")
+    assert path.read_bytes()[:8] != b"\x80\x04\x95"  # not a pickle
+    loaded = MLPClassifier.load(path)
+    assert np.array_equal(loaded.predict_proba(X), head.predict_proba(X))
+    assert list(loaded.classes_) == list(head.classes_)
+
+
+def test_wrong_feature_width_is_a_clear_error() -> None:
+    X, y = _blobs()
+    head = MLPClassifier(epochs=1).fit(X, y)
+    with pytest.raises(ValueError, match="expected features of shape"):
+        head.predict(np.zeros((2, 5)))
