@@ -46,7 +46,8 @@ _register()
 def main(argv: list[str] | None = None) -> int:
     """Entry point for the console script and ``python -m xvision``."""
     try:
-        cli.main(args=argv, prog_name="xvision", standalone_mode=False)
+        # With standalone_mode=False click returns a command's Exit code instead of calling sys.exit.
+        status = cli.main(args=argv, prog_name="xvision", standalone_mode=False)
     except XvisionError as error:
         click.echo(f"Error: {error}", err=True)
         return 2
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except click.exceptions.Exit as exit_:
         return exit_.exit_code
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

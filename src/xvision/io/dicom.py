@@ -1,0 +1,153 @@
+"""DICOM radiographs into the array form documented in :mod:`xvision.io.loader`.
+
+The grayscale pipeline of the DICOM standard (PS3.4 N.2), in order:
+
+1. stored values -> Modality LUT (``RescaleSlope``/``RescaleIntercept`` or a Modality LUT Sequence);
+2. -> the first VOI LUT, or else the first ``WindowCenter``/``WindowWidth`` pair, whose output range becomes
+   [0, 1] (values outside the window clip to 0 or 1); with neither, the range that ``BitsStored`` and
+   ``PixelRepresentation`` imply (through the Modality LUT) becomes [0, 1], so 12-bit data maps 0..4095 -> 0..1;
+3. -> ``MONOCHROME1`` (white = low values) is inverted, with a warning, so the result is always display polarity.
+
+Only grayscale images are read: other photometric interpretations raise ImageLoadError. Of a multi-frame file
+only the first frame is decoded (with a warning). The header is checked (pixel data present, grayscale, size
+within ``max_pixels``) before any pixel data is read.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pydicom
+from pydicom.dataset import Dataset
+from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
+
+from xvision.errors import ImageLoadError
+from xvision.io.loader import check_dimensions, exception_reason
+
+__all__ = ["load_dicom"]
+
+_GRAYSCALE = frozenset({"MONOCHROME1", "MONOCHROME2"})
+# Values longer than this (the pixel data) are read from disk only when used, so the header is checked first.
+_DEFER_SIZE = 4096
+# Windowing clips: values this far outside any window land exactly on the ends of the output range.
+_FAR_BEYOND = 1e12
+
+
+def load_dicom(path: str | Path, *, max_pixels: int) -> np.ndarray:
+    """Read the first frame of a grayscale DICOM as ``float32`` ``(H, W)`` in ``[0, 1]``, display polarity.
+
+    Raises:
+        ImageLoadError: unreadable file, no pixel data, non-grayscale photometric interpretation, image larger
+            than ``max_pixels``, or pixel data that cannot be decoded.
+    """
+    path = Path(path)
+    try:
+        # force=True also reads files without the 128-byte preamble; what was read is validated below.
+        ds = pydicom.dcmread(path, force=True, defer_size=_DEFER_SIZE)
+    except Exception as exc:
+        raise ImageLoadError(path, f"not a readable DICOM file ({exception_reason(exc)})") from exc
+    _check_header(path, ds, max_pixels)
+
+    frames = int(ds.get("NumberOfFrames") or 1)
+    if frames > 1:
+        warnings.warn(f"{path}: DICOM has {frames} frames; using the first", UserWarning, stacklevel=3)
+    try:
+        stored = pixel_array(ds, index=0)
+    except Exception as exc:
+        raise ImageLoadError(path, f"cannot decode the DICOM pixel data ({exception_reason(exc)})") from exc
+    if stored.ndim != 2:
+        raise ImageLoadError(
+            path, f"DICOM pixel data decoded to shape {stored.shape}, expected (rows, columns)"
+        )
+
+    try:
+        values, low, high = _to_display_range(path, ds, stored)
+    except Exception as exc:
+        raise ImageLoadError(path, f"invalid Modality LUT or rescale ({exception_reason(exc)})") from exc
+    if high > low:
+        image = np.clip((values - low) / (high - low), 0.0, 1.0)
+    else:  # a degenerate LUT (e.g. RescaleSlope 0) leaves nothing to show
+        image = np.zeros_like(values)
+
+    if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
+        warnings.warn(
+            f"{path}: DICOM is MONOCHROME1 (low values display white); inverted to display polarity",
+            UserWarning,
+            stacklevel=3,
+        )
+        image = 1.0 - image
+    return image.astype(np.float32)
+
+
+def _check_header(path: Path, ds: Dataset, max_pixels: int) -> None:
+    if "PixelData" not in ds:
+        raise ImageLoadError(path, "DICOM file has no pixel data (is it a report or a structured document?)")
+    photometric = str(ds.get("PhotometricInterpretation", "")).strip()
+    if not photometric:
+        raise ImageLoadError(
+            path, "DICOM header has no PhotometricInterpretation; cannot tell how to display it"
+        )
+    if photometric not in _GRAYSCALE:
+        raise ImageLoadError(
+            path,
+            f"unsupported DICOM photometric interpretation {photometric!r}: "
+            "Xvision reads grayscale radiographs (MONOCHROME1/2)",
+        )
+    samples = int(ds.get("SamplesPerPixel") or 1)
+    if samples != 1:
+        raise ImageLoadError(path, f"{photometric} DICOM with {samples} samples per pixel; expected 1")
+    check_dimensions(path, int(ds.get("Columns") or 0), int(ds.get("Rows") or 0), max_pixels)
+
+
+def _to_display_range(path: Path, ds: Dataset, stored: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """Apply the Modality and VOI LUTs; return the values and the range that maps onto [0, 1]."""
+    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    low, high = _modality_range(ds)
+    if not _has_voi(ds):
+        return values, low, high
+    try:
+        return np.asarray(apply_voi_lut(values, ds, index=0), dtype=np.float64), *_voi_range(ds)
+    except Exception as exc:  # a malformed window should not make the radiograph unreadable
+        warnings.warn(
+            f"{path}: ignoring unusable VOI LUT/window ({exception_reason(exc)}); "
+            "scaling by the BitsStored range instead",
+            UserWarning,
+            stacklevel=4,
+        )
+        return values, low, high
+
+
+def _modality_range(ds: Dataset) -> tuple[float, float]:
+    """The range of Modality LUT output over every value that ``BitsStored`` allows."""
+    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
+    if int(ds.get("PixelRepresentation") or 0) == 1:
+        low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+    else:
+        low, high = 0, 2**bits - 1
+    # Every stored value for a possibly non-monotonic Modality LUT Sequence; both ends suffice for a rescale.
+    probe = np.arange(low, high + 1) if bits <= 16 else np.array([low, high])
+    mapped = np.asarray(apply_modality_lut(probe, ds), dtype=np.float64)
+    return float(mapped.min()), float(mapped.max())
+
+
+def _has_voi_lut_sequence(ds: Dataset) -> bool:
+    sequence = ds.get("VOILUTSequence")
+    return bool(sequence) and all(sequence[0].get(key) is not None for key in ("LUTDescriptor", "LUTData"))
+
+
+def _has_voi(ds: Dataset) -> bool:
+    has_window = ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None
+    return has_window or _has_voi_lut_sequence(ds)
+
+
+def _voi_range(ds: Dataset) -> tuple[float, float]:
+    """The output range of ``apply_voi_lut``, whose ends become 0 and 1 (pydicom prefers the LUT to a window)."""
+    if _has_voi_lut_sequence(ds):
+        bits_per_entry = int(ds.VOILUTSequence[0].LUTDescriptor[2])
+        return 0.0, float(2**bits_per_entry - 1)
+    # pydicom stretches a window onto a range derived from BitsStored and the rescale; its ends are where
+    # values far outside the window land.
+    ends = apply_voi_lut(np.array([-_FAR_BEYOND, _FAR_BEYOND]), ds, index=0)
+    return float(ends[0]), float(ends[1])

@@ -1,0 +1,205 @@
+"""Load any chest X-ray file into one documented array form.
+
+The array form
+--------------
+:func:`load_image` returns a ``numpy.ndarray`` of dtype ``float32`` and shape ``(H, W)`` with every value in
+``[0, 1]``, in display polarity: 0 is black (air), 1 is white (bone), as a radiologist views the film.
+
+Intensities are divided by the range the *file format* implies, never by the image's own minimum and maximum,
+so a given stored value means the same thing in every image:
+
+- 8-bit PNG, JPEG, TIFF, BMP: value / 255. Colour (RGB, palette, CMYK) becomes luminance (ITU-R 601-2 weights,
+  as Pillow's ``convert("L")``); alpha is dropped.
+- 16-bit PNG and TIFF: value / 65535, whatever range is used (a 12-bit image stored in a 16-bit PNG keeps its
+  values in ``[0, 4095/65535]``).
+- DICOM: Modality LUT, then the first VOI LUT or window, else the range implied by ``BitsStored``;
+  ``MONOCHROME1`` is inverted. See :mod:`xvision.io.dicom`.
+
+Every failure (missing, empty, not an image, truncated, absurd size, unsupported kind) raises
+:class:`~xvision.errors.ImageLoadError`, whose message starts with the file's path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from PIL import BmpImagePlugin, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
+
+from xvision.errors import ImageLoadError
+
+__all__ = ["DEFAULT_MAX_PIXELS", "SUPPORTED_SUFFIXES", "is_dicom", "load_image"]
+
+DEFAULT_MAX_PIXELS = 50_000_000
+"""Largest width x height decoded by default; the largest detector panels are about 4300 x 4300 (18.5 MP)."""
+
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"}
+)
+"""Lower-case file suffixes that folder scanners should pick up."""
+
+_DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
+_DICOM_MAGIC_OFFSET = 128  # a DICOM file is a 128-byte preamble, then b"DICM"
+
+# The formats read through Pillow, recognised by their first bytes. The plugin classes are used instead of
+# Image.open because Image.open runs Pillow's own decompression-bomb check (a warning above 89 MP, an error
+# above 179 MP) before the size can be seen; the classes read only the header, so our limit is the one applied.
+_PILLOW_SIGNATURES: tuple[tuple[bytes, type[ImageFile.ImageFile]], ...] = (
+    (b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile),
+    (b"\xff\xd8\xff", JpegImagePlugin.JpegImageFile),
+    (b"II*\x00", TiffImagePlugin.TiffImageFile),
+    (b"MM\x00*", TiffImagePlugin.TiffImageFile),
+    (b"II+\x00", TiffImagePlugin.TiffImageFile),  # BigTIFF
+    (b"MM\x00+", TiffImagePlugin.TiffImageFile),
+    (b"BM", BmpImagePlugin.BmpImageFile),
+)
+_SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+_EIGHT_BIT_MODES = frozenset(
+    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
+)
+_REASON_LIMIT = 200
+
+
+def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read a radiograph (PNG, JPEG, TIFF, BMP or DICOM) into the module's array form.
+
+    Args:
+        path: The image file. Its contents decide the decoder; a ``.dcm``/``.dicom`` suffix is needed only for
+            DICOM files without the ``DICM`` preamble.
+        max_pixels: Refuse images whose header declares more than this many pixels (width x height), before
+            any pixel data is decoded.
+
+    Returns:
+        ``float32`` array of shape ``(H, W)``, values in ``[0, 1]``, 0 = black (air), 1 = white (bone).
+
+    Raises:
+        ImageLoadError: The file is missing, empty, not a supported image, truncated or corrupt, larger than
+            ``max_pixels``, or of an unsupported kind (e.g. a colour DICOM).
+    """
+    if max_pixels <= 0:
+        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+    path = Path(path)
+    head = _read_head(path)
+    try:
+        if _is_dicom_head(path, head):
+            # Imported here so that pydicom is loaded only once a DICOM file is read.
+            from xvision.io.dicom import load_dicom
+
+            image = load_dicom(path, max_pixels=max_pixels)
+        else:
+            image = _load_with_pillow(path, head, max_pixels)
+    except ImageLoadError:
+        raise
+    except Exception as exc:  # a decoder failed in a way not foreseen below: still one clean error
+        raise ImageLoadError(path, f"could not decode the image ({exception_reason(exc)})") from exc
+    if not np.isfinite(image).all():
+        raise ImageLoadError(path, "decoded pixel values include NaN or infinity")
+    return image
+
+
+def is_dicom(path: str | Path) -> bool:
+    """Whether :func:`load_image` reads ``path`` as DICOM.
+
+    True when the file has ``DICM`` at byte 128, or has a ``.dcm``/``.dicom`` suffix and no PNG, JPEG, TIFF
+    or BMP signature (a missing or unreadable file is judged by its suffix alone). Never raises.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_DICOM_MAGIC_OFFSET + 4)
+    except OSError:
+        head = b""
+    return _is_dicom_head(path, head)
+
+
+def check_dimensions(path: Path, width: int, height: int, max_pixels: int) -> None:
+    """Raise ImageLoadError unless a header's width and height are positive and within ``max_pixels``."""
+    if width <= 0 or height <= 0:
+        raise ImageLoadError(
+            path, f"image is {width} x {height} pixels; a width or height of 0 is not an image"
+        )
+    pixels = width * height
+    if pixels > max_pixels:
+        raise ImageLoadError(
+            path,
+            f"image is {width} x {height} pixels ({pixels / 1e6:.1f} megapixels), more than the "
+            f"{max_pixels / 1e6:.1f} megapixel limit; refusing to decode (decompression bomb?). "
+            "If the file is genuine, pass a larger max_pixels to load_image",
+        )
+
+
+def exception_reason(exc: BaseException) -> str:
+    """A one-line, bounded description of a decoder's exception, for an ImageLoadError reason."""
+    text = " ".join(str(exc).split())
+    if len(text) > _REASON_LIMIT:
+        text = text[: _REASON_LIMIT - 3] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _read_head(path: Path) -> bytes:
+    """The first bytes of the file, enough to recognise its format; the checks that need no decoder."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(_DICOM_MAGIC_OFFSET + 4)
+    except FileNotFoundError:
+        raise ImageLoadError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ImageLoadError(path, "is a directory, not an image file") from None
+    except PermissionError:
+        raise ImageLoadError(path, "permission denied") from None
+    except OSError as exc:
+        raise ImageLoadError(path, f"cannot read the file ({exception_reason(exc)})") from exc
+    if not head:
+        raise ImageLoadError(path, "file is empty (0 bytes)")
+    return head
+
+
+def _pillow_class(head: bytes) -> type[ImageFile.ImageFile] | None:
+    for signature, image_class in _PILLOW_SIGNATURES:
+        if head.startswith(signature):
+            return image_class
+    return None
+
+
+def _is_dicom_head(path: Path, head: bytes) -> bool:
+    if head[_DICOM_MAGIC_OFFSET : _DICOM_MAGIC_OFFSET + 4] == b"DICM":
+        return True
+    return path.suffix.lower() in _DICOM_SUFFIXES and _pillow_class(head) is None
+
+
+def _load_with_pillow(path: Path, head: bytes, max_pixels: int) -> np.ndarray:
+    image_class = _pillow_class(head)
+    if image_class is None:
+        raise ImageLoadError(
+            path, "not a supported image: the contents are not PNG, JPEG, TIFF, BMP or DICOM"
+        )
+    with path.open("rb") as handle:
+        try:
+            image = image_class(handle, str(path))  # reads the header only
+        except Exception as exc:
+            raise ImageLoadError(path, f"corrupt image header ({exception_reason(exc)})") from exc
+        check_dimensions(path, image.width, image.height, max_pixels)
+        # ImageFile.LOAD_TRUNCATED_IMAGES stays False, so a short file fails here instead of loading grey.
+        try:
+            image.load()
+        except Exception as exc:
+            raise ImageLoadError(path, f"truncated or corrupt image data ({exception_reason(exc)})") from exc
+        return _pillow_to_array(path, image)
+
+
+def _pillow_to_array(path: Path, image: ImageFile.ImageFile) -> np.ndarray:
+    """Grayscale float32 in [0, 1], scaled by the bit depth of the pixel mode."""
+    mode = image.mode
+    # Pillow before 10.x opened 16-bit grayscale PNG as "I" (32-bit int); PNG has no deeper grayscale.
+    if mode in _SIXTEEN_BIT_MODES or (mode == "I" and image.format == "PNG"):
+        return np.asarray(image, dtype=np.float32) / np.float32(65535)
+    if mode in _EIGHT_BIT_MODES:
+        if mode in ("P", "PA"):  # via RGBA so that palette transparency is dropped, not misread
+            image = image.convert("RGBA")
+        gray = image.convert("L")
+        return np.asarray(gray, dtype=np.float32) / np.float32(255)
+    raise ImageLoadError(
+        path,
+        f"unsupported pixel mode {mode!r} (no implied intensity range); "
+        "save the image as 8- or 16-bit grayscale PNG",
+    )

@@ -1,0 +1,129 @@
+"""The whole CLI flow on tiny synthetic phantoms: manifest -> split -> extract -> train -> evaluate -> predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xvision.cli.main import main
+from xvision.data.phantoms import make_phantom_dataset
+
+TINY = "timm:mobilenetv3_small_050"
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Run every stage once; tests below inspect what each left behind."""
+    root = tmp_path_factory.mktemp("pipeline")
+    data = root / "data"
+    make_phantom_dataset(data, n_per_class=12, size=96, seed=3)
+    manifest = root / "manifest.csv"
+    codes = {}
+    codes["manifest"] = main(["manifest", str(data), "-o", str(manifest)])
+    codes["split"] = main(
+        ["split", str(manifest), "--group-by", "none", "--test", "0.25", "--val", "0.25", "--seed", "1"]
+    )
+    codes["extract"] = main(
+        ["extract", str(manifest), "--backbone", TINY, "--weights", "random", "-o", str(root / "feats")]
+    )
+    codes["train"] = main(["train", str(root / "feats"), "-o", str(root / "run"), "--epochs", "4"])
+    codes["evaluate"] = main(["evaluate", str(root / "run"), "--features", str(root / "feats")])
+    return root, codes
+
+
+def test_every_stage_succeeds(pipeline) -> None:
+    _, codes = pipeline
+    assert codes == {"manifest": 0, "split": 0, "extract": 0, "train": 0, "evaluate": 0}
+
+
+def test_train_writes_one_checkpoint_per_epoch_and_history(pipeline) -> None:
+    root, _ = pipeline
+    run = root / "run"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [
+        f"epoch-{i:03d}.safetensors" for i in range(1, 5)
+    ]
+    lines = (run / "history.csv").read_text().splitlines()
+    assert lines[0] == "epoch,train_loss,train_accuracy,val_loss,val_accuracy" and len(lines) == 5
+    bundle = json.loads((run / "bundle.json").read_text())
+    assert bundle["classes"] == ["nodule", "normal"]
+    assert bundle["backbone"]["name"] == TINY and bundle["untrained_backbone"] is True
+    assert 1 <= bundle["best_epoch"] <= 4 and "torch" in bundle["versions"]
+
+
+def test_metrics_agree_with_each_other(pipeline) -> None:
+    root, _ = pipeline
+    metrics = json.loads((root / "run" / "metrics.json").read_text())
+    cm = np.array(metrics["confusion_matrix"])
+    assert metrics["classes"] == ["nodule", "normal"] and cm.shape == (2, 2)
+    assert cm.sum() == metrics["n"] > 0
+    assert metrics["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    for i, c in enumerate(metrics["classes"]):
+        if cm[i].sum():
+            assert metrics["recall"][c] == pytest.approx(cm[i, i] / cm[i].sum())
+        if cm[:, i].sum():
+            assert metrics["precision"][c] == pytest.approx(cm[i, i] / cm[:, i].sum())
+    assert 0.0 <= metrics["roc_auc"] <= 1.0
+    assert metrics["warning"] == "UNTRAINED BACKBONE"
+    for name in ("confusion_matrix.png", "training_curve.png", "roc.png"):
+        assert Image.open(root / "run" / "plots" / name).format == "PNG"
+
+
+def test_predict_prints_json_and_draws_a_grid(pipeline, capsys) -> None:
+    root, _ = pipeline
+    capsys.readouterr()
+    images = sorted((root / "data" / "nodule").glob("*.png"))[:3]
+    grid = root / "grid.png"
+    code = main(["predict", str(root / "run"), *map(str, images), "--json", "--grid", str(grid)])
+    out, err = capsys.readouterr()
+    assert code == 0
+    results = json.loads(out)
+    assert [Path(r["path"]).name for r in results] == [p.name for p in images]
+    for r in results:
+        assert r["predicted"] in ("nodule", "normal")
+        assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
+    assert "UNTRAINED BACKBONE" in err
+    assert Image.open(grid).format == "PNG"
+
+
+def test_predict_matches_evaluate_on_the_same_image(pipeline, capsys) -> None:
+    """The predictor (images -> backbone -> head) reproduces the probabilities computed from stored features."""
+    root, _ = pipeline
+    lines = (root / "run" / "predictions.csv").read_text().splitlines()
+    path, _label, _pred, p_nodule, _ = lines[1].split(",")
+    manifest_dir = root
+    capsys.readouterr()
+    main(["predict", str(root / "run"), str(manifest_dir / path), "--csv"])
+    out = capsys.readouterr().out.splitlines()
+    assert float(out[1].split(",")[2]) == pytest.approx(float(p_nodule), abs=1e-4)
+
+
+def test_predict_reports_bad_files_and_continues(pipeline, capsys, tmp_path) -> None:
+    root, _ = pipeline
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    good = next((root / "data" / "normal").glob("*.png"))
+    capsys.readouterr()
+    code = main(["predict", str(root / "run"), str(good), str(bad)])
+    out, err = capsys.readouterr()
+    assert code == 1
+    assert str(good) in out and "bad.png" in err
+    assert "Traceback" not in err
+
+
+def test_user_mistakes_are_one_line_errors(pipeline, capsys, tmp_path) -> None:
+    root, _ = pipeline
+    capsys.readouterr()
+    assert main(["train", str(tmp_path / "nowhere"), "-o", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("Error: ") and err.count("\n") == 1 and "nowhere" in err
+    assert main(["evaluate", str(tmp_path), "--features", str(root / "feats")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    assert (
+        main(["extract", str(root / "manifest.csv"), "--backbone", "nonsense", "-o", str(tmp_path / "f")])
+        == 2
+    )
+    assert "unknown backbone" in capsys.readouterr().err

@@ -1,0 +1,158 @@
+"""Feature extraction: batched, resumable, bad images skipped, stores checked for consistency."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xvision.backbones import create_backbone
+from xvision.errors import FeatureStoreError, ImageLoadError, LeakageError
+from xvision.features.extract import extract_manifest
+from xvision.features.store import FeatureStore
+
+TINY = "timm:mobilenetv3_small_050"
+
+
+@pytest.fixture(scope="module")
+def backbone():
+    return create_backbone(TINY, weights="random")
+
+
+def _write_set(root: Path, n_per_class: int = 5, *, split: bool = False) -> Path:
+    rng = np.random.default_rng(0)
+    rows = []
+    for label in ("normal", "nodule"):
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            path = root / label / f"{label}{i}.png"
+            Image.fromarray(rng.integers(0, 256, (40, 48), dtype=np.uint8)).save(path)
+            rows.append(
+                {
+                    "path": f"{label}/{path.name}",
+                    "label": label,
+                    "group": f"{label}{i}",
+                    "split": ("train" if i < n_per_class - 1 else "test") if split else "",
+                }
+            )
+    manifest = root / "manifest.csv"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "group", "split"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
+
+
+def _add_rows(manifest: Path, rows: list[tuple[str, str]]) -> None:
+    with open(manifest, "a", newline="") as handle:
+        for path, label in rows:
+            handle.write(f"{path},{label},{Path(path).stem},\n")
+
+
+def test_extracts_every_image_with_metadata(tmp_path, backbone) -> None:
+    manifest = _write_set(tmp_path / "data")
+    report = extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False, batch_size=3)
+    assert report.total == 10 and report.extracted == 10 and not report.failed
+    store = FeatureStore(tmp_path / "feats")
+    X, rows = store.load()
+    assert X.shape == (10, backbone.feature_dim) and np.isfinite(X).all()
+    assert {r.label for r in rows} == {"normal", "nodule"} and all(len(r.sha256) == 64 for r in rows)
+    meta = store.read_meta()
+    assert meta["backbone"]["name"] == TINY and meta["backbone"]["weights"]["pretrained"] is False
+    assert meta["manifest"]["sha256"] and meta["xvision_version"]
+    assert not list((tmp_path / "feats").rglob("*.part"))
+
+
+def test_bad_images_are_reported_and_skipped(tmp_path, backbone) -> None:
+    manifest = _write_set(tmp_path / "data", 3)
+    data = tmp_path / "data"
+    (data / "normal" / "text.png").write_text("this is not an image")
+    (data / "normal" / "empty.png").write_bytes(b"")
+    good = (data / "normal" / "normal0.png").read_bytes()
+    (data / "nodule" / "cut.png").write_bytes(good[: len(good) // 2])
+    _add_rows(
+        manifest,
+        [
+            ("normal/text.png", "normal"),
+            ("normal/empty.png", "normal"),
+            ("nodule/cut.png", "nodule"),
+            ("nodule/missing.png", "nodule"),
+        ],
+    )
+    report = extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)
+    failed = {Path(p).name: reason for p, reason in report.failed}
+    assert set(failed) == {"text.png", "empty.png", "cut.png", "missing.png"}
+    assert "empty" in failed["empty.png"] and "not found" in failed["missing.png"]
+    X, rows = FeatureStore(tmp_path / "feats").load()
+    assert len(rows) == 6 and X.shape[0] == 6
+    statuses = {Path(r.path).name: r.status for r in FeatureStore(tmp_path / "feats").read_index()}
+    assert statuses["cut.png"] == "failed" and statuses["normal1.png"] == "ok"
+
+
+def test_strict_makes_a_bad_image_fatal(tmp_path, backbone) -> None:
+    manifest = _write_set(tmp_path / "data", 2)
+    (tmp_path / "data" / "normal" / "text.png").write_text("nope")
+    _add_rows(manifest, [("normal/text.png", "normal")])
+    with pytest.raises(ImageLoadError, match="text.png"):
+        extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False, strict=True)
+
+
+def test_interrupted_extraction_resumes_without_redoing_work(tmp_path, backbone, monkeypatch) -> None:
+    manifest = _write_set(tmp_path / "data", 6)
+    reference = extract_manifest(manifest, tmp_path / "ref", backbone=backbone, progress=False, batch_size=2)
+    assert reference.extracted == 12
+
+    calls = {"n": 0}
+    original = backbone.extract
+
+    def flaky(batch):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return original(batch)
+
+    monkeypatch.setattr(backbone, "extract", flaky)
+    with pytest.raises(KeyboardInterrupt):
+        extract_manifest(
+            manifest, tmp_path / "feats", backbone=backbone, progress=False, batch_size=2, shard_size=2
+        )
+    assert len(FeatureStore(tmp_path / "feats").keys()) == 6  # three finished batches survived
+    monkeypatch.setattr(backbone, "extract", original)
+    resumed = extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False, batch_size=2)
+    assert resumed.reused == 6 and resumed.extracted == 6
+    X, rows = FeatureStore(tmp_path / "feats").load()
+    X_ref, rows_ref = FeatureStore(tmp_path / "ref").load()
+    assert [r.path for r in rows] == [r.path for r in rows_ref]
+    assert np.allclose(X, X_ref, atol=1e-5)
+
+
+def test_identical_images_are_extracted_once(tmp_path, backbone) -> None:
+    manifest = _write_set(tmp_path / "data", 2)
+    data = tmp_path / "data"
+    (data / "normal" / "copy.png").write_bytes((data / "normal" / "normal0.png").read_bytes())
+    _add_rows(manifest, [("normal/copy.png", "normal")])
+    report = extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)
+    assert report.total == 5 and report.extracted == 4
+    X, rows = FeatureStore(tmp_path / "feats").load()
+    assert X.shape[0] == 5
+
+
+def test_store_refuses_another_backbone(tmp_path, backbone) -> None:
+    manifest = _write_set(tmp_path / "data", 2)
+    extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)
+    other = create_backbone("timm:resnet10t", weights="random")
+    with pytest.raises(FeatureStoreError, match="choose another -o"):
+        extract_manifest(manifest, tmp_path / "feats", backbone=other, progress=False)
+
+
+def test_leaky_manifest_is_refused(tmp_path, backbone) -> None:
+    manifest = _write_set(tmp_path / "data", 3, split=True)
+    text = manifest.read_text().replace(
+        "nodule/nodule0.png,nodule,nodule0", "nodule/nodule0.png,nodule,nodule2"
+    )
+    manifest.write_text(text)  # nodule0 now shares group nodule2, which sits in test
+    with pytest.raises(LeakageError, match="nodule2"):
+        extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)
