@@ -53,7 +53,7 @@ def run_demo(
     out = Path(out_dir)
     log.info("1/6 generating %d synthetic chest phantoms in %s", 2 * n_per_class, out / "data")
     manifest_path = make_phantom_dataset(out / "data", n_per_class=n_per_class, size=size, seed=seed)
-    log.info("2/6 splitting by patient: 60%% train, 20%% val, 20%% test")
+    log.info("2/6 splitting by patient: 60% train, 20% val, 20% test")
     manifest = assign_splits(read_manifest(manifest_path), group_by="group", test=0.2, val=0.2, seed=seed)
     write_manifest(manifest, manifest_path)
     features = out / "features"
