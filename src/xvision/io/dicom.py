@@ -58,9 +58,7 @@ def load_dicom(path: str | Path, *, max_pixels: int) -> np.ndarray:
     except Exception as exc:
         raise ImageLoadError(path, f"cannot decode the DICOM pixel data ({exception_reason(exc)})") from exc
     if stored.ndim != 2:
-        raise ImageLoadError(
-            path, f"DICOM pixel data decoded to shape {stored.shape}, expected (rows, columns)"
-        )
+        raise ImageLoadError(path, f"DICOM pixel data decoded to shape {stored.shape}, expected (rows, columns)")
 
     try:
         values, low, high = _to_display_range(path, ds, stored)
@@ -86,9 +84,7 @@ def _check_header(path: Path, ds: Dataset, max_pixels: int) -> None:
         raise ImageLoadError(path, "DICOM file has no pixel data (is it a report or a structured document?)")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if not photometric:
-        raise ImageLoadError(
-            path, "DICOM header has no PhotometricInterpretation; cannot tell how to display it"
-        )
+        raise ImageLoadError(path, "DICOM header has no PhotometricInterpretation; cannot tell how to display it")
     if photometric not in _GRAYSCALE:
         raise ImageLoadError(
             path,
@@ -103,12 +99,13 @@ def _check_header(path: Path, ds: Dataset, max_pixels: int) -> None:
 
 def _to_display_range(path: Path, ds: Dataset, stored: np.ndarray) -> tuple[np.ndarray, float, float]:
     """Apply the Modality and VOI LUTs; return the values and the range that maps onto [0, 1]."""
-    values = np.asarray(apply_modality_lut(stored, ds), dtype=np.float64)
+    modality = apply_modality_lut(stored, ds)  # still integer unless rescaled: a VOI LUT indexes with it
+    values = np.asarray(modality, dtype=np.float64)
     low, high = _modality_range(ds)
     if not _has_voi(ds):
         return values, low, high
     try:
-        return np.asarray(apply_voi_lut(values, ds, index=0), dtype=np.float64), *_voi_range(ds)
+        return np.asarray(apply_voi_lut(modality, ds, index=0), dtype=np.float64), *_voi_range(ds)
     except Exception as exc:  # a malformed window should not make the radiograph unreadable
         warnings.warn(
             f"{path}: ignoring unusable VOI LUT/window ({exception_reason(exc)}); "

@@ -33,9 +33,7 @@ __all__ = ["DEFAULT_MAX_PIXELS", "SUPPORTED_SUFFIXES", "is_dicom", "load_image"]
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest width x height decoded by default; the largest detector panels are about 4300 x 4300 (18.5 MP)."""
 
-SUPPORTED_SUFFIXES: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"}
-)
+SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
 """Lower-case file suffixes that folder scanners should pick up."""
 
 _DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
@@ -54,9 +52,7 @@ _PILLOW_SIGNATURES: tuple[tuple[bytes, type[ImageFile.ImageFile]], ...] = (
     (b"BM", BmpImagePlugin.BmpImageFile),
 )
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
-_EIGHT_BIT_MODES = frozenset(
-    {"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"}
-)
+_EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 _REASON_LIMIT = 200
 
 
@@ -115,9 +111,7 @@ def is_dicom(path: str | Path) -> bool:
 def check_dimensions(path: Path, width: int, height: int, max_pixels: int) -> None:
     """Raise ImageLoadError unless a header's width and height are positive and within ``max_pixels``."""
     if width <= 0 or height <= 0:
-        raise ImageLoadError(
-            path, f"image is {width} x {height} pixels; a width or height of 0 is not an image"
-        )
+        raise ImageLoadError(path, f"image is {width} x {height} pixels; a width or height of 0 is not an image")
     pixels = width * height
     if pixels > max_pixels:
         raise ImageLoadError(
@@ -170,9 +164,7 @@ def _is_dicom_head(path: Path, head: bytes) -> bool:
 def _load_with_pillow(path: Path, head: bytes, max_pixels: int) -> np.ndarray:
     image_class = _pillow_class(head)
     if image_class is None:
-        raise ImageLoadError(
-            path, "not a supported image: the contents are not PNG, JPEG, TIFF, BMP or DICOM"
-        )
+        raise ImageLoadError(path, "not a supported image: the contents are not PNG, JPEG, TIFF, BMP or DICOM")
     with path.open("rb") as handle:
         try:
             image = image_class(handle, str(path))  # reads the header only
@@ -200,6 +192,5 @@ def _pillow_to_array(path: Path, image: ImageFile.ImageFile) -> np.ndarray:
         return np.asarray(gray, dtype=np.float32) / np.float32(255)
     raise ImageLoadError(
         path,
-        f"unsupported pixel mode {mode!r} (no implied intensity range); "
-        "save the image as 8- or 16-bit grayscale PNG",
+        f"unsupported pixel mode {mode!r} (no implied intensity range); save the image as 8- or 16-bit grayscale PNG",
     )

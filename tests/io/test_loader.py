@@ -1,0 +1,366 @@
+"""xvision.io.load_image: one array form (float32, (H, W), [0, 1], display polarity) for every format."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from xvision.errors import ImageLoadError
+from xvision.io import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES, is_dicom, load_image
+
+DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
+
+
+def write_png(path: Path, pixels: np.ndarray) -> Path:
+    Image.fromarray(pixels).save(path, format="PNG")
+    return path
+
+
+def write_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    frames: int = 1,
+    **elements: object,
+) -> Path:
+    """A minimal DX DICOM, Explicit VR Little Endian; ``pixels`` is (rows, cols[, samples]) per frame."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = DX_FOR_PRESENTATION
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = pixels.shape[:2]
+    ds.SamplesPerPixel = pixels.shape[2] if pixels.ndim == 3 else 1
+    if ds.SamplesPerPixel > 1:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    ds.BitsAllocated = pixels.dtype.itemsize * 8
+    ds.BitsStored = bits_stored or ds.BitsAllocated
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = int(pixels.dtype.kind == "i")
+    if frames > 1:
+        ds.NumberOfFrames = frames
+    ds.PixelData = np.concatenate([pixels + i for i in range(frames)]).tobytes()
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG whose IHDR claims width x height (8-bit gray), followed by a token IDAT: no real image data."""
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", ihdr)
+        + png_chunk(b"IDAT", zlib.compress(b"\0" * 16))
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def bundled_dicom(name: str) -> str:
+    path = get_testdata_file(name, download=False)
+    if path is None:
+        pytest.skip(f"pydicom test file {name} is not bundled with this pydicom")
+    return str(path)
+
+
+def assert_array_form(image: np.ndarray, shape: tuple[int, ...]) -> None:
+    assert image.dtype == np.float32
+    assert image.shape == shape
+    assert image.min() >= 0.0 and image.max() <= 1.0
+
+
+# --- PNG, JPEG, TIFF, BMP -------------------------------------------------------------------------------
+
+
+def test_png_8bit_values_are_divided_by_255(tmp_path: Path) -> None:
+    path = write_png(tmp_path / "gray.png", np.array([[0, 128, 255], [10, 20, 30]], dtype=np.uint8))
+    image = load_image(path)
+    assert_array_form(image, (2, 3))
+    np.testing.assert_allclose(image, np.array([[0, 128, 255], [10, 20, 30]]) / 255, atol=1e-7)
+
+
+def test_png_16bit_full_range_is_divided_by_65535(tmp_path: Path) -> None:
+    path = write_png(tmp_path / "16.png", np.array([[0, 32768, 65535]], dtype=np.uint16))
+    image = load_image(path)
+    assert_array_form(image, (1, 3))
+    np.testing.assert_allclose(image, [[0.0, 32768 / 65535, 1.0]], atol=1e-7)
+
+
+def test_png_16bit_with_12bit_values_is_scaled_by_png_bit_depth_not_by_its_max(tmp_path: Path) -> None:
+    path = write_png(tmp_path / "12in16.png", np.array([[0, 2048, 4095]], dtype=np.uint16))
+    np.testing.assert_allclose(load_image(path), [[0.0, 2048 / 65535, 4095 / 65535]], atol=1e-7)
+
+
+def test_rgb_and_rgba_png_become_2d_luminance_with_alpha_dropped(tmp_path: Path) -> None:
+    rgba = np.array([[[255, 255, 255, 0], [255, 0, 0, 255], [0, 0, 0, 128]]], dtype=np.uint8)
+    for name, pixels in {"rgb.png": rgba[..., :3], "rgba.png": rgba}.items():
+        image = load_image(write_png(tmp_path / name, pixels))
+        assert_array_form(image, (1, 3))
+        # ITU-R 601-2 luma: pure red is 0.299 of white; transparency does not darken white.
+        np.testing.assert_allclose(image, [[1.0, 76 / 255, 0.0]], atol=1e-6)
+
+
+def test_palette_png_becomes_luminance(tmp_path: Path) -> None:
+    palette_image = Image.fromarray(np.array([[0, 1]], dtype=np.uint8), mode="P")
+    palette_image.putpalette([0, 0, 0, 255, 255, 255] + [0] * (256 * 3 - 6))
+    path = tmp_path / "palette.png"
+    palette_image.save(path, transparency=0)
+    np.testing.assert_allclose(load_image(path), [[0.0, 1.0]], atol=1e-7)
+
+
+@pytest.mark.parametrize("mode", ["L", "RGB"])
+def test_jpeg_gray_and_rgb_become_2d(tmp_path: Path, mode: str) -> None:
+    path = tmp_path / "x.jpg"
+    Image.new(mode, (16, 8), 200 if mode == "L" else (200, 200, 200)).save(path, quality=95)
+    image = load_image(path)
+    assert_array_form(image, (8, 16))
+    np.testing.assert_allclose(image, 200 / 255, atol=2 / 255)  # JPEG is lossy
+
+
+def test_tiff_16bit_and_bmp_8bit(tmp_path: Path) -> None:
+    tiff = tmp_path / "x.tif"
+    Image.fromarray(np.array([[0, 4095, 65535]], dtype=np.uint16)).save(tiff)
+    np.testing.assert_allclose(load_image(tiff), [[0.0, 4095 / 65535, 1.0]], atol=1e-7)
+    bmp = tmp_path / "x.bmp"
+    Image.fromarray(np.array([[0, 51, 255]], dtype=np.uint8)).save(bmp)
+    np.testing.assert_allclose(load_image(bmp), [[0.0, 0.2, 1.0]], atol=1e-7)
+
+
+def test_constant_image_is_allowed(tmp_path: Path) -> None:
+    path = write_png(tmp_path / "flat.png", np.full((4, 4), 7, dtype=np.uint8))
+    np.testing.assert_allclose(load_image(path), np.full((4, 4), 7 / 255), atol=1e-7)
+
+
+def test_contents_not_suffix_choose_the_decoder(tmp_path: Path) -> None:
+    png_named_dcm = write_png(tmp_path / "actually_png.dcm", np.array([[0, 255]], dtype=np.uint8))
+    assert not is_dicom(png_named_dcm)
+    np.testing.assert_allclose(load_image(png_named_dcm), [[0.0, 1.0]])
+    dicom_named_bin = write_dicom(tmp_path / "scan.bin", np.array([[0, 4095]], dtype=np.uint16), bits_stored=12)
+    assert is_dicom(dicom_named_bin)
+    np.testing.assert_allclose(load_image(dicom_named_bin), [[0.0, 1.0]])
+    assert is_dicom(tmp_path / "missing.DCM")  # judged by suffix alone
+    assert not is_dicom(tmp_path / "missing.png")
+
+
+def test_supported_suffixes() -> None:
+    assert SUPPORTED_SUFFIXES == {".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"}
+    assert DEFAULT_MAX_PIXELS == 50_000_000
+
+
+# --- DICOM ----------------------------------------------------------------------------------------------
+
+STORED_12BIT = np.array([[0, 2048], [1024, 4095]], dtype=np.uint16)
+
+
+def test_dicom_monochrome2_12bit_is_scaled_by_bits_stored(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "mono2.dcm", STORED_12BIT, bits_stored=12)
+    image = load_image(path)
+    assert_array_form(image, (2, 2))
+    np.testing.assert_allclose(image, STORED_12BIT / 4095, atol=1e-6)
+
+
+def test_dicom_monochrome1_is_inverted_with_a_warning(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "mono1.dcm", STORED_12BIT, bits_stored=12, photometric="MONOCHROME1")
+    with pytest.warns(UserWarning, match="MONOCHROME1"):
+        image = load_image(path)
+    np.testing.assert_allclose(image, 1.0 - STORED_12BIT / 4095, atol=1e-6)
+
+
+def test_dicom_rescale_is_applied_before_the_window(tmp_path: Path) -> None:
+    # Stored 1024 is 0 HU after rescale; the window centred on 0 HU must put it in the middle.
+    stored = np.array([[0, 1024, 2048, 4095]], dtype=np.uint16)
+    path = write_dicom(
+        tmp_path / "ct.dcm",
+        stored,
+        bits_stored=12,
+        RescaleSlope=1,
+        RescaleIntercept=-1024,
+        WindowCenter=0,
+        WindowWidth=2048,
+    )
+    np.testing.assert_allclose(load_image(path), [[0.0, 0.5, 1.0, 1.0]], atol=1e-3)
+
+
+@pytest.mark.parametrize(("center", "width"), [(1500, 1000), ([1500, 500], [1000, 200])])
+def test_dicom_first_window_maps_onto_0_1(tmp_path: Path, center: object, width: object) -> None:
+    stored = np.array([[0, 1000, 1500, 2000, 4095]], dtype=np.uint16)
+    path = write_dicom(tmp_path / "w.dcm", stored, bits_stored=12, WindowCenter=center, WindowWidth=width)
+    np.testing.assert_allclose(load_image(path), [[0.0, 0.0, 0.5, 1.0, 1.0]], atol=1e-3)
+
+
+def test_dicom_signed_pixels_use_the_signed_bits_stored_range(tmp_path: Path) -> None:
+    stored = np.array([[-2048, 0, 2047]], dtype=np.int16)
+    path = write_dicom(tmp_path / "signed.dcm", stored, bits_stored=12)
+    np.testing.assert_allclose(load_image(path), [[0.0, 2048 / 4095, 1.0]], atol=1e-6)
+
+
+def test_dicom_multiframe_uses_the_first_frame_with_a_warning(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "multi.dcm", STORED_12BIT, bits_stored=12, frames=3)
+    with pytest.warns(UserWarning, match="3 frames"):
+        image = load_image(path)
+    np.testing.assert_allclose(image, STORED_12BIT / 4095, atol=1e-6)
+
+
+def test_rgb_dicom_is_rejected_naming_the_photometric_interpretation(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "rgb.dcm", np.zeros((2, 2, 3), dtype=np.uint8), photometric="RGB")
+    with pytest.raises(ImageLoadError) as caught:
+        load_image(path)
+    assert str(caught.value) == (
+        f"{path}: unsupported DICOM photometric interpretation 'RGB': "
+        "Xvision reads grayscale radiographs (MONOCHROME1/2)"
+    )
+
+
+def test_dicom_without_pixel_data_is_rejected(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "nopix.dcm", STORED_12BIT, bits_stored=12)
+    ds = pydicom.dcmread(path)
+    del ds.PixelData
+    ds.save_as(path)
+    with pytest.raises(ImageLoadError, match="no pixel data") as caught:
+        load_image(path)
+    assert str(path) in str(caught.value)
+
+
+def test_truncated_dicom_pixel_data_is_an_image_load_error(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "cut.dcm", np.arange(64 * 64, dtype=np.uint16).reshape(64, 64), bits_stored=12)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 4096])
+    with pytest.raises(ImageLoadError) as caught:
+        load_image(path)
+    assert str(caught.value).startswith(f"{path}: ")
+
+
+def test_dicom_size_is_checked_before_pixel_data_is_read(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "bomb.dcm", STORED_12BIT, bits_stored=12, Rows=60_000, Columns=60_000)
+    with pytest.raises(ImageLoadError, match=r"60000 x 60000 pixels .*decompression bomb"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "MR_small_RLE.dcm"])
+def test_bundled_pydicom_files_load_into_the_array_form(name: str) -> None:
+    path = bundled_dicom(name)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    image = load_image(path)
+    assert_array_form(image, (ds.Rows, ds.Columns))
+    assert image.std() > 0
+
+
+def test_bundled_mr_window_matches_the_dicom_linear_window_formula() -> None:
+    ds = pydicom.dcmread(bundled_dicom("MR_small.dcm"))
+    center, width = float(ds.WindowCenter), float(ds.WindowWidth)
+    expected = np.clip((ds.pixel_array - (center - 0.5)) / (width - 1) + 0.5, 0, 1)
+    np.testing.assert_allclose(load_image(bundled_dicom("MR_small.dcm")), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["MR_small_RLE.dcm", "MR_small_jp2klossless.dcm"])
+def test_lossless_compressed_dicom_equals_the_uncompressed_one(name: str) -> None:
+    np.testing.assert_array_equal(load_image(bundled_dicom(name)), load_image(bundled_dicom("MR_small.dcm")))
+
+
+# --- bad input ------------------------------------------------------------------------------------------
+
+
+def assert_load_error(path: Path, *reason_words: str, **kwargs: int) -> None:
+    with pytest.raises(ImageLoadError) as caught:
+        load_image(path, **kwargs)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ")
+    assert caught.value.path == str(path)
+    for word in reason_words:
+        assert word in message
+
+
+def test_text_file_renamed_png(tmp_path: Path) -> None:
+    path = tmp_path / "notes.png"
+    path.write_text("patient 12: follow up in 3 months\n")
+    assert_load_error(path, "not a supported image", "PNG, JPEG")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.png"
+    path.write_bytes(b"")
+    assert_load_error(path, "empty", "0 bytes")
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    assert_load_error(tmp_path / "nowhere.png", "file not found")
+    assert_load_error(tmp_path, "directory")
+
+
+def test_truncated_png_is_not_silently_accepted(tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, size=(64, 64), dtype=np.uint8)  # incompressible
+    path = write_png(tmp_path / "cut.png", noise)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert_load_error(path, "truncated")
+
+
+def test_truncated_jpeg_is_not_silently_accepted(tmp_path: Path) -> None:
+    noise = np.random.default_rng(0).integers(0, 256, size=(64, 64), dtype=np.uint8)
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(noise).save(path, quality=95)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert_load_error(path, "truncated")
+
+
+def test_png_claiming_100000_squared_pixels_is_refused_by_our_check_not_pillows(tmp_path: Path) -> None:
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_header_only(100_000, 100_000))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # Pillow's DecompressionBombWarning would fail the test
+        assert_load_error(
+            path,
+            "image is 100000 x 100000 pixels (10000.0 megapixels), more than the 50.0 megapixel limit",
+            "decompression bomb",
+        )
+
+
+def test_max_pixels_is_the_limit(tmp_path: Path) -> None:
+    path = write_png(tmp_path / "small.png", np.zeros((10, 10), dtype=np.uint8))
+    assert load_image(path, max_pixels=100).shape == (10, 10)
+    assert_load_error(path, "10 x 10 pixels", max_pixels=99)
+
+
+def test_png_with_zero_width_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "zero.png"
+    path.write_bytes(png_header_only(0, 10))
+    assert_load_error(path)
+
+
+def test_dicom_voi_lut_sequence_output_range_maps_onto_0_1(tmp_path: Path) -> None:
+    lut_item = pydicom.Dataset()
+    lut_item.LUTDescriptor = [4096, 0, 12]  # entries, first stored value mapped, bits per entry
+    lut_item.add_new("LUTData", "US", [4095 - value for value in range(4096)])  # an inverting LUT
+    path = write_dicom(
+        tmp_path / "voilut.dcm", STORED_12BIT, bits_stored=12, VOILUTSequence=pydicom.Sequence([lut_item])
+    )
+    np.testing.assert_allclose(load_image(path), 1.0 - STORED_12BIT / 4095, atol=1e-6)
+
+
+def test_dicom_unusable_window_falls_back_to_bits_stored_with_a_warning(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "w0.dcm", STORED_12BIT, bits_stored=12, WindowCenter=2048, WindowWidth=0)
+    with pytest.warns(UserWarning, match="ignoring unusable VOI LUT/window"):
+        image = load_image(path)
+    np.testing.assert_allclose(image, STORED_12BIT / 4095, atol=1e-6)
