@@ -39,9 +39,7 @@ class TrainSummary:
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     if run_dir.exists() and any(run_dir.iterdir()):
         if not overwrite:
-            raise RunError(
-                f"{run_dir}: folder exists and is not empty; choose another -o or pass --overwrite"
-            )
+            raise RunError(f"{run_dir}: folder exists and is not empty; choose another -o or pass --overwrite")
         if not (run_dir / "bundle.json").exists() and not (run_dir / "history.csv").exists():
             raise RunError(f"{run_dir}: not a run folder; refusing to overwrite it")
         for old in (run_dir / "checkpoints").glob("epoch-*.safetensors"):
@@ -55,10 +53,7 @@ def _history_csv(history: list[dict[str, float]]) -> str:
     writer.writerow(HISTORY_COLUMNS)
     for record in history:
         writer.writerow(
-            [
-                "" if isinstance(record[c], float) and math.isnan(record[c]) else record[c]
-                for c in HISTORY_COLUMNS
-            ]
+            ["" if isinstance(record[c], float) and math.isnan(record[c]) else record[c] for c in HISTORY_COLUMNS]
         )
     return buffer.getvalue()
 
@@ -74,9 +69,7 @@ def _load_training_data(features_dir: Path) -> tuple[FeatureSet, FeatureSet | No
         )
         return load_split(features_dir, None), None
     train = load_split(features_dir, "train")
-    val = (
-        load_split(features_dir, "val") if any(r.split == "val" and r.status == "ok" for r in index) else None
-    )
+    val = load_split(features_dir, "val") if any(r.split == "val" and r.status == "ok" for r in index) else None
     if val is None:
         log.warning("no validation split: keeping the last epoch's model")
     return train, val

@@ -177,8 +177,7 @@ def _timm_spec(name: str) -> BackboneSpec:
     model_name = name.split(":", 1)[1]
     if not model_name or not timm.is_model(model_name):
         raise BackboneError(
-            f'unknown timm model {model_name!r}; list them with `python -c "import timm; '
-            'print(timm.list_models())"`'
+            f'unknown timm model {model_name!r}; list them with `python -c "import timm; print(timm.list_models())"`'
         )
     cfg = timm.models.get_pretrained_cfg(model_name)
     cfg = cfg.to_dict() if cfg is not None else {}
@@ -224,9 +223,7 @@ class Backbone:
         self.weights = weights
         self.preprocess_config = spec.preprocess
         with torch.no_grad():
-            probe = torch.zeros(
-                1, spec.preprocess.channels, spec.preprocess.input_size, spec.preprocess.input_size
-            )
+            probe = torch.zeros(1, spec.preprocess.channels, spec.preprocess.input_size, spec.preprocess.input_size)
             self.feature_dim = int(self.model(probe).shape[1])
 
     @property
@@ -251,9 +248,7 @@ class Backbone:
         }
 
 
-def _resolve(
-    spec: BackboneSpec, model: nn.Module, weights: str | None
-) -> tuple[StateDict | None, WeightsIdentity]:
+def _resolve(spec: BackboneSpec, model: nn.Module, weights: str | None) -> tuple[StateDict | None, WeightsIdentity]:
     if weights == "random":
         return None, RANDOM
     if weights not in (None, "", "pretrained"):
@@ -307,9 +302,7 @@ def create_backbone(name: str = DEFAULT_BACKBONE, *, weights: str | None = None)
             model.load_state_dict(state)
         except RuntimeError as error:
             first = str(error).splitlines()[0]
-            raise WeightsNotFoundError(
-                f"{identity.name}: weights do not fit backbone '{name}' ({first})"
-            ) from None
+            raise WeightsNotFoundError(f"{identity.name}: weights do not fit backbone '{name}' ({first})") from None
     return Backbone(spec, spec.features(model), identity)
 
 

@@ -47,9 +47,7 @@ class WeightsIdentity:
 
 
 RANDOM_INIT_SEED = 0
-RANDOM = WeightsIdentity(
-    source="random", name=f"random-init-seed{RANDOM_INIT_SEED}", sha256=None, pretrained=False
-)
+RANDOM = WeightsIdentity(source="random", name=f"random-init-seed{RANDOM_INIT_SEED}", sha256=None, pretrained=False)
 
 
 def load_state_dict_file(path: str | Path) -> StateDict:
@@ -75,9 +73,7 @@ def load_state_dict_file(path: str | Path) -> StateDict:
 
 def from_file(path: str | Path) -> tuple[StateDict, WeightsIdentity]:
     state = load_state_dict_file(path)
-    return state, WeightsIdentity(
-        source="file", name=Path(path).name, sha256=sha256_file(path), pretrained=True
-    )
+    return state, WeightsIdentity(source="file", name=Path(path).name, sha256=sha256_file(path), pretrained=True)
 
 
 @dataclass(frozen=True)
@@ -162,8 +158,7 @@ class PackageWeights:
         source = load_state_dict_file(path)
         if len(source) != len(target_keys):
             raise WeightsNotFoundError(
-                f"{path}: {len(source)} tensors, expected {len(target_keys)} for '{backbone}'; "
-                f"reinstall {self.package}"
+                f"{path}: {len(source)} tensors, expected {len(target_keys)} for '{backbone}'; reinstall {self.package}"
             )
         # The package's state dict lists the same tensors in the same order as timm's model, under
         # other names (`_conv_stem.weight` -> `conv_stem.weight`), so we map by position.

@@ -36,7 +36,5 @@ def demo(out_dir: Path, n_per_class: int, seed: int) -> None:
     click.echo(f"features:        {result.features}")
     click.echo(f"run (model):     {result.run}")
     click.echo(f"metrics:         {result.run / 'metrics.json'}")
-    click.echo(
-        f"plots:           {result.run / 'plots'} (confusion_matrix, training_curve, roc, predictions)"
-    )
+    click.echo(f"plots:           {result.run / 'plots'} (confusion_matrix, training_curve, roc, predictions)")
     click.echo(f"done in {time.perf_counter() - start:.0f} s. Next: xvision predict {result.run} IMAGE...")

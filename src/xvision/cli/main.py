@@ -7,11 +7,12 @@ errors on one line (``Error: ...``) and exits with status 2, never with a traceb
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 
 import click
 
-from xvision import __version__
+from xvision._version import __version__
 from xvision.errors import XvisionError
 
 
@@ -43,8 +44,20 @@ def _register() -> None:
 _register()
 
 
+def _interrupt_on_sigterm() -> None:
+    # Long jobs save finished work when interrupted; treat a polite kill like Ctrl-C so they do so here too.
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not in the main thread (e.g. called from a server worker)
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point for the console script and ``python -m xvision``."""
+    _interrupt_on_sigterm()
     try:
         # With standalone_mode=False click returns a command's Exit code instead of calling sys.exit.
         status = cli.main(args=argv, prog_name="xvision", standalone_mode=False)

@@ -69,9 +69,7 @@ def _print_csv(results: list[Prediction], classes: list[str]) -> None:
     default=None,
     help="Also draw a labelled grid of the images (PNG).",
 )
-@click.option(
-    "--weights", default=None, help="Backbone weights file, when the run was made with --weights FILE."
-)
+@click.option("--weights", default=None, help="Backbone weights file, when the run was made with --weights FILE.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
 def predict(
     run_dir: Path,

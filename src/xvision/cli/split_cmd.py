@@ -27,9 +27,7 @@ from xvision.data.split import assign_splits, check_no_leakage, file_hashes, spl
     type=click.Path(dir_okay=False, path_type=Path),
     help="Where to write the split manifest  [default: rewrite MANIFEST in place].",
 )
-def split(
-    manifest_path: Path, group_by: str, test: float, val: float, seed: int, output: Path | None
-) -> None:
+def split(manifest_path: Path, group_by: str, test: float, val: float, seed: int, output: Path | None) -> None:
     """Write a split column into MANIFEST, stratified by label, never dividing a group.
 
     Files with identical bytes (same SHA-256) are treated as one group, so copies cannot leak across

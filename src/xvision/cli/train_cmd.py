@@ -69,11 +69,7 @@ def train(
     )
     summary = train_run(features_dir, run_dir, head=head, overwrite=overwrite)
     last = summary.history[summary.best_epoch - 1]
-    val = (
-        ""
-        if summary.n_val == 0
-        else f", val loss {last['val_loss']:.3f}, val accuracy {last['val_accuracy']:.3f}"
-    )
+    val = "" if summary.n_val == 0 else f", val loss {last['val_loss']:.3f}, val accuracy {last['val_accuracy']:.3f}"
     click.echo(
         f"{run_dir}: trained on {summary.n_train} images ({', '.join(summary.classes)}); "
         f"kept epoch {summary.best_epoch} of {summary.epochs}{val}"

@@ -183,9 +183,7 @@ def read_manifest(path: str | Path) -> Manifest:
     """
     path = Path(path)
     if not path.is_file():
-        raise ManifestError(
-            f"{path}: manifest not found; create one with `xvision manifest FOLDER -o {path}`"
-        )
+        raise ManifestError(f"{path}: manifest not found; create one with `xvision manifest FOLDER -o {path}`")
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as error:
@@ -273,9 +271,7 @@ def write_manifest(manifest: Manifest, path: str | Path) -> Path:
     for row in manifest.rows:
         written = row.path if same_root else _relative_or_absolute(manifest.resolve(row), destination)
         values = {"path": written, "label": row.label, "group": row.group or "", "split": row.split or ""}
-        writer.writerow(
-            [values[name] if name in values else row.extra.get(name, "") for name in manifest.columns]
-        )
+        writer.writerow([values[name] if name in values else row.extra.get(name, "") for name in manifest.columns])
     return atomic_write_text(path, buffer.getvalue())
 
 
@@ -317,15 +313,12 @@ def build_manifest(
     if group_from not in ("none", "stem", "parent"):
         raise ManifestError(f"unknown group_from {group_from!r}; use none, stem or parent")
     if not folder.is_dir():
-        raise ManifestError(
-            f"{folder}: folder not found; give a folder with one subfolder of images per class"
-        )
+        raise ManifestError(f"{folder}: folder not found; give a folder with one subfolder of images per class")
     accepted = _normalise_suffixes(suffixes)
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p.name))
     if not class_dirs:
         raise ManifestError(
-            f"{folder}: no class subfolders; put the images in one subfolder per class, "
-            "e.g. normal/ and abnormal/"
+            f"{folder}: no class subfolders; put the images in one subfolder per class, e.g. normal/ and abnormal/"
         )
     stray = [p for p in folder.iterdir() if p.is_file() and _is_image(p, accepted)]
     if stray:
@@ -339,19 +332,15 @@ def build_manifest(
             empty.append(class_dir.name)
         for image in images:
             group = _group_for(image, class_dir, group_from)
-            rows.append(
-                ManifestRow(path=image.relative_to(folder).as_posix(), label=class_dir.name, group=group)
-            )
+            rows.append(ManifestRow(path=image.relative_to(folder).as_posix(), label=class_dir.name, group=group))
     found = sorted({row.label for row in rows})
     if not found:
         raise ManifestError(
-            f"{folder}: no images found in the class subfolders "
-            f"(accepted suffixes: {', '.join(sorted(accepted))})"
+            f"{folder}: no images found in the class subfolders (accepted suffixes: {', '.join(sorted(accepted))})"
         )
     if len(found) < 2:
         raise ManifestError(
-            f"{folder}: found only class {found[0]}; "
-            "a classifier needs at least two class subfolders with images"
+            f"{folder}: found only class {found[0]}; a classifier needs at least two class subfolders with images"
         )
     if empty:
         logger.warning("%s: skipping class folder(s) with no images: %s", folder, ", ".join(empty))

@@ -6,11 +6,16 @@ low-frequency inhomogeneity, quantum-like noise) belongs to one acquisition. Nod
 are always drawn *after* every nuisance parameter, so the two classes share exactly the same distribution of
 everything except the nodule: a classifier has no shortcut.
 
-Geometry is built in normalised coordinates (x, y in [-1, 1], y pointing down, image width = 2) on the pixel
-grid, then warped by the view. Densities add up (air negative, bone positive) and a saturating tone curve turns
-them into display polarity: air dark, soft tissue and bone bright, values in [0, 1].
+Anatomy lives in normalised coordinates (x, y in [-1, 1], y pointing down, image width = 2); every pixel is
+mapped through the view's inverse transform and the anatomy is evaluated there, in closed form and vectorised.
+Densities add up (air negative, bone positive) and a saturating tone curve turns them into display polarity:
+air dark, soft tissue and bone bright, values in [0, 1].
 
 Each rendering comes with a JSON-able description; :func:`lung_mask` rebuilds the lung fields from it.
+
+Difficulty: nodules are 4-10 % of the image width with a log-uniform contrast. At 60 images per class a frozen
+EfficientNet-Lite0 with a logistic-regression head reaches a cross-validated ROC AUC of about 0.8 (0.76-0.84
+over seeds), so the demo is learnable but not trivial. Rib contrast is the main difficulty knob.
 """
 
 from __future__ import annotations
@@ -38,6 +43,8 @@ LABELS = ("normal", "nodule")
 
 _TONE_K = 1.7  # steepness of the density -> display curve
 _TONE_NORM = 1.0 - math.exp(-_TONE_K * 1.45)
+_NODULE_CONTRAST = (0.6, 1.1)  # peak added density, fraction of the lung air density (log-uniform)
+_NODULE_DIAMETER = (0.04, 0.10)  # fraction of the image width
 
 
 @dataclass(frozen=True)
@@ -115,12 +122,12 @@ class _Nodule:
 
 def _sample_lung(rng: np.random.Generator, side: float, air_scale: float) -> _Lung:
     return _Lung(
-        cx=float(side * rng.uniform(0.42, 0.49)),
-        cy=float(rng.uniform(-0.12, 0.0)),
-        half_width=float(rng.uniform(0.31, 0.37) * air_scale),
-        half_height=float(rng.uniform(0.68, 0.8)),
-        tilt=float(side * rng.uniform(-0.02, 0.10) + rng.normal(0.0, 0.03)),
-        taper=float(rng.uniform(0.3, 0.5)),
+        cx=float(side * rng.uniform(0.38, 0.44)),
+        cy=float(rng.uniform(-0.1, 0.02)),
+        half_width=float(rng.uniform(0.36, 0.42) * air_scale),
+        half_height=float(rng.uniform(0.7, 0.8)),
+        tilt=float(side * rng.uniform(-0.02, 0.08) + rng.normal(0.0, 0.03)),
+        taper=float(rng.uniform(0.12, 0.3)),
     )
 
 
@@ -139,16 +146,16 @@ def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
         left_lung=left,
         air=float(rng.uniform(0.55, 0.72)),
         mediastinum_half_width=float(rng.uniform(0.1, 0.14)),
-        heart_cx=float(rng.uniform(0.11, 0.19)),
-        heart_cy=float(rng.uniform(0.24, 0.34)),
-        heart_a=float(rng.uniform(0.30, 0.37)),
-        heart_b=float(rng.uniform(0.21, 0.27)),
-        heart_tilt=float(rng.uniform(-0.5, -0.2)),
+        heart_cx=float(rng.uniform(0.12, 0.18)),
+        heart_cy=float(rng.uniform(0.26, 0.34)),
+        heart_a=float(rng.uniform(0.31, 0.38)),
+        heart_b=float(rng.uniform(0.22, 0.27)),
+        heart_tilt=float(rng.uniform(0.3, 0.55)),  # long axis from the base down to the apex
         dome_right=float(dome_right),
         dome_left=float(dome_right + rng.uniform(0.02, 0.09)),
         dome_curvature=float(rng.uniform(0.9, 1.4)),
         spine_half_width=float(rng.uniform(0.075, 0.095)),
-        bone=float(rng.uniform(0.09, 0.13)),
+        bone=float(rng.uniform(0.045, 0.065)),
         rib_top=float(rng.uniform(-0.92, -0.84)),
         rib_bottom=float(rng.uniform(0.55, 0.7)),
         rib_count=int(rng.integers(9, 12)),
@@ -159,7 +166,7 @@ def _sample_anatomy(rng: np.random.Generator) -> _Anatomy:
         rib_offset_left=float(rng.normal(0.0, 0.03)),
         clavicle_y=clavicle_y if clavicle else None,
         gastric_bubble=bool(rng.random() < 0.5),
-        markings=float(rng.uniform(0.10, 0.16)),
+        markings=float(rng.uniform(0.14, 0.22)),
         texture_seed=int(rng.integers(0, 2**31 - 1)),
     )
 
@@ -172,7 +179,7 @@ def _sample_view(rng: np.random.Generator) -> _View:
         scale=float(rng.uniform(0.97, 1.03)),
         gamma=float(rng.uniform(0.8, 1.3)),
         contrast=float(rng.uniform(0.85, 1.15)),
-        brightness=float(rng.normal(0.0, 0.04)),
+        brightness=float(rng.normal(0.0, 0.03)),
         field=tuple(float(v) for v in rng.normal(0.0, [0.05, 0.05, 0.05, 0.03])),
         noise=float(rng.uniform(0.006, 0.02)),
     )
@@ -239,8 +246,8 @@ def _mediastinum(an: _Anatomy, x, y):
     """Return 1 over the mediastinum (with the aortic knob) and the heart, 0 elsewhere."""
     width = an.mediastinum_half_width * (1.0 + 0.3 * _smoothstep((y + 0.2) / 0.5))
     central = _smoothstep((width - np.abs(x - an.body_cx)) / 0.04 + 0.5)
-    knob_x = an.body_cx + an.mediastinum_half_width + 0.03
-    knob = _smoothstep((1.0 - _ellipse(x, y, knob_x, -0.33, 0.06, 0.07, 0.0)) / 0.3)
+    knob_x = an.body_cx + an.mediastinum_half_width - 0.01
+    knob = _smoothstep((1.0 - _ellipse(x, y, knob_x, -0.3, 0.065, 0.1, 0.0)) / 0.6)
     return np.maximum(np.maximum(central, knob), _heart(an, x, y))
 
 
@@ -258,7 +265,7 @@ def _lung_fields(an: _Anatomy, x, y, abdomen=None) -> tuple[np.ndarray, np.ndarr
 
 def _bump(t: np.ndarray) -> np.ndarray:
     t = np.clip(t, 0.0, 1.0)
-    return np.sqrt(np.sqrt(4.0 * t * (1.0 - t)))
+    return np.sqrt(4.0 * t * (1.0 - t))
 
 
 def _ribs(an: _Anatomy, x, y, abdomen) -> np.ndarray:
@@ -275,9 +282,7 @@ def _ribs(an: _Anatomy, x, y, abdomen) -> np.ndarray:
     anterior = (y_side + 0.55 * d - an.rib_top - 0.25) / span
     t = np.clip(anterior, 0.0, 1.0)
     a_phase = 6.0 * t * 1.2 / (1.0 + 0.2 * t)
-    a_band = (
-        _bump((a_phase % 1.0) / 0.4) * ((anterior > 0.0) & (anterior < 1.0)) * _smoothstep((d - 0.25) / 0.2)
-    )
+    a_band = _bump((a_phase % 1.0) / 0.4) * ((anterior > 0.0) & (anterior < 1.0)) * _smoothstep((d - 0.25) / 0.2)
     medial = _smoothstep((np.abs(x - an.body_cx) - an.spine_half_width) / 0.05)
     lateral = _smoothstep((1.02 - d) / 0.12)
     return (band + 0.35 * a_band) * medial * lateral * (1.0 - 0.6 * abdomen)
@@ -312,16 +317,16 @@ def _markings(an: _Anatomy, x, y) -> np.ndarray:
     spectrum = np.fft.rfft2(rng.standard_normal((n_angle, n_radius)))
     k_angle = np.abs(np.fft.fftfreq(n_angle, 1.0 / n_angle))[:, None]
     k_radius = np.fft.rfftfreq(n_radius, 1.0 / n_radius)[None, :]
-    band = np.exp(-(((k_angle - 30.0) / 16.0) ** 2) - (k_radius / 3.0) ** 2)
+    band = np.exp(-(((k_angle - 14.0) / 7.0) ** 2) - (k_radius / 3.5) ** 2)
     noise = np.fft.irfft2(spectrum * band, s=(n_angle, n_radius)).astype(np.float32)
     noise /= noise.std() + 1e-6
 
     left = x > an.body_cx
-    dx = np.abs(x - an.body_cx) - 0.2
+    dx = np.abs(x - an.body_cx) - 0.03  # lines converge inside the mediastinum, out of sight
     dy = y + 0.05
     radius = np.sqrt(dx * dx + dy * dy)
     # a pseudo-angle in [-1, 1] facing laterally (cheaper than arctan2); each lung gets half the rows
-    rows = (dy / (np.abs(dx) + np.abs(dy) + 1e-6) + 1.0) * (n_angle / 4.0) + left * (n_angle / 2.0)
+    rows = (dy / (np.abs(dx) + np.abs(dy) + 1e-6) + 1.0) * (n_angle / 4.0) + left.astype(np.float32) * (n_angle / 2.0)
     cols = np.clip(radius * (n_radius / 1.2), 0.0, n_radius - 1.001)
     r0 = np.floor(rows)
     c0 = np.floor(cols)
@@ -333,7 +338,8 @@ def _markings(an: _Anatomy, x, y) -> np.ndarray:
     top = flat[r0 * n_radius + c0] * (1.0 - fc) + flat[r0 * n_radius + c0 + 1] * fc
     bottom = flat[r1 * n_radius + c0] * (1.0 - fc) + flat[r1 * n_radius + c0 + 1] * fc
     sampled = top + (bottom - top) * fr
-    width = 0.5 * (1.0 - 0.6 * np.clip(radius / 0.9, 0.0, 1.0))
+    # lines converge on the hilum in the lookup, so keep their width on the image (not in the noise) in check
+    width = 0.25 * (1.0 - 0.6 * np.clip(radius / 0.9, 0.0, 1.0)) / (radius + 0.03)
     lines = np.clip(1.0 - np.abs(sampled) / width, 0.0, 1.0)
     return lines * np.sqrt(lines)
 
@@ -353,8 +359,8 @@ def _density(an: _Anatomy, nodules: list[_Nodule], x: np.ndarray, y: np.ndarray)
     body = np.sqrt(np.sqrt(np.clip(1.0 - across * across, 0.0, 1.0))) * an.tissue
     abdomen = _below_diaphragm(an, x, y)
     mask, depth = _lung_fields(an, x, y, abdomen)
-    hila = _blob(((mid - 0.2) ** 2 + (y + 0.05) ** 2) / 0.08)
-    markings = _markings(an, x, y) * (0.5 + 0.8 * hila)
+    hila = _blob(((mid - 0.15) ** 2 + (y + 0.05) ** 2) / 0.08)
+    markings = _markings(an, x, y) * (0.3 + 0.9 * hila)
     density = body - an.air * depth + an.markings * markings * mask
     density = density + 0.12 * _blob((mid - 0.17) ** 2 / 0.004 + (y + 0.05) ** 2 / 0.02)
     trachea = _smoothstep((0.035 - mid) / 0.02) * _smoothstep((-0.25 - y) / 0.1)
@@ -385,14 +391,12 @@ def _sample_nodules(rng: np.random.Generator, an: _Anatomy) -> list[_Nodule]:
     count = 2 if rng.random() < 0.15 else 1
     nodules: list[_Nodule] = []
     ring = np.linspace(0.0, 2.0 * np.pi, 8, endpoint=False)
-    while len(nodules) < count:
-        radius = rng.uniform(0.03, 0.10)  # diameter 3-10 % of the image width
+    for _ in range(1000):
+        radius = rng.uniform(*_NODULE_DIAMETER)  # normalised coordinates: image width = 2
         cx = rng.uniform(-0.95, 0.95, 64)
         cy = rng.uniform(-0.9, 0.7, 64)
         inner = _lung_fields(an, cx, cy)[0]
-        edge = _lung_fields(
-            an, cx[:, None] + 0.8 * radius * np.cos(ring), cy[:, None] + 0.8 * radius * np.sin(ring)
-        )[0]
+        edge = _lung_fields(an, cx[:, None] + 0.8 * radius * np.cos(ring), cy[:, None] + 0.8 * radius * np.sin(ring))[0]
         ok = (inner > 0.95) & (edge.min(axis=1) > 0.5)
         for other in nodules:
             ok &= np.hypot(cx - other.x, cy - other.y) > 2.5 * (radius + other.radius)
@@ -406,10 +410,12 @@ def _sample_nodules(rng: np.random.Generator, an: _Anatomy) -> list[_Nodule]:
                 radius=float(radius),
                 aspect=float(rng.uniform(0.88, 1.12)),
                 angle=float(rng.uniform(0.0, np.pi)),
-                contrast=float(np.exp(rng.uniform(np.log(0.10), np.log(0.45)))),
+                contrast=float(np.exp(rng.uniform(*np.log(_NODULE_CONTRAST)))),
             )
         )
-    return nodules
+        if len(nodules) == count:
+            return nodules
+    raise RuntimeError("could not place a nodule inside the lung fields; the anatomy sampler is broken")
 
 
 def _render(an: _Anatomy, nodules: list[_Nodule], view: _View, noise: np.ndarray) -> tuple[np.ndarray, dict]:
@@ -429,7 +435,7 @@ def _render(an: _Anatomy, nodules: list[_Nodule], view: _View, noise: np.ndarray
         )
     info = {
         "size": size,
-        "label": LABELS[bool(nodules)],
+        "label": LABELS[int(bool(nodules))],
         "nodules": described,
         "anatomy": asdict(an),
         "view": asdict(view),
@@ -437,9 +443,7 @@ def _render(an: _Anatomy, nodules: list[_Nodule], view: _View, noise: np.ndarray
     return image, info
 
 
-def render_phantom(
-    rng: np.random.Generator, *, size: int = 256, nodule: bool
-) -> tuple[np.ndarray, dict[str, Any]]:
+def render_phantom(rng: np.random.Generator, *, size: int = 256, nodule: bool) -> tuple[np.ndarray, dict[str, Any]]:
     """Render one synthetic chest radiograph.
 
     Args:
@@ -453,7 +457,8 @@ def render_phantom(
         ``(image, info)``: a ``float32`` array of shape ``(size, size)`` in [0, 1], display polarity (air dark,
         bone bright); and a JSON-able dict with ``size``, ``label``, ``nodules`` (each with centre ``x``, ``y``
         and ``diameter`` in pixels and ``contrast``, the peak added density as a fraction of the lung's air
-        density, 0.10 subtle to 0.45 obvious), and the ``anatomy`` and ``view`` parameters used.
+        density, from 0.6 (subtle) to 1.1 (obvious)), and the ``anatomy`` and ``view`` parameters used
+        (:func:`lung_mask` rebuilds the lung fields from them).
     """
     if size < 32:
         raise ValueError(f"size must be at least 32 pixels, got {size}")

@@ -185,9 +185,7 @@ def _check_enough_groups(
     )
 
 
-def _deal(
-    units: list[list[int]], wanted: list[str], fractions: Mapping[str, float]
-) -> dict[str, list[list[int]]]:
+def _deal(units: list[list[int]], wanted: list[str], fractions: Mapping[str, float]) -> dict[str, list[list[int]]]:
     """Give each unit, in order, to the split with the largest shortfall; then make sure none is empty."""
     total = sum(len(unit) for unit in units)
     target = {name: fractions[name] * total for name in wanted}

@@ -38,9 +38,7 @@ def evaluate_run(
     classes = bundle.classes
     unknown = sorted(set(data.labels) - set(classes))
     if unknown:
-        raise FeatureStoreError(
-            f"{features_dir}: labels {unknown} are not classes of the run ({', '.join(classes)})"
-        )
+        raise FeatureStoreError(f"{features_dir}: labels {unknown} are not classes of the run ({', '.join(classes)})")
     out = Path(out_dir) if out_dir is not None else Path(run_dir)
     plots = out / "plots"
     watermark = UNTRAINED_WARNING if bundle.untrained_backbone else None

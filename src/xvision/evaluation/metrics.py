@@ -54,9 +54,7 @@ def compute_metrics(
 
     labels = list(range(k))
     cm = confusion_matrix(y, y_pred, labels=labels)
-    precision, recall, f1, support = precision_recall_fscore_support(
-        y, y_pred, labels=labels, zero_division=0
-    )
+    precision, recall, f1, support = precision_recall_fscore_support(y, y_pred, labels=labels, zero_division=0)
     n = len(y)
     per_class_recall = [float(r) for r, s in zip(recall, support, strict=True) if s > 0]
 
@@ -89,9 +87,7 @@ def roc_points(
     y = np.asarray(y_true)
     s = np.asarray(scores, dtype=float)
     if y.ndim != 1 or s.ndim != 1 or len(y) != len(s):
-        raise ValueError(
-            f"y_true and scores must be 1-D and of equal length, got shapes {y.shape} and {s.shape}"
-        )
+        raise ValueError(f"y_true and scores must be 1-D and of equal length, got shapes {y.shape} and {s.shape}")
     if not np.all(np.isfinite(s)):
         raise ValueError("scores contain NaN or infinite values")
     if not np.all(np.isin(y, (0, 1))):
@@ -179,9 +175,7 @@ def _check_proba(proba: np.ndarray, *, n: int, k: int) -> np.ndarray:
     if p.ndim != 2:
         raise ValueError(f"proba must be 2-D (samples x classes), got shape {p.shape}")
     if p.shape != (n, k):
-        raise ValueError(
-            f"proba has shape {p.shape}, expected ({n}, {k}): one row per label, one column per class"
-        )
+        raise ValueError(f"proba has shape {p.shape}, expected ({n}, {k}): one row per label, one column per class")
     if not np.all(np.isfinite(p)):
         raise ValueError("proba contains NaN or infinite values")
     if np.any(p < -PROBA_SUM_TOLERANCE) or np.any(p > 1 + PROBA_SUM_TOLERANCE):

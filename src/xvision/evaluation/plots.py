@@ -45,9 +45,7 @@ def plot_confusion_matrix(
     counts = np.asarray(cm)
     k = len(classes)
     if counts.shape != (k, k):
-        raise ValueError(
-            f"confusion matrix has shape {counts.shape}, expected ({k}, {k}) for classes {list(classes)}"
-        )
+        raise ValueError(f"confusion matrix has shape {counts.shape}, expected ({k}, {k}) for classes {list(classes)}")
     if not np.all(np.isfinite(counts)) or np.any(counts < 0):
         raise ValueError("confusion matrix must hold non-negative counts")
     row_sums = counts.sum(axis=1, keepdims=True)
@@ -114,9 +112,7 @@ def plot_training_curve(
                 ax.plot(epochs, values, marker=marker, markersize=3, color=color, label=label)
                 drawn = True
         if best_epoch is not None:
-            ax.axvline(
-                best_epoch, color="0.3", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})"
-            )
+            ax.axvline(best_epoch, color="0.3", linestyle="--", linewidth=1, label=f"best epoch ({best_epoch})")
             drawn = True
         if not drawn:
             ax.text(0.5, 0.5, "not recorded", ha="center", va="center", transform=ax.transAxes, color="0.4")
@@ -273,9 +269,7 @@ def _read_history(path: str | Path) -> list[dict[str, str]]:
         raise RunError(f"{path}: cannot read training history ({error.strerror or error})") from None
     missing = [c for c in ("epoch", "train_loss") if c not in columns]
     if missing:
-        raise RunError(
-            f"{path}: training history lacks column(s) {missing}; expected {','.join(HISTORY_COLUMNS)}"
-        )
+        raise RunError(f"{path}: training history lacks column(s) {missing}; expected {','.join(HISTORY_COLUMNS)}")
     return rows
 
 

@@ -39,9 +39,7 @@ def check_index_leakage(store: FeatureStore, rows: list[IndexRow]) -> None:
     usable = [r for r in rows if r.sha256]
     manifest = Manifest(
         rows=[
-            ManifestRow(
-                path=r.path, label=r.label, group=r.group or None, split=r.split or None, extra=r.extra
-            )
+            ManifestRow(path=r.path, label=r.label, group=r.group or None, split=r.split or None, extra=r.extra)
             for r in usable
         ],
         root=store.root,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from xvision import __version__
 from xvision._fileio import sha256_file
+from xvision._version import __version__
 from xvision.backbones import Backbone, PreprocessConfig, preprocess_image
 from xvision.errors import FeatureStoreError, ImageLoadError, XvisionError
 from xvision.features.store import FeatureStore, IndexRow
@@ -44,17 +45,22 @@ class _ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[str, torch.Tensor | None, str]:
+    def __getitem__(self, index: int) -> tuple[str, np.ndarray | None, str]:
         key, path = self.items[index]
         try:
-            return key, preprocess_image(load_image(path), self.config), ""
+            # numpy, not a tensor: tensors cross process boundaries through shared-memory file descriptors,
+            # whose sharer thread prints tracebacks when the job is interrupted mid-transfer.
+            return key, preprocess_image(load_image(path), self.config).numpy(), ""
         except ImageLoadError as error:
             return key, None, error.reason
         except Exception as error:  # noqa: BLE001 - one bad image must never kill a long job
             return key, None, f"{type(error).__name__}: {error}"
 
 
-def _collate(batch: list[tuple[str, torch.Tensor | None, str]]) -> list[tuple[str, torch.Tensor | None, str]]:
+_Batch = list[tuple[str, "np.ndarray | None", str]]
+
+
+def _collate(batch: _Batch) -> _Batch:
     return batch
 
 
@@ -67,7 +73,7 @@ def default_workers(n_images: int) -> int:
 
 def _batches(
     items: list[tuple[str, Path]], config: PreprocessConfig, batch_size: int, workers: int
-) -> Iterator[list[tuple[str, torch.Tensor | None, str]]]:
+) -> Iterator[_Batch]:
     dataset = _ImageDataset(items, config)
     loader = DataLoader(
         dataset,
@@ -144,6 +150,7 @@ def extract_features(
             pending_keys.clear()
             pending.clear()
 
+    last_flush = time.monotonic()
     items = list(todo.items())
     workers = default_workers(len(items)) if workers is None else workers
     bar = tqdm(total=len(items), desc="extract", unit="img", disable=not progress or not items)
@@ -159,12 +166,14 @@ def extract_features(
                         log.warning("skipped %s: %s", path, err)
                         key_failures[key] = err
                 if good:
-                    feats = backbone.extract(torch.stack([t for _, t in good]))
+                    feats = backbone.extract(torch.from_numpy(np.stack([t for _, t in good])))
                     pending_keys.extend(k for k, _ in good)
                     pending.append(feats)
                     report.extracted += len(good)
-                if len(pending_keys) >= shard_size:
+                # Flush by size, and by time so that a hard kill loses at most a minute of work.
+                if len(pending_keys) >= shard_size or (pending_keys and time.monotonic() - last_flush > 60):
                     flush()
+                    last_flush = time.monotonic()
                 bar.update(len(batch))
     except KeyboardInterrupt:
         report.interrupted = True
@@ -201,9 +210,7 @@ def extract_features(
     return report
 
 
-def _check_or_init_meta(
-    store: FeatureStore, description: dict[str, Any], manifest: dict[str, Any] | None
-) -> None:
+def _check_or_init_meta(store: FeatureStore, description: dict[str, Any], manifest: dict[str, Any] | None) -> None:
     if store.exists():
         meta = store.read_meta()
         old = meta["backbone"]
@@ -223,9 +230,7 @@ def _check_or_init_meta(
             store.write_meta({k: v for k, v in meta.items() if k not in ("format", "format_version")})
         return
     if store.root.exists() and any(store.root.iterdir()):
-        raise FeatureStoreError(
-            f"{store.root}: folder exists and is not a feature store; choose another -o folder"
-        )
+        raise FeatureStoreError(f"{store.root}: folder exists and is not a feature store; choose another -o folder")
     store.write_meta(
         {
             "backbone": description,

@@ -128,9 +128,7 @@ class FeatureStore:
         stored = self.keys()
         missing = [k for k in keys if k not in stored]
         if missing:
-            raise FeatureStoreError(
-                f"{self.root}: {len(missing)} images have no stored features; re-run extract"
-            )
+            raise FeatureStoreError(f"{self.root}: {len(missing)} images have no stored features; re-run extract")
         by_shard: dict[Path, list[tuple[int, int]]] = {}
         for position, key in enumerate(keys):
             shard, row = stored[key]

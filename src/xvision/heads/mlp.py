@@ -179,9 +179,7 @@ class MLPClassifier:
         try:
             return np.array([lookup[str(v)] for v in y], dtype=np.int64)
         except KeyError as error:
-            raise ValueError(
-                f"label {error.args[0]!r} is not one of the classes {list(self.classes_)}"
-            ) from None
+            raise ValueError(f"label {error.args[0]!r} is not one of the classes {list(self.classes_)}") from None
 
     @torch.no_grad()
     def _score(self, X: np.ndarray, y_idx: np.ndarray) -> tuple[float, float]:

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xvision import __version__
 from xvision._fileio import atomic_write_json
+from xvision._version import __version__
 from xvision.errors import RunError
 from xvision.heads import MLPClassifier
 

@@ -45,9 +45,7 @@ class Predictor:
     def __init__(self, run_dir: str | Path, *, weights: str | None = None) -> None:
         self.bundle = load_bundle(run_dir)
         expected = self.bundle.backbone
-        self.backbone: Backbone = create_backbone(
-            expected["name"], weights=_weights_argument(self.bundle, weights)
-        )
+        self.backbone: Backbone = create_backbone(expected["name"], weights=_weights_argument(self.bundle, weights))
         found = self.backbone.describe()
         want_sha, got_sha = expected["weights"].get("sha256"), found["weights"].get("sha256")
         if want_sha and got_sha and want_sha != got_sha:
@@ -56,9 +54,7 @@ class Predictor:
                 f"(SHA-256 {got_sha[:12]}... vs {want_sha[:12]}...); pass the original file with --weights"
             )
         if found["preprocess"] != expected["preprocess"]:
-            raise RunError(
-                f"{run_dir}: backbone preprocessing differs from the run's; upgrade or downgrade xvision"
-            )
+            raise RunError(f"{run_dir}: backbone preprocessing differs from the run's; upgrade or downgrade xvision")
 
     @property
     def classes(self) -> list[str]:
