@@ -48,3 +48,11 @@ class RunError(XvisionError):
 
 class NotFittedError(XvisionError, ValueError, AttributeError):
     """An estimator was used before ``fit`` (mirrors scikit-learn's NotFittedError)."""
+
+
+class FetchError(XvisionError):
+    """Downloading from a remote service (e.g. Open-i) failed, or the service answered something unusable."""
+
+
+class LabelRulesError(XvisionError):
+    """A label rules file is missing, malformed, or uses an unknown field or operator."""
