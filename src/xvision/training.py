@@ -6,13 +6,15 @@ import csv
 import io
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from xvision._fileio import atomic_write_json, atomic_write_text
 from xvision.errors import FeatureStoreError, RunError
+from xvision.evaluation.operating import CALIBRATION_METHODS, fit_operating_point
+from xvision.evaluation.threshold import ThresholdRule
 from xvision.features.dataset import FeatureSet, load_split
 from xvision.features.store import FeatureStore
 from xvision.heads import MLPClassifier
@@ -34,6 +36,8 @@ class TrainSummary:
     epochs: int
     history: list[dict[str, float]]
     untrained_backbone: bool
+    #: bundle.json's ``positive``, ``calibration`` and ``threshold`` (see xvision.evaluation.operating).
+    operating: dict[str, Any] = field(default_factory=dict)
 
 
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
@@ -82,8 +86,17 @@ def train_run(
     head: MLPClassifier | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    threshold_rule: str = "youden",
+    calibrate: str = "none",
+    positive: str | None = None,
 ) -> TrainSummary:
-    """Train the head on the ``train`` split (``val`` picks the epoch) and write a run folder."""
+    """Train the head on the ``train`` split (``val`` picks the epoch) and write a run folder.
+
+    On the validation split, after training, ``calibrate="temperature"`` fits a temperature and
+    ``threshold_rule`` (``youden``, ``sensitivity:T`` or ``specificity:T``) picks the decision threshold on
+    the probability of the ``positive`` class; both are stored in bundle.json. Without a validation
+    split the threshold is 0.5 (and the bundle says so); temperature scaling then refuses to run.
+    """
     from tqdm.auto import tqdm
 
     features_dir, run_dir = Path(features_dir), Path(run_dir)
@@ -98,6 +111,7 @@ def train_run(
         unknown = sorted(set(val.labels) - set(classes))
         if unknown:
             raise FeatureStoreError(f"{features_dir}: validation labels {unknown} never occur in training")
+    _check_operating_options(features_dir, classes, val, threshold_rule, calibrate, positive)
     _prepare_run_dir(run_dir, overwrite)
     backbone = train.meta["backbone"]
     untrained = not backbone["weights"]["pretrained"]
@@ -131,6 +145,14 @@ def train_run(
     finally:
         bar.close()
     head.save(run_dir / "model.safetensors")
+    operating = fit_operating_point(
+        None if val is None else [classes.index(label) for label in val.labels],
+        None if val is None else head.predict_proba(val.X),
+        classes,
+        rule=threshold_rule,
+        calibrate=calibrate,
+        positive=positive,
+    )
     atomic_write_json(run_dir / "train_keys.json", sorted(set(train.keys)))
     config = {"head": "mlp", "params": head.get_params(), "features_dir": str(features_dir.resolve())}
     atomic_write_json(run_dir / "config.json", config)
@@ -147,6 +169,7 @@ def train_run(
             "best_epoch": head.best_epoch_,
             "epochs": head.epochs,
             "selection": "lowest validation loss" if val is not None else "last epoch (no validation split)",
+            **operating,
             "data": {
                 "n_train": len(train.rows),
                 "n_val": 0 if val is None else len(val.rows),
@@ -165,7 +188,32 @@ def train_run(
         epochs=head.epochs,
         history=head.history_,
         untrained_backbone=untrained,
+        operating=operating,
     )
+
+
+def _check_operating_options(
+    features_dir: Path,
+    classes: list[str],
+    val: FeatureSet | None,
+    threshold_rule: str,
+    calibrate: str,
+    positive: str | None,
+) -> None:
+    """Refuse bad threshold/calibration options before spending time on training."""
+    try:
+        ThresholdRule.parse(threshold_rule)
+    except ValueError as error:
+        raise RunError(str(error)) from None
+    if calibrate not in CALIBRATION_METHODS:
+        raise RunError(f"unknown calibration {calibrate!r}; use one of {', '.join(CALIBRATION_METHODS)}")
+    if calibrate != "none" and val is None:
+        raise RunError(
+            f"{features_dir}: --calibrate {calibrate} is fitted on the validation split and there is none; "
+            "assign one with `xvision split --val 0.1` or drop --calibrate"
+        )
+    if positive is not None and (len(classes) != 2 or positive not in classes):
+        raise RunError(f"--positive {positive!r} must name one of two classes; the classes are {', '.join(classes)}")
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from xvision.errors import ImageLoadError
+from xvision.evaluation.operating import describe_threshold
 from xvision.inference.bundle import UNTRAINED_WARNING
 from xvision.inference.predictor import Prediction, Predictor
 from xvision.io import SUPPORTED_SUFFIXES
@@ -82,6 +83,8 @@ def predict(
 ) -> None:
     """Predict the class of each image in INPUTS (files or folders) with RUN_DIR.
 
+    Two-class runs decide with the threshold chosen on their validation split (printed on stderr).
+
     Unreadable images are reported with their reason and skipped; the exit status is 1 if any failed.
     """
     if as_json and as_csv:
@@ -92,12 +95,15 @@ def predict(
     predictor = Predictor(run_dir, weights=weights)
     results = predictor.predict_paths(paths, batch_size=batch_size)
     warning = UNTRAINED_WARNING if predictor.untrained_backbone else None
+    decision = describe_threshold(predictor.bundle.threshold_info, predictor.positive)
     if as_json:
+        threshold = {"value": predictor.threshold, "positive": predictor.positive, "rule": decision}
         payload = [
             {
                 "path": r.path,
                 "predicted": r.label,
                 "probabilities": r.probabilities,
+                "threshold": threshold,
                 "error": r.error,
                 **({"warning": warning} if warning else {}),
             }
@@ -113,6 +119,7 @@ def predict(
 
         draw_prediction_grid(results, grid, watermark=warning)
         click.echo(f"grid: {grid}", err=True)
+    click.echo(f"decision: {decision}", err=True)
     if warning:
         click.secho(f"{warning}: predictions from random features mean nothing.", fg="red", err=True)
     failed = [r for r in results if r.error]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from xvision.evaluation.operating import describe_threshold
 from xvision.heads import MLPClassifier
 from xvision.training import train_run
 
@@ -20,6 +21,53 @@ def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
     return sizes
 
 
+HEAD_OPTIONS = [
+    click.option("--hidden", default="512,512", show_default=True, callback=_hidden, help="Hidden layer widths."),
+    click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True)),
+    click.option("--momentum", default=0.0, show_default=True, type=click.FloatRange(0, 1)),
+    click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0)),
+    click.option("--batch-size", default=20, show_default=True, type=click.IntRange(1)),
+    click.option("--epochs", default=20, show_default=True, type=click.IntRange(1)),
+    click.option("--seed", default=0, show_default=True, type=int),
+    click.option("--no-standardize", is_flag=True, help="Feed raw features (the original tool's behaviour)."),
+]
+OPERATING_OPTIONS = [
+    click.option(
+        "--threshold-rule",
+        default="youden",
+        show_default=True,
+        help="How the validation split picks the decision threshold (two classes): youden, sensitivity:0.9 "
+        "(most specific threshold reaching that sensitivity) or specificity:0.9. No validation split: 0.5.",
+    ),
+    click.option(
+        "--calibrate",
+        type=click.Choice(["none", "temperature"]),
+        default="none",
+        show_default=True,
+        help="Fit temperature scaling on the validation split and apply it in evaluate and predict.",
+    ),
+    click.option(
+        "--positive",
+        default=None,
+        help="The positive class of two (sensitivity, threshold) [default: the class not named like 'normal'].",
+    ),
+]
+
+
+def head_options(command: click.Command) -> click.Command:
+    """The head's options (the seed recipe's defaults), shared by ``train`` and ``cv``."""
+    for option in reversed(HEAD_OPTIONS):
+        command = option(command)
+    return command
+
+
+def operating_options(command: click.Command) -> click.Command:
+    """``--threshold-rule``, ``--calibrate`` and ``--positive``, shared by ``train`` and ``cv``."""
+    for option in reversed(OPERATING_OPTIONS):
+        command = option(command)
+    return command
+
+
 @click.command("train")
 @click.argument("features_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
@@ -30,14 +78,8 @@ def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
     required=True,
     help="RUN_DIR to write (the model bundle).",
 )
-@click.option("--hidden", default="512,512", show_default=True, callback=_hidden, help="Hidden layer widths.")
-@click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True))
-@click.option("--momentum", default=0.0, show_default=True, type=click.FloatRange(0, 1))
-@click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0))
-@click.option("--batch-size", default=20, show_default=True, type=click.IntRange(1))
-@click.option("--epochs", default=20, show_default=True, type=click.IntRange(1))
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--no-standardize", is_flag=True, help="Feed raw features (the original tool's behaviour).")
+@head_options
+@operating_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 def train(
     features_dir: Path,
@@ -50,12 +92,16 @@ def train(
     epochs: int,
     seed: int,
     no_standardize: bool,
+    threshold_rule: str,
+    calibrate: str,
+    positive: str | None,
     overwrite: bool,
 ) -> None:
     """Train a classifier head on the train split of FEATURES_DIR (val picks the epoch).
 
     Defaults are the seed recipe: 512-512 ReLU MLP, softmax cross-entropy, SGD lr 0.01, batch 20,
-    20 epochs, reshuffled every epoch with a fixed seed, one checkpoint per epoch.
+    20 epochs, reshuffled every epoch with a fixed seed, one checkpoint per epoch. The decision threshold
+    (and, with --calibrate, a temperature) is then fitted on the validation split and stored in the run.
     """
     head = MLPClassifier(
         hidden=hidden,
@@ -67,13 +113,25 @@ def train(
         standardize=not no_standardize,
         seed=seed,
     )
-    summary = train_run(features_dir, run_dir, head=head, overwrite=overwrite)
+    summary = train_run(
+        features_dir,
+        run_dir,
+        head=head,
+        overwrite=overwrite,
+        threshold_rule=threshold_rule,
+        calibrate=calibrate,
+        positive=positive,
+    )
     last = summary.history[summary.best_epoch - 1]
     val = "" if summary.n_val == 0 else f", val loss {last['val_loss']:.3f}, val accuracy {last['val_accuracy']:.3f}"
     click.echo(
         f"{run_dir}: trained on {summary.n_train} images ({', '.join(summary.classes)}); "
         f"kept epoch {summary.best_epoch} of {summary.epochs}{val}"
     )
+    operating = summary.operating
+    if operating.get("calibration", {}).get("method") == "temperature":
+        click.echo(f"temperature {operating['calibration']['temperature']:.3f} (fitted on the validation split)")
+    click.echo("decision: " + describe_threshold(operating.get("threshold"), operating.get("positive")))
     if summary.untrained_backbone:
         click.secho(
             "UNTRAINED BACKBONE: this model sits on random features; its results mean nothing.",

@@ -12,8 +12,9 @@ import numpy as np
 
 from xvision._fileio import atomic_write_json, atomic_write_text
 from xvision.errors import FeatureStoreError
-from xvision.evaluation.metrics import compute_metrics
-from xvision.evaluation.plots import plot_confusion_matrix, plot_roc, plot_training_curve
+from xvision.evaluation.bootstrap import BootstrapConfig
+from xvision.evaluation.plots import plot_training_curve
+from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
 from xvision.features.dataset import load_split
 from xvision.inference.bundle import UNTRAINED_WARNING, check_same_backbone, load_bundle
 
@@ -26,11 +27,15 @@ def evaluate_run(
     *,
     split: str | None = "test",
     out_dir: str | Path | None = None,
+    bootstrap: BootstrapConfig | None = DEFAULT_BOOTSTRAP,
 ) -> dict[str, Any]:
     """Score the run's head on ``split`` (None: every image) and write metrics, predictions and plots.
 
-    Outputs go to ``out_dir`` (default: the run folder): ``metrics.json``, ``predictions.csv`` and
-    ``plots/confusion_matrix.png``, ``plots/training_curve.png``, ``plots/roc.png`` (two classes).
+    Decisions use the run's threshold and probabilities its temperature, both fitted on validation at
+    training time. Intervals come from a ``bootstrap`` over the split's images (whole groups when the
+    index has them); None skips them. Outputs go to ``out_dir`` (default: the run folder):
+    ``metrics.json``, ``predictions.csv`` and ``plots/confusion_matrix.png``, ``plots/training_curve.png``,
+    ``plots/roc.png`` (two classes) and ``plots/reliability.png``. docs/evaluation.md lists every field.
     """
     bundle = load_bundle(run_dir)
     data = load_split(features_dir, split)
@@ -47,9 +52,19 @@ def evaluate_run(
     if overlap:
         log.warning("%d evaluated images were used in training: these figures are optimistic", overlap)
 
-    proba = bundle.head.predict_proba(data.X)
+    proba = bundle.predict_proba(data.X)
     y = np.array([classes.index(label) for label in data.labels])
-    metrics = compute_metrics(y, proba, classes)
+    metrics = score_predictions(
+        y,
+        proba,
+        classes,
+        positive=bundle.positive,
+        threshold=bundle.threshold,
+        groups=[row.group for row in data.rows],
+        bootstrap=bootstrap,
+    )
+    metrics["threshold_rule"] = bundle.threshold_info or {"value": None, "rule": "not recorded (older run)"}
+    metrics["calibration"]["applied"] = bundle.info.get("calibration") or {"method": "none"}
     metrics = {
         "split": split or "all",
         "run": str(Path(run_dir)),
@@ -61,16 +76,10 @@ def evaluate_run(
         **metrics,
     }
     atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_text(out / "predictions.csv", _predictions_csv(data.rows, proba, classes))
+    atomic_write_text(out / "predictions.csv", _predictions_csv(data.rows, proba, bundle.decide(proba), classes))
 
     label = f"{split or 'all'} split, n={metrics['n']}"
-    plot_confusion_matrix(
-        metrics["confusion_matrix"],
-        classes,
-        plots / "confusion_matrix.png",
-        title=f"Confusion matrix ({label})",
-        watermark=watermark,
-    )
+    draw_plots(metrics, y, proba, plots, label=label, watermark=watermark)
     history = Path(run_dir) / "history.csv"
     if history.is_file():
         plot_training_curve(
@@ -79,23 +88,13 @@ def evaluate_run(
             best_epoch=bundle.info.get("best_epoch"),
             watermark=watermark,
         )
-    if len(classes) == 2 and metrics.get("roc_auc") is not None:
-        plot_roc(
-            y,
-            proba[:, 1],
-            plots / "roc.png",
-            auc=metrics["roc_auc"],
-            positive_name=classes[1],
-            title=f"ROC ({label})",
-            watermark=watermark,
-        )
     return metrics
 
 
-def _predictions_csv(rows: list[Any], proba: np.ndarray, classes: list[str]) -> str:
+def _predictions_csv(rows: list[Any], proba: np.ndarray, decisions: np.ndarray, classes: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
-    for row, p in zip(rows, proba, strict=True):
-        writer.writerow([row.path, row.label, classes[int(np.argmax(p))], *[f"{v:.6f}" for v in p]])
+    for row, p, d in zip(rows, proba, decisions, strict=True):
+        writer.writerow([row.path, row.label, classes[int(d)], *[f"{v:.6f}" for v in p]])
     return buffer.getvalue()

@@ -1,4 +1,4 @@
-"""PNG plots of a run: confusion matrix, training curve, ROC curve and a grid of predictions.
+"""PNG plots of a run: confusion matrix, training curve, ROC curve, reliability diagram, prediction grid.
 
 matplotlib is imported only when a plot is drawn, and figures are built with ``Figure`` + the Agg canvas, so
 no global pyplot state (or display) is touched. Every file is written atomically and its path returned.
@@ -138,10 +138,15 @@ def plot_roc(
     positive_name: str = "",
     title: str | None = None,
     watermark: str | None = None,
+    band: Mapping[str, Sequence[float]] | None = None,
+    auc_interval: tuple[float, float] | None = None,
+    operating_point: tuple[float, float] | None = None,
 ) -> Path:
     """Draw the ROC curve of scores for the positive class (``y_true`` 1 = positive, 0 = negative).
 
-    ``auc`` is shown in the legend; when not given it is computed from the curve.
+    ``auc`` is shown in the legend; when not given it is computed from the curve. ``band`` (``fpr``,
+    ``tpr_low``, ``tpr_high``, as in metrics.json's ``roc_band``) is shaded, ``auc_interval`` is added to
+    the legend, and ``operating_point`` ``(fpr, tpr)`` marks the decision threshold's position.
     """
     fpr, tpr, _ = roc_points(y_true, scores)
     if auc is None:
@@ -151,7 +156,20 @@ def plot_roc(
 
     fig = _new_figure((5.2, 5.0))
     ax = fig.add_subplot(1, 1, 1)
-    ax.plot(fpr, tpr, color=_TRAIN_COLOR, linewidth=2, label=f"ROC (AUC = {auc:.3f})")
+    if band is not None:
+        ax.fill_between(
+            band["fpr"],
+            band["tpr_low"],
+            band["tpr_high"],
+            color=_TRAIN_COLOR,
+            alpha=0.18,
+            linewidth=0,
+            label="95% bootstrap band",
+        )
+    interval = f" [{auc_interval[0]:.3f}, {auc_interval[1]:.3f}]" if auc_interval else ""
+    ax.plot(fpr, tpr, color=_TRAIN_COLOR, linewidth=2, label=f"ROC (AUC = {auc:.3f}{interval})")
+    if operating_point is not None:
+        ax.plot(*operating_point, marker="o", color="black", linestyle="none", label="operating threshold")
     ax.plot([0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1, label="chance (AUC = 0.5)")
     ax.set_xlim(-0.01, 1.01)
     ax.set_ylim(-0.01, 1.01)
@@ -165,6 +183,55 @@ def plot_roc(
     ax.grid(True, alpha=0.3)
     ax.legend(loc="lower right")
     return _save(fig, path, watermark)
+
+
+def plot_reliability(
+    bins: Sequence[Mapping[str, Any]],
+    path: str | Path,
+    *,
+    xlabel: str = "predicted probability",
+    ylabel: str = "observed fraction",
+    ece: float | None = None,
+    brier: float | None = None,
+    title: str | None = None,
+    watermark: str | None = None,
+) -> Path:
+    """Draw a reliability diagram from metrics.json's ``calibration.bins`` (``lower``, ``upper``, ``n``,
+    ``mean_predicted``, ``observed``): observed against predicted per bin, with the image count per bin.
+    """
+    filled = [b for b in bins if b["n"]]
+    if not filled:
+        raise ValueError("no non-empty calibration bins to plot")
+    fig = _new_figure((5.2, 6.0))
+    ax = fig.add_axes((0.14, 0.34, 0.8, 0.58))
+    hist = fig.add_axes((0.14, 0.08, 0.8, 0.15), sharex=ax)
+    ax.plot([0, 1], [0, 1], color="0.5", linestyle="--", linewidth=1, label="perfect calibration")
+    predicted = [b["mean_predicted"] for b in filled]
+    observed = [b["observed"] for b in filled]
+    sizes = [20 + 180 * b["n"] / max(f["n"] for f in filled) for b in filled]
+    summary = ", ".join(
+        text
+        for text in (
+            f"ECE {ece:.3f}" if ece is not None else "",
+            f"Brier {brier:.3f}" if brier is not None else "",
+        )
+        if text
+    )
+    ax.plot(predicted, observed, color=_TRAIN_COLOR, linewidth=1.5)
+    ax.scatter(predicted, observed, s=sizes, color=_TRAIN_COLOR, zorder=3, label=summary or "bins")
+    ax.set_xlim(-0.01, 1.01)
+    ax.set_ylim(-0.01, 1.01)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title if title is not None else "Reliability diagram")
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", fontsize=9)
+    ax.tick_params(labelbottom=False)
+    lowers = [b["lower"] for b in bins]
+    widths = [b["upper"] - b["lower"] for b in bins]
+    hist.bar(lowers, [b["n"] for b in bins], width=widths, align="edge", color="0.6", edgecolor="white")
+    hist.set_xlabel(xlabel)
+    hist.set_ylabel("images")
+    return _save(fig, path, watermark, tight=False)
 
 
 def plot_prediction_grid(
@@ -250,8 +317,9 @@ def _add_watermark(fig: Figure, text: str) -> None:
     )
 
 
-def _save(fig: Figure, path: str | Path, watermark: str | None) -> Path:
-    fig.tight_layout()
+def _save(fig: Figure, path: str | Path, watermark: str | None, *, tight: bool = True) -> Path:
+    if tight:
+        fig.tight_layout()
     if watermark:
         _add_watermark(fig, watermark)
     # Temp names end in .part, so the format must be given explicitly.

@@ -8,6 +8,11 @@ Layout of a RUN_DIR::
     checkpoints/epoch-NNN.safetensors   one per epoch
     history.csv           epoch, train/val loss and accuracy
     train_keys.json       SHA-256 of every training image (evaluate warns when test images overlap)
+
+bundle.json also holds how probabilities become decisions, all fitted on the validation split by
+`xvision train` (see xvision.evaluation.operating): ``positive`` (two classes), ``calibration``
+(``{"method": "none"}`` or a temperature) and ``threshold`` (value and the rule that chose it).
+Bundles written before these existed predict the most probable class, uncalibrated.
     metrics.json, plots/  written by `xvision evaluate`
 
 Predicting needs only this folder, the images and the backbone weights.
@@ -21,9 +26,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from xvision._fileio import atomic_write_json
 from xvision._version import __version__
 from xvision.errors import RunError
+from xvision.evaluation.calibration import apply_temperature
+from xvision.evaluation.threshold import decide
 from xvision.heads import MLPClassifier
 
 FORMAT = "xvision-run"
@@ -73,6 +82,40 @@ class RunBundle:
     @property
     def untrained_backbone(self) -> bool:
         return not self.info["backbone"]["weights"]["pretrained"]
+
+    @property
+    def positive(self) -> str | None:
+        """The positive class of a two-class head (older bundles: the second class), else None."""
+        if len(self.classes) != 2:
+            return None
+        return str(self.info.get("positive") or self.classes[1])
+
+    @property
+    def temperature(self) -> float | None:
+        """The fitted temperature, or None when the run is not calibrated."""
+        calibration = self.info.get("calibration") or {}
+        return float(calibration["temperature"]) if calibration.get("method") == "temperature" else None
+
+    @property
+    def threshold_info(self) -> dict[str, Any]:
+        """bundle.json's ``threshold`` entry (value, rule, source...); empty for older bundles."""
+        return dict(self.info.get("threshold") or {})
+
+    @property
+    def threshold(self) -> float | None:
+        """The cut-off on the positive class's probability; None means "predict the most probable class"."""
+        value = self.threshold_info.get("value")
+        return None if value is None or len(self.classes) != 2 else float(value)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """The head's class probabilities, temperature-scaled when the run was calibrated."""
+        return apply_temperature(self.head.predict_proba(X), self.temperature)
+
+    def decide(self, proba: np.ndarray) -> np.ndarray:
+        """Predicted class indices for probabilities from :meth:`predict_proba`, using the run's threshold."""
+        positive = self.positive
+        index = None if positive is None else self.classes.index(positive)
+        return decide(proba, positive=index, threshold=self.threshold)
 
     def train_keys(self) -> set[str]:
         path = self.root / "train_keys.json"

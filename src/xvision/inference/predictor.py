@@ -64,13 +64,22 @@ class Predictor:
     def untrained_backbone(self) -> bool:
         return self.bundle.untrained_backbone
 
+    @property
+    def threshold(self) -> float | None:
+        """The run's cut-off on the positive class's probability (None: the most probable class wins)."""
+        return self.bundle.threshold
+
+    @property
+    def positive(self) -> str | None:
+        return self.bundle.positive
+
     @torch.inference_mode()
     def predict_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities (n, classes) for images already in Xvision's array form."""
+        """Probabilities (n, classes) for images already in Xvision's array form (calibrated if the run is)."""
         if not images:
             return np.empty((0, len(self.classes)), dtype=np.float32)
         batch = torch.stack([self.backbone.preprocess(image) for image in images])
-        return self.bundle.head.predict_proba(self.backbone.extract(batch))
+        return self.bundle.predict_proba(self.backbone.extract(batch))
 
     def predict_paths(self, paths: Sequence[str | Path], *, batch_size: int = 16) -> list[Prediction]:
         """Predict each file; unreadable files come back with ``error`` set instead of stopping the job."""
@@ -84,9 +93,10 @@ class Predictor:
                 except ImageLoadError as error:
                     results.append(Prediction(path=str(path), error=error.reason))
             proba = self.predict_arrays([image for _, image in loaded])
-            for (prediction, _), p in zip(loaded, proba, strict=True):
+            decisions = self.bundle.decide(proba)
+            for (prediction, _), p, label in zip(loaded, proba, decisions, strict=True):
                 prediction.probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
-                prediction.label = self.classes[int(np.argmax(p))]
+                prediction.label = self.classes[int(label)]
                 results.append(prediction)
         order = {str(p): i for i, p in enumerate(paths)}
         return sorted(results, key=lambda r: order.get(r.path, 0))

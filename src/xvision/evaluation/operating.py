@@ -1,0 +1,102 @@
+"""How a trained head turns probabilities into decisions, fitted on validation data only.
+
+:func:`fit_operating_point` is called by ``train`` (and by ``cv`` inside each fold) with the validation
+split's labels and probabilities. It returns the three entries stored in bundle.json:
+
+``positive``     the positive class of two (``--positive``, else the class not named like "normal");
+``calibration``  ``{"method": "none"}`` or the temperature fitted on validation (``--calibrate temperature``);
+``threshold``    the cut-off on the (calibrated) positive-class probability and the rule that chose it.
+
+Without validation data the threshold is 0.5 and says so; test data never reaches this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from xvision.evaluation.calibration import apply_temperature, fit_temperature
+from xvision.evaluation.threshold import DEFAULT_THRESHOLD, ThresholdRule, choose_threshold, default_positive
+
+CALIBRATION_METHODS = ("none", "temperature")
+
+
+def fit_operating_point(
+    y_val: Sequence[int] | np.ndarray | None,
+    proba_val: np.ndarray | None,
+    classes: Sequence[str],
+    *,
+    rule: ThresholdRule | str = "youden",
+    calibrate: str = "none",
+    positive: str | None = None,
+    source: str = "validation split",
+) -> dict[str, Any]:
+    """Fit calibration, then the threshold, on validation class indices ``y_val`` and probabilities.
+
+    ``y_val``/``proba_val`` None means there is no validation data. Raises ``ValueError`` for an unknown
+    rule, calibration method or positive class, and for temperature scaling without validation data.
+    """
+    classes = [str(c) for c in classes]
+    rule = rule if isinstance(rule, ThresholdRule) else ThresholdRule.parse(rule)
+    if calibrate not in CALIBRATION_METHODS:
+        raise ValueError(f"unknown calibration {calibrate!r}; use one of {', '.join(CALIBRATION_METHODS)}")
+    has_val = y_val is not None and proba_val is not None and len(y_val) > 0
+    if calibrate != "none" and not has_val:
+        raise ValueError(f"--calibrate {calibrate} is fitted on the validation split, and there is none")
+    y = None if not has_val else np.asarray(y_val, dtype=np.int64)
+    proba = None if not has_val else np.asarray(proba_val, dtype=np.float64)
+
+    calibration: dict[str, Any] = {"method": "none"}
+    if calibrate == "temperature":
+        assert y is not None and proba is not None
+        calibration = {"method": "temperature", **fit_temperature(y, proba), "source": source, "n": len(y)}
+        proba = apply_temperature(proba, calibration["temperature"])
+
+    if len(classes) != 2:
+        if positive is not None:
+            raise ValueError(f"--positive applies to two classes only; this head has {len(classes)}")
+        threshold = {"value": None, "rule": "argmax", "note": "more than two classes: the most probable is predicted"}
+        return {"positive": None, "calibration": calibration, "threshold": threshold}
+
+    if positive is None:
+        positive = default_positive(classes)
+    elif positive not in classes:
+        raise ValueError(f"positive class {positive!r} is not one of the classes {classes}")
+    return {
+        "positive": positive,
+        "calibration": calibration,
+        "threshold": _threshold(y, proba, classes.index(positive), rule, source),
+    }
+
+
+def _threshold(
+    y: np.ndarray | None, proba: np.ndarray | None, pos: int, rule: ThresholdRule, source: str
+) -> dict[str, Any]:
+    fallback = {"value": DEFAULT_THRESHOLD, "rule": "default 0.5", "requested_rule": str(rule), "source": "none"}
+    if y is None or proba is None:
+        return {**fallback, "note": "no validation split: the default threshold 0.5 is used"}
+    is_pos = (y == pos).astype(int)
+    if len(np.unique(is_pos)) < 2:
+        return {**fallback, "note": f"the {source} holds one class only: the default threshold 0.5 is used"}
+    chosen = choose_threshold(is_pos, proba[:, pos], rule)
+    return {
+        "value": chosen["value"],
+        "rule": chosen["rule"],
+        "source": source,
+        "n": int(len(y)),
+        "val_sensitivity": chosen["sensitivity"],
+        "val_specificity": chosen["specificity"],
+    }
+
+
+def describe_threshold(threshold: dict[str, Any] | None, positive: str | None) -> str:
+    """One line for the CLI: how decisions are made, e.g. ``p(nodule) >= 0.372 (youden on validation split)``."""
+    if not threshold or threshold.get("value") is None:
+        if threshold and threshold.get("rule") == "argmax":
+            return "the most probable class is predicted (more than two classes)"
+        return "the most probable class is predicted (no threshold recorded in this run)"
+    where = f" on the {threshold['source']}, n={threshold['n']}" if threshold.get("n") else ""
+    note = f"; {threshold['note']}" if threshold.get("note") else ""
+    return f"p({positive}) >= {threshold['value']:.3f} ({threshold['rule']}{where}{note})"
