@@ -8,9 +8,11 @@ from xvision.cli.backbones_cmd import backbones
 from xvision.cli.demo_cmd import demo
 from xvision.cli.evaluate_cmd import evaluate
 from xvision.cli.extract_cmd import extract
+from xvision.cli.fetch_cmd import fetch
+from xvision.cli.label_cmd import label
 from xvision.cli.manifest_cmd import manifest
 from xvision.cli.predict_cmd import predict
 from xvision.cli.split_cmd import split
 from xvision.cli.train_cmd import train
 
-ALL: list[click.Command] = [manifest, split, extract, train, evaluate, predict, backbones, demo]
+ALL: list[click.Command] = [manifest, split, extract, train, evaluate, predict, backbones, demo, fetch, label]

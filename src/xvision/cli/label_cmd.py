@@ -1,0 +1,74 @@
+"""``xvision label``: label fetched Open-i records by rules and write a manifest."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from xvision.data.labels import BUILTIN_RULES, label_manifest, label_records, load_rules
+from xvision.data.manifest import write_manifest
+from xvision.data.openi import read_dicom_views, read_records, read_reports_without_images
+from xvision.errors import ManifestError
+
+logger = logging.getLogger(__name__)
+
+
+@click.command("label")
+@click.argument("folder", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--rules",
+    default="default",
+    show_default=True,
+    help=f"Rules file (TOML), or a built-in set: {'; '.join(f'{k} = {v}' for k, v in BUILTIN_RULES.items())}.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Where to write the manifest  [default: FOLDER/manifest.csv].",
+)
+@click.option(
+    "--views",
+    type=click.Choice(["all", "frontal", "lateral"]),
+    default="all",
+    show_default=True,
+    help="Keep only images of this view (images whose view is unknown are then excluded).",
+)
+@click.option(
+    "--dicom-metadata",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="The collection's DICOM metadata CSV (nlmcxr_dicom_metadata.csv.gz): the view of most images.",
+)
+@click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
+def label(folder: Path, rules: str, output: Path | None, views: str, dicom_metadata: Path | None, force: bool) -> None:
+    """Label the records of FOLDER (from `xvision fetch openi`) and write a manifest (path,label,group,view,...).
+
+    group is the report uid, so both views of a study stay in one split. Prints a label report: counts per
+    class, exclusions by reason, conflicts. Next step: `xvision split OUTPUT --group-by group`.
+    """
+    output = output or folder / "manifest.csv"
+    if output.exists() and not force:
+        raise ManifestError(f"{output} already exists; pass --force to overwrite it or choose another -o")
+    label_rules = load_rules(rules)
+    dicom_views = read_dicom_views(dicom_metadata) if dicom_metadata else None
+    kept, report = label_records(
+        read_records(folder),
+        label_rules,
+        reports_without_images=read_reports_without_images(folder),
+        folder=folder,
+        views=None if views == "all" else views,
+        dicom_views=dicom_views,
+    )
+    click.echo(report.format())
+    if not kept:
+        raise ManifestError(
+            f"{folder}: no labelled image is in the manifest, so none was written; check the rules, --views, "
+            "and that the images were fetched (reports-only records have no image file)"
+        )
+    manifest = label_manifest(kept, folder)
+    if len(manifest.labels) < 2:
+        logger.warning("only one class (%s) was labelled; a classifier needs two", manifest.labels[0])
+    write_manifest(manifest, output)
+    click.echo(f"Wrote {output}: {len(manifest)} images. Next: xvision split {output} --group-by group")
