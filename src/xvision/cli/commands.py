@@ -5,6 +5,8 @@ from __future__ import annotations
 import click
 
 from xvision.cli.backbones_cmd import backbones
+from xvision.cli.compare_cmd import compare
+from xvision.cli.cv_cmd import cv
 from xvision.cli.demo_cmd import demo
 from xvision.cli.evaluate_cmd import evaluate
 from xvision.cli.extract_cmd import extract
@@ -15,4 +17,17 @@ from xvision.cli.predict_cmd import predict
 from xvision.cli.split_cmd import split
 from xvision.cli.train_cmd import train
 
-ALL: list[click.Command] = [manifest, split, extract, train, evaluate, predict, backbones, demo, fetch, label]
+ALL: list[click.Command] = [
+    manifest,
+    split,
+    extract,
+    train,
+    evaluate,
+    cv,
+    compare,
+    predict,
+    backbones,
+    demo,
+    fetch,
+    label,
+]

@@ -23,7 +23,11 @@ def _with_ci(metrics: dict, name: str) -> str:
 
 def format_metrics(metrics: dict) -> str:
     """A short human summary of metrics.json (95% intervals in brackets when present)."""
-    where = f"split {metrics['split']}" if "split" in metrics else "cross-validation"
+    where = f"split {metrics['split']}"
+    if metrics.get("kind") == "cross-validation":
+        cv = metrics["cv"]
+        repeats = f" x {cv['repeats']} repeats" if cv["repeats"] > 1 else ""
+        where = f"cross-validation ({cv['folds']} folds{repeats}, pooled out-of-fold)"
     lines = [
         f"{where}: n={metrics['n']}, accuracy {_with_ci(metrics, 'accuracy')}"
         + (f", ROC AUC {_with_ci(metrics, 'roc_auc')}" if metrics.get("roc_auc") is not None else "")

@@ -203,6 +203,30 @@ def bootstrap_samples(
     return {name: np.concatenate(chunks, axis=0) for name, chunks in parts.items()}
 
 
+def paired_auc_samples(
+    y: np.ndarray,
+    probas: Sequence[np.ndarray],
+    *,
+    positive: int | None,
+    groups: np.ndarray,
+    config: BootstrapConfig,
+) -> np.ndarray:
+    """ROC AUC of several models on the same resamples: an array ``(len(probas), n_resamples)``.
+
+    Each resample is drawn once and scored for every model, so differences between rows are paired.
+    ``positive`` set: AUC of that class's probability; None: macro one-vs-rest AUC.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    k = probas[0].shape[1]
+    classes = [positive] if positive is not None else list(range(k))
+    sorted_scores = [[_SortedScores(np.asarray(p)[:, c], y == c) for c in classes] for p in probas]
+    blocks = [
+        np.vstack([np.mean([s.auc(W) for s in model], axis=0) for model in sorted_scores])
+        for W in resample_weights(y, groups, n_resamples=config.n_resamples, seed=config.seed)
+    ]
+    return np.concatenate(blocks, axis=1)
+
+
 def metric_intervals(
     point: dict[str, Any], samples: dict[str, np.ndarray], classes: Sequence[str], level: float
 ) -> dict[str, Any]:

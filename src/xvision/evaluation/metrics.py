@@ -24,12 +24,15 @@ def compute_metrics(
     *,
     positive: str | None = None,
     threshold: float | None = None,
+    y_pred: Sequence[int] | np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Score predicted probabilities against true class indices.
 
     ``y_true`` holds indices into ``classes``; ``proba`` has one row per sample and one column per class.
     The predicted class is the argmax of each row, except for two classes with a ``threshold``: then the
-    positive class is predicted when its probability is ``>= threshold``.
+    positive class is predicted when its probability is ``>= threshold``. ``y_pred`` passes decisions made
+    elsewhere instead (class indices, e.g. pooled out-of-fold predictions each cut at its own fold's
+    threshold); it excludes ``threshold``.
 
     The positive class (two classes only) is ``classes[1]`` unless ``positive`` names another; it decides
     ``roc_auc``, ``sensitivity`` and ``specificity``. With more classes ``roc_auc`` is the macro average of
@@ -47,7 +50,13 @@ def compute_metrics(
     if threshold is not None:
         threshold = _check_threshold(threshold, k)
 
-    if threshold is None:
+    if y_pred is not None:
+        if threshold is not None:
+            raise ValueError("pass either threshold or y_pred, not both")
+        y_pred = _check_labels(y_pred, k)
+        if len(y_pred) != len(y):
+            raise ValueError(f"y_pred has {len(y_pred)} decisions for {len(y)} samples")
+    elif threshold is None:
         y_pred = np.argmax(p, axis=1)
     else:
         y_pred = np.where(p[:, pos] >= threshold, pos, 1 - pos)

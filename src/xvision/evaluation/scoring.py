@@ -39,18 +39,21 @@ def score_predictions(
     threshold: float | None = None,
     groups: Sequence[str | None] | None = None,
     bootstrap: BootstrapConfig | None = DEFAULT_BOOTSTRAP,
+    y_pred: np.ndarray | None = None,
 ) -> dict[str, Any]:
     """Metrics, calibration and (unless ``bootstrap`` is None) intervals for class indices ``y``.
 
-    ``positive`` and ``threshold`` apply to two classes (see :func:`compute_metrics`); ``groups`` (one id
-    per image, None/"" for none) makes the bootstrap draw whole groups.
+    ``positive``, ``threshold`` and ``y_pred`` are as in :func:`compute_metrics`; ``groups`` (one id per
+    image, None/"" for none) makes the bootstrap draw whole groups.
     """
     classes = list(classes)
     binary = len(classes) == 2
     if not binary:
         positive, threshold = None, None
-    metrics = compute_metrics(y, proba, classes, positive=positive, threshold=threshold)
+    metrics = compute_metrics(y, proba, classes, positive=positive, threshold=threshold, y_pred=y_pred)
     pos = classes.index(metrics["positive"]) if binary else None
+    if y_pred is None:
+        y_pred = decide(proba, positive=pos, threshold=threshold)
     calibration = calibration_summary(y, proba, classes, positive=pos)
     metrics["ece"] = calibration["ece"]
     metrics["brier"] = calibration["brier"]
@@ -62,7 +65,7 @@ def score_predictions(
     samples = bootstrap_samples(
         np.asarray(y),
         np.asarray(proba, dtype=np.float64),
-        decide(proba, positive=pos, threshold=threshold),
+        np.asarray(y_pred),
         positive=pos,
         groups=codes,
         config=bootstrap,

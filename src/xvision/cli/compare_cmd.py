@@ -1,0 +1,93 @@
+"""``xvision compare``: ROC AUC difference of two runs on the same images, with a paired interval and DeLong."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from xvision._fileio import atomic_write_json
+from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
+
+
+def format_comparison(result: dict) -> str:
+    """A short human summary of a comparison."""
+    d = result["difference"]
+    b = result["bootstrap"]
+    lines = [
+        f"split {result['split']}: n={result['n']} images scored by both runs",
+        f"ROC AUC  A {result['auc_a']:.3f}   B {result['auc_b']:.3f}",
+        f"A - B    {d['value']:+.3f}, {100 * b['level']:.0f}% paired bootstrap interval "
+        f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({b['n_resamples']} resamples of {b['n_units']} {b['unit']}s)",
+    ]
+    delong = result.get("delong")
+    if delong:
+        z = "n/a" if delong["z"] is None else f"{delong['z']:.3f}"
+        lines.append(f"DeLong's test: z = {z}, p = {delong['p_value']:.4g} (two-sided)")
+    elif result.get("delong_note"):
+        lines.append(result["delong_note"])
+    if result.get("warning"):
+        lines.append(f"{result['warning']}: at least one run uses random features; this comparison means nothing.")
+    return "\n".join(lines)
+
+
+@click.command("compare")
+@click.argument("run_a", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_b", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "--features",
+    "features_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="FEATURES_DIR with the split to compare on (run A's backbone; run B's too unless --features-b).",
+)
+@click.option(
+    "--features-b",
+    "features_b",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Run B's FEATURES_DIR when it uses another backbone; images are matched by SHA-256.",
+)
+@click.option("--split", default="test", show_default=True, help="Split to compare on, or 'all'.")
+@click.option(
+    "--bootstrap",
+    "n_resamples",
+    default=DEFAULT_RESAMPLES,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Paired bootstrap resamples.",
+)
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap.")
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the comparison as JSON to this file.",
+)
+def compare(
+    run_a: Path,
+    run_b: Path,
+    features_dir: Path,
+    features_b: Path | None,
+    split: str,
+    n_resamples: int,
+    seed: int,
+    output: Path | None,
+) -> None:
+    """Compare the ROC AUC of RUN_A and RUN_B on the same images: A - B with a paired bootstrap interval
+    and DeLong's test for correlated AUCs."""
+    from xvision.evaluation.compare import compare_runs
+
+    result = compare_runs(
+        run_a,
+        run_b,
+        features_dir,
+        features_b=features_b,
+        split=None if split == "all" else split,
+        bootstrap=BootstrapConfig(n_resamples=n_resamples, seed=seed),
+    )
+    click.echo(format_comparison(result))
+    if output is not None:
+        atomic_write_json(output, result)
+        click.echo(f"comparison: {output}")

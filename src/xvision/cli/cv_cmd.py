@@ -1,0 +1,117 @@
+"""``xvision cv``: cross-validated metrics with intervals, for data too small to hold out a test split."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from xvision.cli.evaluate_cmd import format_metrics
+from xvision.cli.train_cmd import head_options, operating_options
+from xvision.errors import RunError
+from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
+
+
+@click.command("cv")
+@click.argument("features_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    "out_dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Folder for metrics.json, oof_predictions.csv and plots/.",
+)
+@click.option("--folds", default=5, show_default=True, type=click.IntRange(2), help="Number of folds.")
+@click.option("--repeats", default=1, show_default=True, type=click.IntRange(1), help="Repeat with new folds.")
+@click.option(
+    "--group-by",
+    default="group",
+    show_default=True,
+    help="Column with the patient/study id; a group never spans two folds. 'none': images only "
+    "(identical files are always kept together).",
+)
+@click.option(
+    "--inner-val",
+    default=0.0,
+    show_default=True,
+    type=click.FloatRange(0, 0.5, max_open=True),
+    help="Fraction of each fold's training part held out as its validation split (picks the epoch, "
+    "threshold and temperature, as in train). 0: full epochs, threshold 0.5.",
+)
+@click.option("--split", default="all", show_default=True, help="Use only this split of FEATURES_DIR, or 'all'.")
+@click.option(
+    "--bootstrap",
+    "n_resamples",
+    default=DEFAULT_RESAMPLES,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Bootstrap resamples for the 95% intervals (0: no intervals).",
+)
+@head_options
+@operating_options
+def cv(
+    features_dir: Path,
+    out_dir: Path,
+    folds: int,
+    repeats: int,
+    group_by: str,
+    inner_val: float,
+    split: str,
+    n_resamples: int,
+    hidden: tuple[int, ...],
+    lr: float,
+    momentum: float,
+    weight_decay: float,
+    batch_size: int,
+    epochs: int,
+    seed: int,
+    no_standardize: bool,
+    threshold_rule: str,
+    calibrate: str,
+    positive: str | None,
+) -> None:
+    """Cross-validate the head on FEATURES_DIR: grouped stratified folds, pooled out-of-fold metrics.
+
+    The head is trained as `train` trains it (same options and defaults); every image is scored once by
+    a head that never saw it (or its group), and the pooled predictions get 95% bootstrap intervals.
+    --seed sets both the fold assignment and the head's initialisation.
+    """
+    from xvision.evaluation.crossval import CVConfig, cross_validate
+
+    try:
+        config = CVConfig(
+            folds=folds,
+            repeats=repeats,
+            group_by=None if group_by.lower() == "none" else group_by,
+            seed=seed,
+            inner_val=inner_val,
+            threshold_rule=threshold_rule,
+            calibrate=calibrate,
+            positive=positive,
+            split=None if split == "all" else split,
+        )
+    except ValueError as error:
+        raise RunError(str(error)) from None
+    head_params = {
+        "hidden": hidden,
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "batch_size": batch_size,
+        "epochs": epochs,
+        "standardize": not no_standardize,
+        "seed": seed,
+    }
+    bootstrap = BootstrapConfig(n_resamples=n_resamples, seed=seed) if n_resamples else None
+    metrics = cross_validate(features_dir, out_dir, head_params=head_params, config=config, bootstrap=bootstrap)
+    click.echo(format_metrics(metrics))
+    if repeats > 1:
+        spread = metrics.get("repeat_summary", {}).get("roc_auc")
+        if spread:
+            click.echo(
+                f"over {repeats} repeats: ROC AUC mean {spread['mean']:.3f}, sd {spread['sd']:.3f} "
+                f"(range {spread['min']:.3f}-{spread['max']:.3f}); intervals are averaged over repeats"
+            )
+    click.echo(f"metrics: {out_dir / 'metrics.json'}; predictions: {out_dir / 'oof_predictions.csv'}")
+    click.echo(f"plots: {out_dir / 'plots'}")

@@ -1,0 +1,358 @@
+"""`xvision cv`: k-fold cross-validation of the head on a feature store, for data too small to split.
+
+Folds are grouped and stratified (scikit-learn's ``StratifiedGroupKFold``): images sharing a group (the
+``--group-by`` column, a patient id) or identical content (the same SHA-256) never fall on both sides of a
+fold. Each fold trains a fresh head with the same recipe as ``train``; the out-of-fold (OOF) predictions
+of all folds are pooled and scored once, with bootstrap intervals over the pooled images.
+
+Inside each fold's training part, ``inner_val > 0`` holds out that fraction (grouped, stratified) as the
+fold's validation split, which then does what it does in ``train``: picks the epoch, fits the temperature
+(``calibrate``) and picks the threshold (``threshold_rule``). With ``inner_val = 0`` (the default) every
+fold trains for the full number of epochs and decides at 0.5, like ``train`` without a validation split.
+
+With ``repeats > 1`` the whole procedure runs again with new fold assignments (and head seeds). Each
+repeat's pooled metrics are reported; the headline figures are their means, and each interval is the
+mean of the repeats' interval bounds (every repeat is bootstrapped with the same seed, so on the same
+resamples of the same images). See docs/evaluation.md.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xvision._fileio import atomic_write_json, atomic_write_text
+from xvision.errors import FeatureStoreError, RunError
+from xvision.evaluation.bootstrap import BootstrapConfig
+from xvision.evaluation.calibration import apply_temperature
+from xvision.evaluation.operating import fit_operating_point
+from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
+from xvision.evaluation.threshold import ThresholdRule, decide
+from xvision.features.dataset import FeatureSet, load_split
+from xvision.heads import MLPClassifier
+from xvision.inference.bundle import UNTRAINED_WARNING
+
+log = logging.getLogger(__name__)
+
+#: Scalar figures summarised across repeats.
+REPEAT_FIELDS = ("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "ece", "brier")
+
+
+@dataclass(frozen=True)
+class CVConfig:
+    """How the folds are made and what each fold's validation part (if any) decides."""
+
+    folds: int = 5
+    repeats: int = 1
+    group_by: str | None = "group"
+    seed: int = 0
+    inner_val: float = 0.0
+    threshold_rule: str = "youden"
+    calibrate: str = "none"
+    positive: str | None = None
+    split: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ValueError(f"folds must be at least 2, got {self.folds}")
+        if self.repeats < 1:
+            raise ValueError(f"repeats must be at least 1, got {self.repeats}")
+        if not 0.0 <= self.inner_val < 0.5:
+            raise ValueError(f"inner_val must lie in [0, 0.5), got {self.inner_val}")
+        ThresholdRule.parse(self.threshold_rule)
+        if self.calibrate != "none" and self.inner_val == 0:
+            raise ValueError(f"--calibrate {self.calibrate} is fitted on each fold's validation part: set --inner-val")
+
+
+def cv_groups(data: FeatureSet, group_by: str | None) -> np.ndarray:
+    """Group id per image: images linked by the ``group_by`` column or by identical SHA-256 share one."""
+    n = len(data.rows)
+    parent = list(range(n))
+
+    def find(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    first: dict[tuple[str, str], int] = {}
+    for i, row in enumerate(data.rows):
+        keys = [("sha", row.sha256)]
+        if group_by:
+            value = row.group if group_by == "group" else row.extra.get(group_by, "")
+            if value:
+                keys.append(("group", value))
+        for key in keys:
+            j = first.setdefault(key, i)
+            parent[find(i)] = find(j)
+    roots = np.array([find(i) for i in range(n)])
+    return np.unique(roots, return_inverse=True)[1]
+
+
+def cross_validate(
+    features_dir: str | Path,
+    out_dir: str | Path,
+    *,
+    head_params: dict[str, Any] | None = None,
+    config: CVConfig = CVConfig(),  # noqa: B008 - frozen, never mutated
+    bootstrap: BootstrapConfig | None = DEFAULT_BOOTSTRAP,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Cross-validate the head on ``features_dir`` and write ``out_dir``; return the metrics dict.
+
+    ``out_dir`` receives ``metrics.json``, ``oof_predictions.csv`` (every repeat) and ``plots/``
+    (confusion matrix, ROC with band, reliability diagram, of the first repeat).
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+    from tqdm.auto import tqdm
+
+    features_dir, out = Path(features_dir), Path(out_dir)
+    data = load_split(features_dir, config.split)
+    classes = sorted(set(data.labels))
+    if len(classes) < 2:
+        raise FeatureStoreError(f"{features_dir}: only class {classes[0]!r} is present; a classifier needs two")
+    if config.group_by and config.group_by != "group" and not any(config.group_by in r.extra for r in data.rows):
+        raise FeatureStoreError(f"{features_dir}: no column {config.group_by!r} in index.csv for --group-by")
+    if config.positive is not None and (len(classes) != 2 or config.positive not in classes):
+        raise RunError(f"--positive {config.positive!r} must name one of two classes; the classes are {classes}")
+    y = np.array([classes.index(label) for label in data.labels])
+    groups = cv_groups(data, config.group_by)
+    _check_enough_groups(y, groups, classes, config.folds)
+    params = {**MLPClassifier().get_params(), **(head_params or {})}
+    params["hidden"] = tuple(params["hidden"])
+
+    per_repeat: list[dict[str, Any]] = []
+    oof_rows: list[list[Any]] = []
+    fold_details: list[dict[str, Any]] = []
+    probas: list[np.ndarray] = []
+    bar = tqdm(total=config.folds * config.repeats, desc="cv", unit="fold", disable=not progress)
+    try:
+        for repeat in range(config.repeats):
+            splitter = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed + repeat)
+            proba = np.zeros((len(y), len(classes)))
+            decisions = np.zeros(len(y), dtype=np.int64)
+            fold_of = np.zeros(len(y), dtype=np.int64)
+            for fold, (train_idx, test_idx) in enumerate(splitter.split(data.X, y, groups), start=1):
+                head = MLPClassifier(**{**params, "seed": int(params["seed"]) + repeat})
+                result = _run_fold(head, data.X, y, groups, train_idx, test_idx, classes, config, repeat)
+                proba[test_idx], decisions[test_idx], fold_of[test_idx] = result["proba"], result["decisions"], fold
+                fold_details.append({"repeat": repeat + 1, "fold": fold, **result["detail"]})
+                bar.update(1)
+            probas.append(proba)
+            metrics = score_predictions(
+                y,
+                proba,
+                classes,
+                positive=fold_details[-1]["positive"],
+                groups=[str(g) for g in groups],
+                bootstrap=bootstrap,
+                y_pred=decisions,
+            )
+            per_repeat.append(metrics)
+            oof_rows += _oof_rows(data, repeat + 1, fold_of, decisions, proba, classes)
+    finally:
+        bar.close()
+
+    metrics = _combine_repeats(per_repeat)
+    backbone = data.meta["backbone"]
+    watermark = None if backbone["weights"]["pretrained"] else UNTRAINED_WARNING
+    thresholds = [d["threshold"] for d in fold_details]
+    metrics = {
+        "kind": "cross-validation",
+        "features": str(features_dir),
+        "split": config.split or "all",
+        "backbone": backbone["name"],
+        "weights": backbone["weights"],
+        "warning": watermark,
+        "cv": {**asdict(config), "n_groups": int(len(np.unique(groups)))},
+        "head": {"head": "mlp", "params": {**params, "hidden": list(params["hidden"])}},
+        **metrics,
+        "threshold_rule": _threshold_summary(config, thresholds, metrics.get("positive")),
+        "folds_detail": [{k: v for k, v in d.items() if k != "positive"} for d in fold_details],
+    }
+    if "threshold" in metrics:  # two classes: one value when every fold used the same threshold
+        metrics["threshold"] = metrics["threshold_rule"]["value"]
+    metrics["calibration"]["applied"] = {"method": config.calibrate, "fitted_on": "each fold's validation part"}
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_text(out / "oof_predictions.csv", _oof_csv(oof_rows, classes))
+    label = f"pooled out-of-fold, n={len(y)}" + (f", repeat 1 of {config.repeats}" if config.repeats > 1 else "")
+    draw_plots(per_repeat[0], y, probas[0], out / "plots", label=label, watermark=watermark)
+    return metrics
+
+
+def _check_enough_groups(y: np.ndarray, groups: np.ndarray, classes: Sequence[str], folds: int) -> None:
+    for c, name in enumerate(classes):
+        n_groups = len(np.unique(groups[y == c]))
+        if n_groups < folds:
+            raise FeatureStoreError(
+                f"class {name!r} has {n_groups} group(s), fewer than --folds {folds}: every fold needs each "
+                "class; lower --folds or add images"
+            )
+
+
+def _run_fold(
+    head: MLPClassifier,
+    X: np.ndarray,
+    y: np.ndarray,
+    groups: np.ndarray,
+    train_idx: np.ndarray,
+    test_idx: np.ndarray,
+    classes: list[str],
+    config: CVConfig,
+    repeat: int,
+) -> dict[str, Any]:
+    fit_idx, val_idx = train_idx, np.array([], dtype=np.int64)
+    if config.inner_val > 0:
+        fit_idx, val_idx = _inner_split(y, groups, train_idx, config.inner_val, config.seed + repeat)
+    missing = sorted(set(range(len(classes))) - set(y[fit_idx].tolist()))
+    if missing:
+        raise RunError(f"a fold's training part has no {classes[missing[0]]!r} images; lower --folds")
+    labels = np.asarray(classes)
+    has_val = len(val_idx) > 0
+    head.fit(
+        X[fit_idx],
+        labels[y[fit_idx]],
+        X_val=X[val_idx] if has_val else None,
+        y_val=labels[y[val_idx]] if has_val else None,
+        classes=classes,
+    )
+    operating = fit_operating_point(
+        y[val_idx] if has_val else None,
+        head.predict_proba(X[val_idx]) if has_val else None,
+        classes,
+        rule=config.threshold_rule,
+        calibrate=config.calibrate,
+        positive=config.positive,
+        source="fold's validation part",
+    )
+    temperature = operating["calibration"].get("temperature")
+    proba = apply_temperature(head.predict_proba(X[test_idx]), temperature)
+    positive = operating["positive"]
+    threshold = operating["threshold"]["value"]
+    decisions = decide(proba, positive=None if positive is None else classes.index(positive), threshold=threshold)
+    detail = {
+        "n_train": int(len(fit_idx)),
+        "n_val": int(len(val_idx)),
+        "n_test": int(len(test_idx)),
+        "best_epoch": int(head.best_epoch_),
+        "threshold": threshold,
+        "temperature": temperature,
+        "positive": positive,
+    }
+    return {"proba": proba, "decisions": decisions, "detail": detail}
+
+
+def _inner_split(
+    y: np.ndarray, groups: np.ndarray, train_idx: np.ndarray, fraction: float, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    n_splits = max(2, round(1 / fraction))
+    inner = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
+    fit_pos, val_pos = next(inner.split(train_idx, y[train_idx], groups[train_idx]))
+    return train_idx[fit_pos], train_idx[val_pos]
+
+
+def _threshold_summary(config: CVConfig, thresholds: list[float | None], positive: str | None) -> dict[str, Any]:
+    if positive is None:
+        return {"value": None, "rule": "argmax", "note": "more than two classes: the most probable is predicted"}
+    if config.inner_val == 0:
+        return {
+            "value": 0.5,
+            "rule": "default 0.5",
+            "requested_rule": config.threshold_rule,
+            "source": "none",
+            "note": "no validation part inside the folds (--inner-val 0): the default threshold 0.5 is used",
+        }
+    values = [t for t in thresholds if t is not None]
+    return {
+        "value": None,
+        "rule": config.threshold_rule,
+        "source": "each fold's validation part",
+        "per_fold": values,
+        "mean": float(np.mean(values)),
+        "note": "each fold's test images are cut at that fold's own threshold",
+    }
+
+
+def _combine_repeats(per_repeat: list[dict[str, Any]]) -> dict[str, Any]:
+    """One repeat: its metrics. Several: means of every figure and interval bound, plus each repeat."""
+    first = per_repeat[0]
+    summary = [{"repeat": i + 1, **{k: m.get(k) for k in REPEAT_FIELDS if k in m}} for i, m in enumerate(per_repeat)]
+    if len(per_repeat) == 1:
+        return {**first, "repeats": summary}
+    combined = copy.deepcopy(first)
+    for key in REPEAT_FIELDS:
+        if key in first:
+            combined[key] = _mean([m[key] for m in per_repeat])
+    for key in ("precision", "recall", "f1", "roc_auc_per_class"):
+        if key in first:
+            combined[key] = {c: _mean([m[key][c] for m in per_repeat]) for c in first[key]}
+    cms = np.array([m["confusion_matrix"] for m in per_repeat], dtype=float)
+    combined["confusion_matrix"] = np.round(cms.mean(axis=0), 3).tolist()
+    combined["calibration"]["ece"], combined["calibration"]["brier"] = combined["ece"], combined["brier"]
+    combined["calibration"]["bins_note"] = "bins of the first repeat; ece and brier are means over repeats"
+    if "intervals" in first:
+        combined["intervals"] = _mean_intervals([m["intervals"] for m in per_repeat])
+    if "roc_band" in first:
+        combined["roc_band"] = {
+            "fpr": first["roc_band"]["fpr"],
+            **{
+                key: np.round(np.mean([m["roc_band"][key] for m in per_repeat], axis=0), 6).tolist()
+                for key in ("tpr_low", "tpr_high")
+            },
+        }
+    combined["repeats"] = summary
+    combined["repeat_summary"] = {
+        key: _spread([r[key] for r in summary]) for key in REPEAT_FIELDS if key in first and first[key] is not None
+    }
+    return combined
+
+
+def _mean(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def _spread(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=float)
+    return {"mean": float(a.mean()), "sd": float(a.std(ddof=1)), "min": float(a.min()), "max": float(a.max())}
+
+
+def _mean_intervals(intervals: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, first in intervals[0].items():
+        if "value" in first:
+            out[key] = {f: _mean([iv[key][f] for iv in intervals]) for f in ("value", "ci_low", "ci_high")}
+        else:
+            out[key] = _mean_intervals([iv[key] for iv in intervals])
+    return out
+
+
+def _oof_rows(
+    data: FeatureSet,
+    repeat: int,
+    fold_of: np.ndarray,
+    decisions: np.ndarray,
+    proba: np.ndarray,
+    classes: list[str],
+) -> list[list[Any]]:
+    return [
+        [repeat, int(f), row.path, row.label, row.group, row.sha256, classes[int(d)], *[f"{v:.6f}" for v in p]]
+        for row, f, d, p in zip(data.rows, fold_of, decisions, proba, strict=True)
+    ]
+
+
+def _oof_csv(rows: list[list[Any]], classes: list[str]) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["repeat", "fold", "path", "label", "group", "sha256", "predicted", *[f"p_{c}" for c in classes]])
+    writer.writerows(rows)
+    return buffer.getvalue()
