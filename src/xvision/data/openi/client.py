@@ -265,7 +265,7 @@ class _BoundedStream:
         if time.monotonic() > self._deadline:
             raise StreamError("response too slow (total timeout)", transient=True)
         try:
-            chunk = self._response.read(_CHUNK if size is None or size < 0 else size)
+            chunk = self._response.read1(_CHUNK if size is None or size < 0 else size)
         except (OSError, http.client.HTTPException) as error:
             raise StreamError(f"response broke off ({type(error).__name__}: {error})", transient=True) from None
         self._seen += len(chunk)
