@@ -95,10 +95,10 @@ def openi(
 
 
 def _report(summary: FetchSummary, output: Path) -> None:
-    total = f" of {summary.total} results" if summary.total is not None else ""
+    total = f" of {summary.total}" if summary.total is not None else ""
     click.echo(
-        f"{summary.stored} images recorded{total} ({summary.downloaded} new, {summary.already} already there) "
-        f"in {output / RECORDS_FILE}"
+        f"{summary.stored}{total} records in {output / RECORDS_FILE} "
+        f"({summary.downloaded} new, {summary.already} already there)"
     )
     if summary.failures:
         kinds = Counter(failure.kind for failure in summary.failures)

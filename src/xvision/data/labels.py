@@ -30,6 +30,7 @@ A record gets a label when the rules that match it all carry that label; it is e
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
@@ -273,7 +274,8 @@ def label_records(
     unique: dict[str, ImageRecord] = {}
     for record in records:
         unique.setdefault(record.image_id, record)
-    with_images = {record.uid for record in unique.values()}
+    images_per_report = Counter(record.uid for record in unique.values())
+    with_images = set(images_per_report)
     imageless = [record for record in reports_without_images if record.uid not in with_images]
     for record in [*unique.values(), *imageless]:
         labels = rules.labels_of(record)
@@ -285,7 +287,7 @@ def label_records(
         report.labelled[labels[0]].append(record)
         if not record.image_id:
             continue
-        view = (dicom_views or {}).get(metadata_key(record.image_id)) or view_from_caption(record.caption) or ""
+        view = _view(record, dicom_views or {}, images_per_report[record.uid])
         if folder is not None and (record.file is None or not (Path(folder) / record.file).is_file()):
             report.left_out.setdefault(NO_FILE, []).append(record)
         elif views and view != views:
@@ -294,6 +296,15 @@ def label_records(
             report.kept[labels[0]].append(record)
             kept.append((record, labels[0], view))
     return kept, report
+
+
+def _view(record: ImageRecord, dicom_views: Mapping[str, str], images_in_report: int) -> str:
+    """The view from the DICOM metadata, else from the caption when the report has this one image only (a
+    caption describes the whole study, so it cannot tell two images apart)."""
+    view = dicom_views.get(metadata_key(record.image_id))
+    if view is None and images_in_report == 1:
+        view = view_from_caption(record.caption)
+    return view or ""
 
 
 def label_manifest(kept: list[tuple[ImageRecord, str, str]], folder: str | Path) -> Manifest:

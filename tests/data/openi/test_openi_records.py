@@ -147,6 +147,9 @@ def test_broken_report_xml_raises_fetch_error() -> None:
         ("Xray Chest Lateral", "lateral"),
         ("Xray Chest PA and Lateral", None),
         ("2 views Chest: XXXX", None),
+        ("Chest XXXX and lateral", None),  # "PA" blanked by the anonymisation
+        ("Chest, 2 views, supine and crosstable lateral", None),
+        ("A lateral chest x-XXXX XXXX, XXXX XXXX hours", "lateral"),
         ("", None),
     ],
 )

@@ -174,8 +174,8 @@ class _Run:
                     self.page_bar.total = math.ceil(wanted / size)
             self.page_bar.update()
             items = items[: last - first + 1]
-            new = [item for item in items if not (isinstance(item, dict) and _key(item) in self.seen_items)]
-            if not new:  # an empty page, or the service repeating itself: the end
+            new = [item for item in items if isinstance(item, dict) and _key(item) not in self.seen_items]
+            if not new:  # an empty page, a page of junk, or the service repeating itself: the end
                 return
             yield first, items
             first += len(items)
@@ -228,6 +228,8 @@ class _Run:
             except FetchError as error:
                 self._fail(Failure("image", record.image_id, str(error), record.url, record.uid))
                 continue
+            except OSError as error:  # the output folder, not the service: stop the run
+                raise FetchError(f"cannot write into {self.store.images_dir}: {error}") from error
             self.store.add(stored)
             self.summary.downloaded += 1
             self.image_bar.update()

@@ -12,7 +12,7 @@ import html
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from posixpath import basename, splitext
 from typing import Any
 from urllib.parse import urlsplit
@@ -71,7 +71,7 @@ class ImageRecord:
 
     def to_json(self) -> dict[str, Any]:
         """The record as a JSON-ready dict (field order is the file's column order)."""
-        return asdict(self)
+        return {name: _copy(getattr(self, name)) for name in _FIELD_NAMES}
 
     @classmethod
     def from_json(cls, obj: Mapping[str, Any], *, report: bool = False) -> ImageRecord:
@@ -101,6 +101,13 @@ class ImageRecord:
         """The local file name for this image: its sanitised id plus an image suffix."""
         suffix = splitext(urlsplit(self.url or "").path)[1].lower()
         return safe_name(self.image_id) + (suffix if suffix in IMAGE_SUFFIXES else ".png")
+
+
+_FIELD_NAMES = tuple(item.name for item in fields(ImageRecord))
+
+
+def _copy(value: Any) -> Any:
+    return list(value) if isinstance(value, list) else value
 
 
 def safe_name(raw: str) -> str:

@@ -4,9 +4,13 @@ Two sources, in order of trust:
 
 1. The DICOM header fields published with the collection (``nlmcxr_dicom_metadata.csv.gz``, one row per image):
    ``View Position`` (PA/AP: frontal; LL/RL/LATERAL: lateral), else ``Patient Orientation`` (rows towards the
-   patient's left or right: frontal; towards anterior or posterior: lateral).
-2. The image caption, when it names only one kind of view ("CHEST SINGLE VIEW FRONTAL"). Most captions describe
-   the whole study ("PA and lateral") and so decide nothing.
+   patient's left or right: frontal; towards anterior or posterior: lateral). These headers were often copied
+   from one exposure of a study to the next: in 1,221 two-image studies both images claim to be frontal
+   (e.g. ``CXR1``, whose second image is a lateral). A frontal claim is therefore trusted only when no other
+   image of the same report also claims frontal; lateral claims are kept.
+2. The image caption, when it names one kind of view and nothing suggests several ("CHEST SINGLE VIEW FRONTAL").
+   Captions describe the whole study, and the anonymisation often blanks a word: "Chest XXXX and lateral" means
+   "PA and lateral", so a caption with "and", "two", "2" or "views" decides nothing.
 
 Anything else is unknown (``None``); no view is guessed from image size or series number.
 """
@@ -17,6 +21,7 @@ import csv
 import gzip
 import io
 import re
+from collections import Counter
 from pathlib import Path
 
 from xvision.errors import ManifestError
@@ -24,12 +29,15 @@ from xvision.errors import ManifestError
 FRONTAL, LATERAL = "frontal", "lateral"
 _FRONTAL_WORDS = re.compile(r"\b(pa|ap|frontal|posteroanterior|anteroposterior)\b", re.IGNORECASE)
 _LATERAL_WORDS = re.compile(r"\b(lat|lateral|ll|rl)\b", re.IGNORECASE)
+_SEVERAL_VIEWS = re.compile(r"\b(and|two|2|both|views|series)\b|&", re.IGNORECASE)
 _FRONTAL_POSITIONS = {"PA", "AP"}
 _LATERAL_POSITIONS = {"LL", "RL", "LATERAL", "LARGE LATERAL", "LAT"}
 
 
 def view_from_caption(caption: str) -> str | None:
-    """``frontal`` or ``lateral`` when the caption names only that kind of view, else None."""
+    """``frontal`` or ``lateral`` when the caption names only that kind of view (and no other), else None."""
+    if _SEVERAL_VIEWS.search(caption):
+        return None
     frontal, lateral = bool(_FRONTAL_WORDS.search(caption)), bool(_LATERAL_WORDS.search(caption))
     if frontal != lateral:
         return FRONTAL if frontal else LATERAL
@@ -63,7 +71,12 @@ def read_dicom_views(path: str | Path) -> dict[str, str]:
             view = _view_from_header(row.get("View Position") or "", row.get("Patient Orientation") or "")
             if view and row.get("imageid"):
                 views[metadata_key(row["imageid"].strip())] = view
-    return views
+    frontal_claims = Counter(_report_of(key) for key, view in views.items() if view == FRONTAL)
+    return {key: view for key, view in views.items() if view == LATERAL or frontal_claims[_report_of(key)] == 1}
+
+
+def _report_of(key: str) -> str:
+    return key.split("_", 1)[0]
 
 
 def _view_from_header(position: str, orientation: str) -> str | None:
