@@ -91,7 +91,7 @@ def compare_runs(
             "n_resamples": bootstrap.n_resamples,
             "seed": bootstrap.seed,
             "stratified_by": "class",
-            "unit": "group" if len(np.unique(codes)) < len(y) else "image",
+            "unit": "group" if any(r.group for r in rows) else "image",
             "n_units": int(len(np.unique(codes))),
         },
         "overlap_with_training": overlap,

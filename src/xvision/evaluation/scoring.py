@@ -79,7 +79,7 @@ def score_predictions(
         "n_resamples": bootstrap.n_resamples,
         "seed": bootstrap.seed,
         "stratified_by": "class",
-        "unit": "group" if n_units < len(y) else "image",
+        "unit": "group" if groups is not None and any(groups) else "image",
         "n_units": int(n_units),
     }
     band = roc_band(samples, grid, bootstrap.level)

@@ -1,0 +1,133 @@
+"""Cross-validation: grouped stratified folds, every image scored once per repeat, pooled metrics with intervals."""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from xvision.errors import FeatureStoreError
+from xvision.evaluation import crossval
+from xvision.evaluation.bootstrap import BootstrapConfig
+from xvision.evaluation.crossval import CVConfig, cross_validate, cv_groups
+from xvision.features.dataset import FeatureSet
+from xvision.features.store import IndexRow
+
+SMALL_HEAD = {"hidden": (16,), "epochs": 8, "lr": 0.05}
+FAST_BOOTSTRAP = BootstrapConfig(n_resamples=300, seed=0)
+
+
+def read_oof(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_folds_keep_groups_together_and_score_every_image_once(store_factory, tmp_path) -> None:
+    features = store_factory(n_groups=30, per_group=2, dim=16, signal=2.0, seed=1)
+    out = tmp_path / "cv"
+    metrics = cross_validate(
+        features, out, head_params=SMALL_HEAD, config=CVConfig(folds=5), bootstrap=FAST_BOOTSTRAP, progress=False
+    )
+    rows = read_oof(out / "oof_predictions.csv")
+    assert len(rows) == 60 and len({r["sha256"] for r in rows}) == 60
+    folds_of_group = defaultdict(set)
+    classes_of_fold = defaultdict(set)
+    for row in rows:
+        folds_of_group[row["group"]].add(row["fold"])
+        classes_of_fold[row["fold"]].add(row["label"])
+    assert all(len(folds) == 1 for folds in folds_of_group.values())
+    assert sorted(classes_of_fold) == ["1", "2", "3", "4", "5"]
+    assert all(labels == {"nodule", "normal"} for labels in classes_of_fold.values())
+
+    assert metrics["n"] == 60 and np.sum(metrics["confusion_matrix"]) == 60
+    assert metrics["cv"]["folds"] == 5 and metrics["cv"]["n_groups"] == 30
+    assert metrics["bootstrap"]["unit"] == "group" and metrics["bootstrap"]["n_units"] == 30
+    assert metrics["threshold"] == 0.5 and "inner-val" in metrics["threshold_rule"]["note"]
+    auc = metrics["intervals"]["roc_auc"]
+    assert auc["value"] == metrics["roc_auc"] and auc["ci_low"] <= auc["value"] <= auc["ci_high"]
+    assert metrics["roc_auc"] > 0.7  # the synthetic signal is strong
+    assert [d["n_test"] for d in metrics["folds_detail"]] and sum(d["n_test"] for d in metrics["folds_detail"]) == 60
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["intervals"] == metrics["intervals"]
+    for name in ("confusion_matrix.png", "roc.png", "reliability.png"):
+        assert (out / "plots" / name).stat().st_size > 0
+
+
+def test_no_fold_trains_on_what_it_scores(store_factory, tmp_path, monkeypatch) -> None:
+    features = store_factory(n_groups=20, per_group=3, dim=8, seed=2)
+    seen: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    original = crossval._run_fold
+
+    def spy(head, X, y, groups, train_idx, test_idx, *args):
+        seen.append((train_idx, test_idx, groups))
+        return original(head, X, y, groups, train_idx, test_idx, *args)
+
+    monkeypatch.setattr(crossval, "_run_fold", spy)
+    config = CVConfig(folds=4, inner_val=0.25)
+    cross_validate(features, tmp_path / "cv", head_params=SMALL_HEAD, config=config, bootstrap=None, progress=False)
+    assert len(seen) == 4
+    for train_idx, test_idx, groups in seen:
+        assert not set(train_idx) & set(test_idx)
+        assert not set(groups[train_idx]) & set(groups[test_idx])
+    assert sorted(np.concatenate([test for _, test, _ in seen]).tolist()) == list(range(60))
+
+
+def test_repeats_report_each_repeat_and_their_mean(store_factory, tmp_path) -> None:
+    features = store_factory(n_groups=24, per_group=2, dim=16, seed=3)
+    metrics = cross_validate(
+        features,
+        tmp_path / "cv",
+        head_params=SMALL_HEAD,
+        config=CVConfig(folds=3, repeats=2),
+        bootstrap=FAST_BOOTSTRAP,
+        progress=False,
+    )
+    repeats = metrics["repeats"]
+    assert [r["repeat"] for r in repeats] == [1, 2]
+    assert metrics["roc_auc"] == pytest.approx(np.mean([r["roc_auc"] for r in repeats]))
+    assert metrics["intervals"]["roc_auc"]["value"] == pytest.approx(metrics["roc_auc"])
+    assert (
+        metrics["repeat_summary"]["roc_auc"]["min"] <= metrics["roc_auc"] <= metrics["repeat_summary"]["roc_auc"]["max"]
+    )
+    assert np.sum(metrics["confusion_matrix"]) == pytest.approx(48)
+    rows = read_oof(tmp_path / "cv" / "oof_predictions.csv")
+    assert len(rows) == 96 and {r["repeat"] for r in rows} == {"1", "2"}
+
+
+def test_inner_validation_picks_each_folds_threshold(store_factory, tmp_path) -> None:
+    features = store_factory(n_groups=30, per_group=1, dim=16, seed=4)
+    config = CVConfig(folds=3, inner_val=0.3, threshold_rule="sensitivity:0.8", calibrate="temperature")
+    metrics = cross_validate(
+        features, tmp_path / "cv", head_params=SMALL_HEAD, config=config, bootstrap=None, progress=False
+    )
+    details = metrics["folds_detail"]
+    assert len(details) == 3 and all(d["n_val"] > 0 and d["temperature"] > 0 for d in details)
+    assert metrics["threshold_rule"]["per_fold"] == [d["threshold"] for d in details]
+    assert metrics["threshold_rule"]["source"] == "each fold's validation part"
+
+
+def test_identical_images_share_a_group_across_patients() -> None:
+    def row(group: str, sha: str) -> IndexRow:
+        return IndexRow(
+            path=f"{sha}.png", label="a", group=group, split="", sha256=sha, status="ok", error="", extra={}
+        )
+
+    data = FeatureSet(
+        X=np.zeros((4, 2)), rows=[row("P1", "x"), row("P2", "x"), row("P2", "y"), row("P3", "z")], meta={}
+    )
+    groups = cv_groups(data, "group")
+    assert groups[0] == groups[1] == groups[2] != groups[3]  # P1 and P2 linked by the copy "x"
+    alone = cv_groups(data, None)
+    assert alone[0] == alone[1] and len(set(alone.tolist())) == 3
+
+
+def test_too_few_groups_for_the_folds(store_factory, tmp_path) -> None:
+    features = store_factory(n_groups=6, per_group=3, dim=8)
+    with pytest.raises(FeatureStoreError, match="fewer than --folds 5"):
+        cross_validate(features, tmp_path / "cv", config=CVConfig(folds=5), progress=False)
+    with pytest.raises(ValueError, match="inner-val"):
+        CVConfig(calibrate="temperature")

@@ -1,0 +1,120 @@
+"""The evaluation commands end to end: train -> evaluate -> predict -> cv -> compare, on tiny phantoms with a
+tiny random backbone (as tests/cli/test_pipeline.py), and cv at the size it is meant for."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from synthetic_store import make_store
+
+from xvision.cli.main import main
+from xvision.data.phantoms import make_phantom_dataset
+
+TINY = "timm:mobilenetv3_small_050"
+
+
+@pytest.fixture(scope="module")
+def phantom_run(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("evaluation-cli")
+    manifest = make_phantom_dataset(root / "data", n_per_class=10, size=64, seed=4, views_per_patient=2)
+    assert main(["split", str(manifest), "--test", "0.3", "--val", "0.3", "--seed", "2"]) == 0
+    feats = str(root / "feats")
+    assert main(["extract", str(manifest), "--backbone", TINY, "--weights", "random", "-o", feats]) == 0
+    for run, seed in (("run", "0"), ("run2", "1")):
+        args = ["train", feats, "-o", str(root / run), "--epochs", "4", "--seed", seed]
+        assert main([*args, "--threshold-rule", "specificity:0.8", "--calibrate", "temperature"]) == 0
+    return root
+
+
+def test_train_reports_and_stores_the_operating_point(phantom_run) -> None:
+    bundle = json.loads((phantom_run / "run" / "bundle.json").read_text())
+    assert bundle["positive"] == "nodule"
+    assert bundle["threshold"]["rule"] == "specificity:0.8" and bundle["threshold"]["source"] == "validation split"
+    assert bundle["threshold"]["val_specificity"] >= 0.8
+    assert bundle["calibration"]["method"] == "temperature"
+
+
+def test_evaluate_writes_intervals_calibration_and_the_rule(phantom_run, capsys) -> None:
+    capsys.readouterr()
+    out = phantom_run / "eval"
+    code = main(["evaluate", str(phantom_run / "run"), "--features", str(phantom_run / "feats"), "-o", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "decision: p(nodule) >= " in printed and "specificity:0.8" in printed and "ECE" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    bundle = json.loads((phantom_run / "run" / "bundle.json").read_text())
+    for plain in ("n", "classes", "accuracy", "confusion_matrix", "precision", "recall", "f1", "roc_auc"):
+        assert plain in metrics
+    assert isinstance(metrics["accuracy"], float) and isinstance(metrics["precision"]["nodule"], float)
+    assert metrics["threshold"] == bundle["threshold"]["value"] and metrics["threshold_rule"] == bundle["threshold"]
+    assert 0 <= metrics["ece"] <= 1 and 0 <= metrics["brier"] <= 1
+    for name in ("roc_auc", "accuracy", "sensitivity", "specificity"):
+        entry = metrics["intervals"][name]
+        assert entry["ci_low"] <= entry["value"] == metrics[name] <= entry["ci_high"]
+    for name in ("precision", "recall"):
+        assert set(metrics["intervals"][name]) == {"nodule", "normal"}
+    assert metrics["bootstrap"]["n_resamples"] == 2000 and metrics["bootstrap"]["unit"] == "group"
+    for name in ("confusion_matrix.png", "roc.png", "reliability.png", "training_curve.png"):
+        assert Image.open(out / "plots" / name).format == "PNG"
+
+
+def test_predict_decides_with_the_runs_threshold(phantom_run, capsys) -> None:
+    images = sorted((phantom_run / "data").glob("*/*.png"))[:8]
+    capsys.readouterr()
+    assert main(["predict", str(phantom_run / "run"), *map(str, images), "--json"]) == 0
+    out, err = capsys.readouterr()
+    assert "decision: p(nodule) >= " in err
+    for result in json.loads(out):
+        threshold = result["threshold"]["value"]
+        assert result["threshold"]["positive"] == "nodule" and threshold is not None
+        expected = "nodule" if result["probabilities"]["nodule"] >= threshold else "normal"
+        assert result["predicted"] == expected
+
+
+def test_cv_and_compare_commands(phantom_run, capsys) -> None:
+    feats = str(phantom_run / "feats")
+    capsys.readouterr()
+    args = ["cv", feats, "-o", str(phantom_run / "cv"), "--folds", "3", "--repeats", "2", "--epochs", "3"]
+    assert main([*args, "--bootstrap", "300"]) == 0
+    printed = capsys.readouterr().out
+    assert "cross-validation (3 folds x 2 repeats" in printed and "over 2 repeats" in printed
+    metrics = json.loads((phantom_run / "cv" / "metrics.json").read_text())
+    assert metrics["n"] == 40 and metrics["kind"] == "cross-validation" and len(metrics["repeats"]) == 2
+    assert metrics["warning"] == "UNTRAINED BACKBONE"
+    assert (phantom_run / "cv" / "oof_predictions.csv").read_text().count("\n") == 1 + 2 * 40
+
+    out = phantom_run / "compare.json"
+    code = main(["compare", str(phantom_run / "run"), str(phantom_run / "run2"), "--features", feats, "-o", str(out)])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "DeLong's test" in printed and "paired bootstrap interval" in printed
+    result = json.loads(out.read_text())
+    assert 0 <= result["delong"]["p_value"] <= 1
+    assert result["difference"]["ci_low"] <= result["difference"]["value"] <= result["difference"]["ci_high"]
+
+
+def test_user_mistakes_are_one_line_errors(phantom_run, capsys) -> None:
+    feats = str(phantom_run / "feats")
+    capsys.readouterr()
+    assert main(["cv", feats, "-o", str(phantom_run / "cv-bad"), "--folds", "20"]) == 2
+    assert "fewer than --folds 20" in capsys.readouterr().err
+    assert main(["cv", feats, "-o", str(phantom_run / "cv-bad"), "--threshold-rule", "f1"]) == 2
+    assert "unknown threshold rule" in capsys.readouterr().err
+    assert main(["train", feats, "-o", str(phantom_run / "r-bad"), "--positive", "effusion"]) == 2
+    assert "--positive" in capsys.readouterr().err
+
+
+def test_cv_on_150_images_of_1280_features_is_fast(tmp_path, capsys) -> None:
+    """148 images x 1280-d, 5 folds x 20 epochs of the default 512-512 head, 2,000 resamples."""
+    features = make_store(tmp_path / "feats", n_groups=74, per_group=2, dim=1280, signal=0.8, seed=1)
+    start = time.perf_counter()
+    assert main(["cv", str(features), "-o", str(tmp_path / "cv"), "--folds", "5"]) == 0
+    elapsed = time.perf_counter() - start
+    metrics = json.loads((tmp_path / "cv" / "metrics.json").read_text())
+    assert metrics["n"] == 148 and metrics["head"]["params"]["epochs"] == 20
+    assert metrics["bootstrap"]["n_resamples"] == 2000 and metrics["bootstrap"]["n_units"] == 74
+    assert elapsed < 60, f"cv took {elapsed:.0f} s"
