@@ -56,3 +56,7 @@ class FetchError(XvisionError):
 
 class LabelRulesError(XvisionError):
     """A label rules file is missing, malformed, or uses an unknown field or operator."""
+
+
+class AccuracyGuardError(FeatureStoreError):
+    """Features from a fast (reduced-precision or alternate-engine) path disagree with the fp32 reference."""

@@ -12,16 +12,24 @@ import numpy as np
 from xvision.data.manifest import Manifest, ManifestRow
 from xvision.data.split import check_no_leakage
 from xvision.errors import FeatureStoreError
+from xvision.features.array import FeatureArray
 from xvision.features.store import FeatureStore, IndexRow
 
 log = logging.getLogger(__name__)
 
+MMAP_THRESHOLD_BYTES = 1 << 30
+"""Splits larger than this (as float32) are memory-mapped instead of loaded, unless told otherwise."""
+
 
 @dataclass
 class FeatureSet:
-    """Features with their index rows, all from one store."""
+    """Features with their index rows, all from one store.
 
-    X: np.ndarray
+    ``X`` is a ``numpy`` array, or for large splits a memory-mapped :class:`FeatureArray` that reads rows on
+    demand (``X[indices]`` and ``np.asarray(X)`` give arrays; ``MLPClassifier.fit`` streams from it).
+    """
+
+    X: np.ndarray | FeatureArray
     rows: list[IndexRow]
     meta: dict[str, Any]
 
@@ -50,8 +58,12 @@ def check_index_leakage(store: FeatureStore, rows: list[IndexRow]) -> None:
     check_no_leakage(manifest, group_by="group", hashes=hashes)
 
 
-def load_split(features_dir: str | Path, split: str | None) -> FeatureSet:
-    """The successfully extracted images of one split (all of them when ``split`` is None)."""
+def load_split(features_dir: str | Path, split: str | None, *, mmap: bool | None = None) -> FeatureSet:
+    """The successfully extracted images of one split (all of them when ``split`` is None).
+
+    ``mmap``: ``True`` for a lazy memory-mapped ``X``, ``False`` to load it into memory, ``None`` (default) to
+    memory-map only splits larger than :data:`MMAP_THRESHOLD_BYTES`.
+    """
     store = FeatureStore(features_dir)
     meta = store.read_meta()
     index = store.read_index()
@@ -64,4 +76,7 @@ def load_split(features_dir: str | Path, split: str | None) -> FeatureSet:
             f"{store.index_path}: no images in split {split!r} (splits present: {', '.join(present)}); "
             "assign splits with `xvision split` before extracting"
         )
-    return FeatureSet(X=store.get([r.sha256 for r in rows]), rows=rows, meta=meta)
+    keys = [r.sha256 for r in rows]
+    if mmap is None:
+        mmap = len(keys) * int(meta["backbone"]["feature_dim"]) * 4 > MMAP_THRESHOLD_BYTES
+    return FeatureSet(X=store.open(keys) if mmap else store.get(keys), rows=rows, meta=meta)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,8 +17,10 @@ from torch.utils.data import DataLoader, Dataset
 from xvision._fileio import sha256_file
 from xvision._version import __version__
 from xvision.backbones import Backbone, PreprocessConfig, preprocess_image
-from xvision.errors import FeatureStoreError, ImageLoadError, XvisionError
-from xvision.features.store import FeatureStore, IndexRow
+from xvision.backbones.runtime import ExecutionPlan, Runner, choose_plan, detect_hardware, make_runner
+from xvision.errors import AccuracyGuardError, FeatureStoreError, ImageLoadError, XvisionError
+from xvision.features.guard import DEFAULT_SAMPLE, GuardResult, evaluate_guard, warn_if_failed
+from xvision.features.store import STORAGE_DTYPES, FeatureStore, IndexRow
 from xvision.io import load_image
 
 log = logging.getLogger(__name__)
@@ -33,58 +35,95 @@ class ExtractionReport:
     reused: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)
     interrupted: bool = False
+    plan: dict[str, Any] | None = None  # the execution plan actually used (None when nothing was extracted)
+    guard: dict[str, Any] | None = None  # the accuracy guard's result, when a fast path was used
+    seconds: float = 0.0
 
 
 class _ImageDataset(Dataset):
     """Loads and preprocesses images in worker processes; a bad image yields its error, not an exception."""
 
-    def __init__(self, items: list[tuple[str, Path]], config: PreprocessConfig) -> None:
+    def __init__(self, items: list[tuple[str, Path]], config: PreprocessConfig, reduced_decode: bool) -> None:
         self.items = items
         self.config = config
+        self.target_size = config.input_size if reduced_decode else None
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> tuple[str, np.ndarray | None, str]:
         key, path = self.items[index]
-        try:
-            # numpy, not a tensor: tensors cross process boundaries through shared-memory file descriptors,
-            # whose sharer thread prints tracebacks when the job is interrupted mid-transfer.
-            return key, preprocess_image(load_image(path), self.config).numpy(), ""
-        except ImageLoadError as error:
-            return key, None, error.reason
-        except Exception as error:  # noqa: BLE001 - one bad image must never kill a long job
-            return key, None, f"{type(error).__name__}: {error}"
+        return (key, *_load_one(path, self.config, self.target_size))
 
 
-_Batch = list[tuple[str, "np.ndarray | None", str]]
+def _load_one(path: Path, config: PreprocessConfig, target_size: int | None) -> tuple[np.ndarray | None, str]:
+    try:
+        # numpy, not a tensor: tensors cross process boundaries through shared-memory file descriptors,
+        # whose sharer thread prints tracebacks when the job is interrupted mid-transfer.
+        return preprocess_image(load_image(path, target_size=target_size), config).numpy(), ""
+    except ImageLoadError as error:
+        return None, error.reason
+    except Exception as error:  # noqa: BLE001 - one bad image must never kill a long job
+        return None, f"{type(error).__name__}: {error}"
 
 
-def _collate(batch: _Batch) -> _Batch:
-    return batch
+@dataclass
+class _Batch:
+    """One loader batch: the decoded images stacked (in the worker), and the keys that failed."""
+
+    keys: list[str]
+    images: np.ndarray | None
+    failed: list[tuple[str, str]]
 
 
-def default_workers(n_images: int) -> int:
-    """Decode in parallel processes only when there is enough work to pay for starting them."""
-    if n_images < 64:
-        return 0
-    return max(1, min(4, (os.cpu_count() or 1)))
+def _collate(batch: list[tuple[str, np.ndarray | None, str]]) -> _Batch:
+    good = [(k, a) for k, a, _ in batch if a is not None]
+    return _Batch(
+        keys=[k for k, _ in good],
+        images=np.stack([a for _, a in good]) if good else None,
+        failed=[(k, err) for k, a, err in batch if a is None],
+    )
 
 
-def _batches(
-    items: list[tuple[str, Path]], config: PreprocessConfig, batch_size: int, workers: int
-) -> Iterator[_Batch]:
-    dataset = _ImageDataset(items, config)
+def _batches(items: list[tuple[str, Path]], config: PreprocessConfig, plan: ExecutionPlan) -> Iterator[_Batch]:
     loader = DataLoader(
-        dataset,
-        batch_size=batch_size,
+        _ImageDataset(items, config, plan.reduced_decode),
+        batch_size=plan.batch_size,
         shuffle=False,
-        num_workers=workers,
+        num_workers=plan.workers,
         collate_fn=_collate,
-        prefetch_factor=2 if workers else None,  # bounded queue: memory stays flat on large sets
+        prefetch_factor=2 if plan.workers else None,  # bounded queue: memory stays flat on large sets
         persistent_workers=False,
     )
     yield from loader
+
+
+def _guard_sample(items: list[tuple[str, Path]], n: int) -> list[tuple[str, Path]]:
+    """Up to ``n`` items spread evenly over the job."""
+    if n <= 0 or not items:
+        return []
+    step = max(1, len(items) // n)
+    return items[::step][:n]
+
+
+def _run_guard(
+    backbone: Backbone, runner: Runner, sample: list[tuple[str, Path]]
+) -> tuple[GuardResult | None, list[str], np.ndarray | None]:
+    """Run the sample through the fast path and the reference; return the result and the fast features."""
+    config = backbone.preprocess_config
+    keys, fast_in, ref_in = [], [], []
+    for key, path in sample:
+        reduced, _ = _load_one(path, config, config.input_size if runner.plan.reduced_decode else None)
+        full, _ = _load_one(path, config, None)
+        if reduced is not None and full is not None:
+            keys.append(key)
+            fast_in.append(reduced)
+            ref_in.append(full)
+    if not keys:
+        return None, [], None
+    fast = runner(np.stack(fast_in))
+    reference = backbone.extract(torch.from_numpy(np.stack(ref_in)))
+    return evaluate_guard(fast, reference), keys, fast
 
 
 def extract_features(
@@ -92,27 +131,43 @@ def extract_features(
     backbone: Backbone,
     out_dir: str | Path,
     *,
-    batch_size: int = 16,
+    batch_size: int | None = None,
     workers: int | None = None,
     strict: bool = False,
     shard_size: int = 256,
     progress: bool = True,
     manifest_info: dict[str, Any] | None = None,
+    precision: str = "auto",
+    engine: str = "auto",
+    device: str = "auto",
+    threads: int | None = None,
+    storage_dtype: str | None = None,
+    guard_sample: int = DEFAULT_SAMPLE,
 ) -> ExtractionReport:
     """Extract features for ``rows`` into ``out_dir``, resuming from what is already stored.
+
+    The fastest path the hardware supports is chosen automatically (see :mod:`xvision.backbones.runtime`)
+    and recorded in ``meta.json``; unless it is the fp32 reference path, ``guard_sample`` images are also run
+    through the reference and their cosine agreement is recorded (and checked).
 
     Args:
         rows: one dict per image with ``abspath`` (Path), ``path``, ``label``, ``group``, ``split``,
             ``extra`` (dict) and optionally a precomputed ``sha256``.
         backbone: the feature extractor; must match the store's backbone if the store exists.
-        strict: raise on the first unreadable image instead of reporting and skipping it.
+        batch_size, workers, threads: override the plan's choices (``None``: automatic).
+        strict: raise on the first unreadable image, or when the accuracy guard fails, instead of reporting.
         shard_size: images per shard; finished shards survive an interruption.
+        precision: ``auto``, ``fp32`` (forces the reference path), ``bf16`` or ``fp16``.
+        engine: ``auto``, ``eager``, ``compile`` or ``openvino``.
+        device: ``auto``, ``cpu`` or ``cuda``.
+        storage_dtype: ``float32`` or ``float16`` for a new store (``None``: the store's, else float32).
+        guard_sample: images checked against the fp32 reference when a fast path is used (0 disables).
     """
     from tqdm.auto import tqdm
 
     store = FeatureStore(out_dir)
     description = backbone.describe()
-    _check_or_init_meta(store, description, manifest_info)
+    meta = _check_or_init_meta(store, description, manifest_info, storage_dtype)
 
     report = ExtractionReport(total=len(rows))
     hashes: dict[str, str] = {}
@@ -150,31 +205,60 @@ def extract_features(
             pending_keys.clear()
             pending.clear()
 
-    last_flush = time.monotonic()
     items = list(todo.items())
-    workers = default_workers(len(items)) if workers is None else workers
+    plan = choose_plan(
+        len(items),
+        precision=precision,
+        engine=engine,
+        device=device,
+        batch_size=batch_size,
+        workers=workers,
+        threads=threads,
+    )
+    runner = make_runner(backbone.model, backbone.extract, plan) if items else None
+    started = time.monotonic()
     bar = tqdm(total=len(items), desc="extract", unit="img", disable=not progress or not items)
+    guard: GuardResult | None = None
     try:
-        with torch.inference_mode():
-            for batch in _batches(items, backbone.preprocess_config, batch_size, workers):
-                good = [(k, t) for k, t, err in batch if t is not None]
-                for key, tensor, err in batch:
-                    if tensor is None:
-                        path = todo[key]
-                        if strict:
-                            raise ImageLoadError(path, err)
-                        log.warning("skipped %s: %s", path, err)
-                        key_failures[key] = err
-                if good:
-                    feats = backbone.extract(torch.from_numpy(np.stack([t for _, t in good])))
-                    pending_keys.extend(k for k, _ in good)
-                    pending.append(feats)
-                    report.extracted += len(good)
+        with _threads(plan.threads), torch.inference_mode():
+            if runner is not None and not runner.plan.is_reference:
+                guard, guard_keys, guard_features = _run_guard(backbone, runner, _guard_sample(items, guard_sample))
+                if guard is not None:
+                    # The sample's fast-path features are what the main loop would compute: keep them.
+                    pending_keys.extend(guard_keys)
+                    pending.append(guard_features)
+                    report.extracted += len(guard_keys)
+                    done = set(guard_keys)
+                    items = [item for item in items if item[0] not in done]
+                    bar.update(len(guard_keys))
+            if runner is not None:
+                recorded = runner.plan
+                meta = _record_run(store, meta, recorded, guard)
+                report.plan, report.guard = runner.plan.to_dict(), guard.to_dict() if guard else None
+            if guard is not None:
+                warn_if_failed(guard, f"{backbone.name} via {runner.plan.describe()}")
+                if strict and not guard.passed:
+                    raise AccuracyGuardError(
+                        f"{store.root}: accuracy guard failed ({guard.describe()}, below {guard.threshold}); "
+                        "re-run with --precision fp32, or without --strict to accept these features"
+                    )
+            last_flush = time.monotonic()
+            for batch in _batches(items, backbone.preprocess_config, runner.plan if runner else plan):
+                for key, err in batch.failed:
+                    if strict:
+                        raise ImageLoadError(todo[key], err)
+                    log.warning("skipped %s: %s", todo[key], err)
+                    key_failures[key] = err
+                if batch.images is not None:
+                    features = runner(batch.images)
+                    pending_keys.extend(batch.keys)
+                    pending.append(features)
+                    report.extracted += len(batch.keys)
                 # Flush by size, and by time so that a hard kill loses at most a minute of work.
                 if len(pending_keys) >= shard_size or (pending_keys and time.monotonic() - last_flush > 60):
                     flush()
                     last_flush = time.monotonic()
-                bar.update(len(batch))
+                bar.update(len(batch.keys) + len(batch.failed))
     except KeyboardInterrupt:
         report.interrupted = True
         flush()
@@ -186,6 +270,10 @@ def extract_features(
         raise
     flush()
     bar.close()
+    report.seconds = time.monotonic() - started
+    if runner is not None and runner.plan != recorded:
+        report.plan = runner.plan.to_dict()
+        _record_run(store, meta, runner.plan, guard)  # an engine fell back on its first batch
 
     index_rows = []
     for row in rows:
@@ -210,9 +298,52 @@ def extract_features(
     return report
 
 
-def _check_or_init_meta(store: FeatureStore, description: dict[str, Any], manifest: dict[str, Any] | None) -> None:
+@contextmanager
+def _threads(n: int) -> Iterator[None]:
+    """Run with ``n`` intra-op threads, restoring the caller's setting afterwards."""
+    previous = torch.get_num_threads()
+    if n and n != previous:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != previous:
+            torch.set_num_threads(previous)
+
+
+MAX_RECORDED_RUNS = 20
+
+
+def _record_run(
+    store: FeatureStore, meta: dict[str, Any], plan: ExecutionPlan, guard: GuardResult | None
+) -> dict[str, Any]:
+    """Write how this run extracts (plan, hardware, guard) into meta.json; keep the last runs' records."""
+    record = {
+        "plan": plan.to_dict(),
+        "hardware": detect_hardware().to_dict(),
+        "accuracy_guard": guard.to_dict() if guard is not None else None,
+        "torch_version": torch.__version__,
+        "xvision_version": __version__,
+    }
+    runs = [*meta.get("extraction_runs", []), record][-MAX_RECORDED_RUNS:]
+    meta = {**meta, "extraction": record, "extraction_runs": runs}
+    store.write_meta(meta)
+    return meta
+
+
+def _check_or_init_meta(
+    store: FeatureStore, description: dict[str, Any], manifest: dict[str, Any] | None, storage_dtype: str | None
+) -> dict[str, Any]:
+    if storage_dtype is not None and storage_dtype not in STORAGE_DTYPES:
+        raise FeatureStoreError(f"unknown storage dtype {storage_dtype!r}; choose one of: {', '.join(STORAGE_DTYPES)}")
     if store.exists():
         meta = store.read_meta()
+        stored_dtype = meta.get("dtype", "float32")
+        if storage_dtype is not None and storage_dtype != stored_dtype:
+            raise FeatureStoreError(
+                f"{store.root}: stores {stored_dtype} features, not {storage_dtype}; "
+                "drop the dtype option to add to it, or choose another -o folder"
+            )
         old = meta["backbone"]
         same = (
             old["name"] == description["name"]
@@ -227,19 +358,19 @@ def _check_or_init_meta(store: FeatureStore, description: dict[str, Any], manife
             )
         if manifest is not None and meta.get("manifest") != manifest:
             meta["manifest"] = manifest
-            store.write_meta({k: v for k, v in meta.items() if k not in ("format", "format_version")})
-        return
+            store.write_meta(meta)
+        return meta
     if store.root.exists() and any(store.root.iterdir()):
         raise FeatureStoreError(f"{store.root}: folder exists and is not a feature store; choose another -o folder")
-    store.write_meta(
-        {
-            "backbone": description,
-            "xvision_version": __version__,
-            "torch_version": torch.__version__,
-            "dtype": "float32",
-            "manifest": manifest,
-        }
-    )
+    meta = {
+        "backbone": description,
+        "xvision_version": __version__,
+        "torch_version": torch.__version__,
+        "dtype": storage_dtype or "float32",
+        "manifest": manifest,
+    }
+    store.write_meta(meta)
+    return meta
 
 
 def extract_manifest(
@@ -252,7 +383,8 @@ def extract_manifest(
 ) -> ExtractionReport:
     """Read a manifest, refuse leaky splits, and extract every image's features into ``out_dir``.
 
-    ``options`` are passed to :func:`extract_features` (batch_size, workers, strict, shard_size, progress).
+    ``options`` are passed to :func:`extract_features` (batch_size, workers, strict, shard_size, progress,
+    precision, engine, device, threads, storage_dtype, guard_sample).
     """
     from dataclasses import replace
 

@@ -2,12 +2,17 @@
 
 Layout of a FEATURES_DIR::
 
-    meta.json                 backbone (name, weights identity, preprocessing), feature_dim, xvision version
-    shards/shard-000000.safetensors   "features" (n, d) float32; metadata "keys" = JSON list of image SHA-256
+    meta.json                 backbone (name, weights identity, preprocessing), feature_dim, storage dtype,
+                              xvision version, the extraction plan and its accuracy-guard result
+    shards/shard-000000.safetensors   "features" (n, d) float32 or float16; metadata "keys" = JSON list of
+                              image SHA-256
     index.csv                 the manifest rows (path, label, group, split, extras) + sha256, status, error
 
 Shards are written atomically and only ever added, so an interrupted extraction keeps every finished shard
-and a re-run extracts only images whose content hash is not stored yet. Nothing is pickled.
+and a re-run extracts only images whose content hash is not stored yet, whichever manifest it comes from.
+``dtype: float16`` halves the disk; reads always return float32. Reads are memory-mapped: :meth:`get` copies
+only the requested rows, and :meth:`open` returns a lazy :class:`~xvision.features.array.FeatureArray` so
+training on 100k x 25,088 features streams from disk. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -23,9 +28,12 @@ import numpy as np
 
 from xvision._fileio import atomic_write, atomic_write_json, atomic_write_text
 from xvision.errors import FeatureStoreError
+from xvision.features.array import FeatureArray, map_shard
 
 FORMAT = "xvision-features"
 FORMAT_VERSION = 1
+STORAGE_DTYPES = ("float32", "float16")
+_FLOAT16_MAX = float(np.finfo(np.float16).max)
 INDEX_COLUMNS = ("path", "label", "group", "split", "sha256", "status", "error")
 
 
@@ -50,6 +58,8 @@ class FeatureStore:
         self.root = Path(root)
         self.shard_dir = self.root / "shards"
         self._keys: dict[str, tuple[Path, int]] | None = None
+        self._next_shard: int | None = None
+        self._dtype: str | None = None
 
     # ----- metadata ---------------------------------------------------------------------------------
     @property
@@ -77,7 +87,19 @@ class FeatureStore:
         return meta
 
     def write_meta(self, meta: dict[str, Any]) -> None:
+        meta = {k: v for k, v in meta.items() if k not in ("format", "format_version")}
         atomic_write_json(self.meta_path, {"format": FORMAT, "format_version": FORMAT_VERSION, **meta})
+        self._dtype = None
+
+    @property
+    def dtype(self) -> str:
+        """How vectors are stored on disk: ``float32`` (default) or ``float16``."""
+        if self._dtype is None:
+            dtype = str(self.read_meta().get("dtype", "float32"))
+            if dtype not in STORAGE_DTYPES:
+                raise FeatureStoreError(f"{self.meta_path}: unknown dtype {dtype!r}; upgrade xvision")
+            self._dtype = dtype
+        return self._dtype
 
     # ----- shards -----------------------------------------------------------------------------------
     def keys(self) -> dict[str, tuple[Path, int]]:
@@ -100,19 +122,25 @@ class FeatureStore:
         return self._keys
 
     def append(self, keys: list[str], features: np.ndarray) -> Path:
-        """Write one new shard atomically and return its path."""
+        """Write one new shard atomically, in the store's dtype, and return its path."""
         from safetensors.numpy import save
 
         if len(keys) != features.shape[0]:
             raise ValueError("one key per feature row is required")
         self.shard_dir.mkdir(parents=True, exist_ok=True)
-        number = len(list(self.shard_dir.glob("shard-*.safetensors")))
-        path = self.shard_dir / f"shard-{number:06d}.safetensors"
-        while path.exists():
-            number += 1
-            path = self.shard_dir / f"shard-{number:06d}.safetensors"
+        if self._next_shard is None:
+            numbers = [int(p.stem.split("-")[1]) for p in self.shard_dir.glob("shard-*.safetensors")]
+            self._next_shard = max(numbers, default=-1) + 1
+        path = self.shard_dir / f"shard-{self._next_shard:06d}.safetensors"
+        while path.exists():  # another writer got there first
+            self._next_shard += 1
+            path = self.shard_dir / f"shard-{self._next_shard:06d}.safetensors"
+        self._next_shard += 1
+        if self.dtype == "float16":
+            # Clip, not overflow to inf: activations beyond 65504 are vanishingly rare but must stay finite.
+            features = np.clip(features, -_FLOAT16_MAX, _FLOAT16_MAX).astype(np.float16)
         payload = save(
-            {"features": np.ascontiguousarray(features, dtype=np.float32)},
+            {"features": np.ascontiguousarray(features, dtype=np.dtype(self.dtype))},
             metadata={"keys": json.dumps(keys)},
         )
         atomic_write(path, lambda tmp: tmp.write_bytes(payload))
@@ -121,26 +149,29 @@ class FeatureStore:
                 self._keys.setdefault(key, (path, row))
         return path
 
-    def get(self, keys: list[str]) -> np.ndarray:
-        """Stack the vectors for ``keys`` (in order), reading each shard once."""
-        from safetensors import safe_open
-
+    def open(self, keys: list[str]) -> FeatureArray:
+        """A lazy, memory-mapped float32 view of the vectors for ``keys`` (in order); nothing is read yet."""
         stored = self.keys()
         missing = [k for k in keys if k not in stored]
         if missing:
             raise FeatureStoreError(f"{self.root}: {len(missing)} images have no stored features; re-run extract")
-        by_shard: dict[Path, list[tuple[int, int]]] = {}
+        shard_ids: dict[Path, int] = {}
+        shard_index = np.empty(len(keys), dtype=np.int64)
+        row_index = np.empty(len(keys), dtype=np.int64)
         for position, key in enumerate(keys):
             shard, row = stored[key]
-            by_shard.setdefault(shard, []).append((position, row))
+            shard_index[position] = shard_ids.setdefault(shard, len(shard_ids))
+            row_index[position] = row
         dim = int(self.read_meta()["backbone"]["feature_dim"])
-        out = np.empty((len(keys), dim), dtype=np.float32)
-        for shard, pairs in by_shard.items():
-            with safe_open(str(shard), framework="numpy") as handle:
-                block = handle.get_tensor("features")
-            positions, rows = zip(*pairs, strict=True)
-            out[list(positions)] = block[list(rows)]
-        return out
+        return FeatureArray(list(shard_ids), shard_index, row_index, dim)
+
+    def get(self, keys: list[str]) -> np.ndarray:
+        """Stack the vectors for ``keys`` (in order) as float32, copying only those rows from mapped shards."""
+        return self.open(keys).take(np.arange(len(keys)))
+
+    def read_shard(self, path: str | Path) -> np.ndarray:
+        """One shard's features as a read-only memory map in the stored dtype."""
+        return map_shard(path)
 
     # ----- index ------------------------------------------------------------------------------------
     def write_index(self, rows: list[IndexRow]) -> None:
@@ -172,7 +203,11 @@ class FeatureStore:
                 rows.append(IndexRow(**{c: record.get(c) or "" for c in INDEX_COLUMNS}, extra=extra))
         return rows
 
-    def load(self, split: str | None = None) -> tuple[np.ndarray, list[IndexRow]]:
-        """Features and index rows of the successfully extracted images (optionally one split)."""
+    def load(self, split: str | None = None, *, mmap: bool = False) -> tuple[np.ndarray | FeatureArray, list[IndexRow]]:
+        """Features and index rows of the successfully extracted images (optionally one split).
+
+        ``mmap=True`` returns a lazy :class:`FeatureArray` instead of loading the features into memory.
+        """
         rows = [r for r in self.read_index() if r.status == "ok" and (split is None or r.split == split)]
-        return self.get([r.sha256 for r in rows]), rows
+        keys = [r.sha256 for r in rows]
+        return (self.open(keys) if mmap else self.get(keys)), rows

@@ -24,7 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import BmpImagePlugin, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
+from PIL import BmpImagePlugin, Image, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
 from xvision.errors import ImageLoadError
 
@@ -54,9 +54,10 @@ _PILLOW_SIGNATURES: tuple[tuple[bytes, type[ImageFile.ImageFile]], ...] = (
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 _REASON_LIMIT = 200
+_DECODE_MARGIN = 2  # reduced decoding keeps at least twice the target size; the final resize anti-aliases
 
 
-def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, target_size: int | None = None) -> np.ndarray:
     """Read a radiograph (PNG, JPEG, TIFF, BMP or DICOM) into the module's array form.
 
     Args:
@@ -64,6 +65,10 @@ def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
             DICOM files without the ``DICM`` preamble.
         max_pixels: Refuse images whose header declares more than this many pixels (width x height), before
             any pixel data is decoded.
+        target_size: The side the caller will resize to, if known. Large images are then reduced as early as
+            the format allows, keeping at least twice ``target_size`` pixels on the shorter side: JPEG is
+            decoded at 1/2, 1/4 or 1/8 scale (draft mode), other formats are box-averaged by an integer
+            factor right after decoding. ``None`` (the default) returns the full resolution.
 
     Returns:
         ``float32`` array of shape ``(H, W)``, values in ``[0, 1]``, 0 = black (air), 1 = white (bone).
@@ -81,9 +86,9 @@ def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.
             # Imported here so that pydicom is loaded only once a DICOM file is read.
             from xvision.io.dicom import load_dicom
 
-            image = load_dicom(path, max_pixels=max_pixels)
+            image = _reduce_array(load_dicom(path, max_pixels=max_pixels), target_size)
         else:
-            image = _load_with_pillow(path, head, max_pixels)
+            image = _load_with_pillow(path, head, max_pixels, target_size)
     except ImageLoadError:
         raise
     except Exception as exc:  # a decoder failed in a way not foreseen below: still one clean error
@@ -161,7 +166,22 @@ def _is_dicom_head(path: Path, head: bytes) -> bool:
     return path.suffix.lower() in _DICOM_SUFFIXES and _pillow_class(head) is None
 
 
-def _load_with_pillow(path: Path, head: bytes, max_pixels: int) -> np.ndarray:
+def _reduction_factor(width: int, height: int, target_size: int | None) -> int:
+    """The integer downscale that keeps at least ``_DECODE_MARGIN * target_size`` pixels on the shorter side."""
+    if target_size is None or target_size <= 0:
+        return 1
+    return max(1, min(width, height) // (_DECODE_MARGIN * target_size))
+
+
+def _reduce_array(image: np.ndarray, target_size: int | None) -> np.ndarray:
+    factor = _reduction_factor(image.shape[1], image.shape[0], target_size)
+    if factor < 2:
+        return image
+    # Pillow's box reduction of a float image averages partial boxes at the edges, so nothing is cropped.
+    return np.asarray(Image.fromarray(image, mode="F").reduce(factor), dtype=np.float32)
+
+
+def _load_with_pillow(path: Path, head: bytes, max_pixels: int, target_size: int | None = None) -> np.ndarray:
     image_class = _pillow_class(head)
     if image_class is None:
         raise ImageLoadError(path, "not a supported image: the contents are not PNG, JPEG, TIFF, BMP or DICOM")
@@ -171,12 +191,19 @@ def _load_with_pillow(path: Path, head: bytes, max_pixels: int) -> np.ndarray:
         except Exception as exc:
             raise ImageLoadError(path, f"corrupt image header ({exception_reason(exc)})") from exc
         check_dimensions(path, image.width, image.height, max_pixels)
+        factor = _reduction_factor(image.width, image.height, target_size)
+        if factor >= 2 and image.format == "JPEG":
+            # DCT-domain scaling: decodes 1/2, 1/4 or 1/8 of the pixels, never below the requested size.
+            image.draft(None, (image.width // factor, image.height // factor))
+            factor = _reduction_factor(image.width, image.height, target_size)
         # ImageFile.LOAD_TRUNCATED_IMAGES stays False, so a short file fails here instead of loading grey.
         try:
             image.load()
         except Exception as exc:
             raise ImageLoadError(path, f"truncated or corrupt image data ({exception_reason(exc)})") from exc
-        return _pillow_to_array(path, image)
+        if factor >= 2 and image.mode == "L":
+            return np.asarray(image.reduce(factor), dtype=np.float32) / np.float32(255)
+        return _reduce_array(_pillow_to_array(path, image), target_size)
 
 
 def _pillow_to_array(path: Path, image: ImageFile.ImageFile) -> np.ndarray:

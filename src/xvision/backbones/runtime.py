@@ -1,0 +1,321 @@
+"""How a backbone runs on this machine: device, precision, memory layout, engine, batch size, threads.
+
+:func:`choose_plan` picks the fastest path the hardware supports; :func:`make_runner` builds it, falling back
+to PyTorch eager when an optional engine is missing or fails. The rules (measured, see the README's
+Performance section):
+
+- CUDA when present: bf16 (fp16 on GPUs without bf16), channels-last, batches of 64, pinned host memory and
+  non-blocking copies.
+- CPUs with native bf16 (AMX or AVX512-BF16): bf16 + channels-last; OpenVINO when installed
+  (``pip install "xvision[fast]"``), else ``torch.compile`` for large jobs, else eager autocast.
+- Other CPUs (AVX2): fp32; OpenVINO when installed (about 2x PyTorch eager on VGG16), else PyTorch eager
+  NCHW (channels-last fp32 does not pay there).
+- ``precision="fp32"`` forces the reference path: PyTorch eager, fp32, NCHW, full-resolution decoding,
+  i.e. exactly :meth:`Backbone.extract`.
+
+Every non-reference path is checked against the reference by the extraction's accuracy guard.
+"""
+
+from __future__ import annotations
+
+import copy
+import functools
+import importlib.util
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from xvision.errors import BackboneError
+
+log = logging.getLogger(__name__)
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+ENGINES = ("auto", "eager", "compile", "openvino")
+DEVICES = ("auto", "cpu", "cuda")
+
+OPENVINO_MIN_IMAGES = 48  # converting and compiling VGG16 takes 5-20 s; below this eager is as quick
+COMPILE_MIN_IMAGES = 512  # torch.compile of VGG16 takes a minute or more on a small CPU
+CPU_BATCH = 16
+CUDA_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """What the machine offers for inference."""
+
+    cpu_capability: str
+    cpu_bf16: bool  # AMX or AVX512-BF16: bf16 matmuls at full speed
+    cpu_count: int
+    cuda: bool
+    cuda_name: str | None
+    cuda_bf16: bool
+    openvino: bool
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            for line in handle:
+                if line.startswith("flags"):
+                    return set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return set()
+
+
+def _native_cpu_bf16() -> bool:
+    try:
+        if torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported():
+            return True
+    except AttributeError:  # older torch: read the flags ourselves
+        pass
+    return bool({"amx_bf16", "avx512_bf16"} & _cpu_flags())
+
+
+@functools.lru_cache(maxsize=1)
+def detect_hardware() -> Hardware:
+    """Probe the CPU, CUDA and the optional engines once per process."""
+    cuda = torch.cuda.is_available()
+    return Hardware(
+        cpu_capability=str(torch.backends.cpu.get_cpu_capability()),
+        cpu_bf16=_native_cpu_bf16(),
+        cpu_count=len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1),
+        cuda=cuda,
+        cuda_name=torch.cuda.get_device_name(0) if cuda else None,
+        cuda_bf16=bool(cuda and torch.cuda.is_bf16_supported()),
+        openvino=importlib.util.find_spec("openvino") is not None,
+    )
+
+
+@dataclass(frozen=True)
+class ExecutionPlan:
+    """How one extraction runs; recorded in the feature store's ``meta.json``."""
+
+    device: str = "cpu"
+    precision: str = "fp32"
+    channels_last: bool = False
+    engine: str = "eager"
+    batch_size: int = CPU_BATCH
+    workers: int = 0
+    threads: int = 1
+    reduced_decode: bool = False
+
+    @property
+    def is_reference(self) -> bool:
+        """True for the fp32 eager NCHW full-decode path, whose features are :meth:`Backbone.extract`'s."""
+        return (
+            self.device == "cpu"
+            and self.precision == "fp32"
+            and self.engine == "eager"
+            and not self.channels_last
+            and not self.reduced_decode
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def describe(self) -> str:
+        layout = "channels-last" if self.channels_last else "NCHW"
+        decode = "reduced" if self.reduced_decode else "full"
+        return (
+            f"{self.engine} {self.precision} {layout} on {self.device}, batch {self.batch_size}, "
+            f"{self.workers} decode workers, {self.threads} threads, {decode} decoding"
+        )
+
+
+def default_workers(n_images: int, cpu_count: int | None = None) -> int:
+    """Decode in parallel processes only when there is enough work to pay for starting them."""
+    if n_images < 64:
+        return 0
+    return max(1, min(4, cpu_count or os.cpu_count() or 1))
+
+
+def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise BackboneError(f"unknown {name} {value!r}; choose one of: {', '.join(allowed)}")
+
+
+def choose_plan(
+    n_images: int,
+    *,
+    precision: str = "auto",
+    engine: str = "auto",
+    device: str = "auto",
+    batch_size: int | None = None,
+    workers: int | None = None,
+    threads: int | None = None,
+    hardware: Hardware | None = None,
+) -> ExecutionPlan:
+    """The fastest plan this hardware supports for ``n_images`` images, honouring explicit choices."""
+    _check_choice("precision", precision, PRECISIONS)
+    _check_choice("engine", engine, ENGINES)
+    _check_choice("device", device, DEVICES)
+    hw = hardware or detect_hardware()
+    threads = threads or torch.get_num_threads()
+    if device == "cuda" and not hw.cuda:
+        raise BackboneError("--device cuda: no CUDA device is available; use --device cpu or auto")
+    if precision == "fp32":
+        dev = "cuda" if device == "cuda" else "cpu"
+        if engine not in ("auto", "eager"):
+            log.warning("--precision fp32 forces the reference path: ignoring engine %r", engine)
+        return ExecutionPlan(
+            device=dev,
+            precision="fp32",
+            engine="eager",
+            batch_size=batch_size or (CUDA_BATCH if dev == "cuda" else CPU_BATCH),
+            workers=default_workers(n_images, hw.cpu_count) if workers is None else workers,
+            threads=threads,
+        )
+    dev = "cuda" if device == "cuda" or (device == "auto" and hw.cuda) else "cpu"
+    if dev == "cuda":
+        prec = precision if precision != "auto" else ("bf16" if hw.cuda_bf16 else "fp16")
+        return ExecutionPlan(
+            device="cuda",
+            precision=prec,
+            channels_last=True,
+            engine="eager",
+            batch_size=batch_size or CUDA_BATCH,
+            workers=min(8, hw.cpu_count) if workers is None else workers,
+            threads=threads,
+            reduced_decode=True,
+        )
+    prec = precision if precision != "auto" else ("bf16" if hw.cpu_bf16 else "fp32")
+    if prec != "fp32" and not hw.cpu_bf16:
+        log.warning("this CPU has no native bf16/fp16 (no AMX or AVX512-BF16): %s will be slow", prec)
+    if engine == "auto":
+        if hw.openvino and n_images >= OPENVINO_MIN_IMAGES and prec in ("fp32", "bf16"):
+            engine = "openvino"
+        elif hw.cpu_bf16 and prec == "bf16" and n_images >= COMPILE_MIN_IMAGES:
+            engine = "compile"
+        else:
+            engine = "eager"
+    return ExecutionPlan(
+        device="cpu",
+        precision=prec,
+        channels_last=prec != "fp32" or engine == "compile",
+        engine=engine,
+        batch_size=batch_size or CPU_BATCH,
+        workers=default_workers(n_images, hw.cpu_count) if workers is None else workers,
+        threads=threads,
+        reduced_decode=True,
+    )
+
+
+class Runner(Protocol):
+    """Maps a preprocessed batch (N, C, H, W) float32 to features (N, D) float32."""
+
+    plan: ExecutionPlan
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
+
+
+class ReferenceRunner:
+    """The reference path: exactly :meth:`Backbone.extract` (eager fp32 NCHW)."""
+
+    def __init__(self, extract: Callable[[torch.Tensor], np.ndarray], plan: ExecutionPlan) -> None:
+        self.extract = extract
+        self.plan = plan
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self.extract(torch.from_numpy(batch))
+
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+class TorchRunner:
+    """PyTorch on CPU or CUDA with optional autocast, channels-last, pinned memory and torch.compile."""
+
+    def __init__(self, model: nn.Module, plan: ExecutionPlan) -> None:
+        self.plan = plan
+        self.device = torch.device(plan.device)
+        # A private copy: the backbone's own module stays fp32 NCHW on the CPU for the reference path.
+        model = copy.deepcopy(model).to(self.device)
+        if plan.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        self.model: Callable[[torch.Tensor], torch.Tensor] = model
+        if plan.engine == "compile":
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True  # fold weights into constants: no per-call reorders
+            self.model = torch.compile(model)
+        self._dtype = _AUTOCAST.get(plan.precision)
+        self._pinned: torch.Tensor | None = None
+
+    def _to_device(self, batch: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(batch)
+        if self.device.type == "cuda":
+            # Stage through a reused page-locked buffer so the host-to-device copy is asynchronous.
+            if self._pinned is None or self._pinned.shape[0] < tensor.shape[0]:
+                self._pinned = torch.empty(tensor.shape, dtype=tensor.dtype).pin_memory()
+            staged = self._pinned[: tensor.shape[0]]
+            staged.copy_(tensor)
+            tensor = staged.to(self.device, non_blocking=True)
+        if self.plan.channels_last:
+            tensor = tensor.contiguous(memory_format=torch.channels_last)
+        return tensor
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        x = self._to_device(batch)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=self._dtype or torch.float32, enabled=self._dtype is not None),
+        ):
+            out = self.model(x)
+        return out.float().cpu().numpy()
+
+
+def make_runner(model: nn.Module, extract: Callable[[torch.Tensor], np.ndarray], plan: ExecutionPlan) -> Runner:
+    """Build the runner for ``plan``; an optional engine that cannot be built or fails on its first batch
+    falls back to PyTorch eager (with a warning), and the runner's ``plan`` then says so.
+
+    Args:
+        model: the backbone's feature module (fp32, CPU); it is copied, never changed.
+        extract: the reference feature function (``Backbone.extract``).
+        plan: from :func:`choose_plan`.
+    """
+    if plan.engine == "eager" and plan.device == "cpu" and plan.precision == "fp32" and not plan.channels_last:
+        return ReferenceRunner(extract, plan)
+    if plan.engine == "openvino":
+        try:
+            from xvision.backbones._openvino import OpenVinoRunner
+
+            return _FirstCallFallback(OpenVinoRunner(model, plan), model)
+        except Exception as error:  # noqa: BLE001 - any failure of an optional engine means: fall back
+            log.warning("OpenVINO engine unavailable (%s: %s); using PyTorch eager", type(error).__name__, error)
+            return TorchRunner(model, replace(plan, engine="eager"))
+    if plan.engine == "compile":
+        return _FirstCallFallback(TorchRunner(model, plan), model)
+    return TorchRunner(model, plan)
+
+
+class _FirstCallFallback:
+    """Compiled engines build on their first batch; if that fails, run PyTorch eager instead of failing."""
+
+    def __init__(self, primary: Runner, model: nn.Module) -> None:
+        self._runner = primary
+        self._model = model
+        self.plan = primary.plan
+        self._checked = False
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        if self._checked:
+            return self._runner(batch)
+        try:
+            out = self._runner(batch)
+        except Exception as error:  # noqa: BLE001 - e.g. inductor without a C++ toolchain
+            log.warning("%s engine failed (%s: %s); using PyTorch eager", self.plan.engine, type(error).__name__, error)
+            self.plan = replace(self.plan, engine="eager")
+            self._runner = TorchRunner(self._model, self.plan)
+            out = self._runner(batch)
+        self._checked = True
+        return out
