@@ -247,3 +247,13 @@ def test_archive_member_names_are_never_used_as_paths(tmp_path: Path) -> None:
     fetch_openi_bulk(tmp_path / "out", reports=reports, progress=False)
     assert [r.image_id for r in read_records(tmp_path / "out")] == ["CXR5_IM"]
     assert not (tmp_path.parent / "escape.xml").exists()
+
+
+def test_the_rules_examples_in_the_docs_parse() -> None:
+    docs = Path(__file__).resolve().parents[3] / "docs" / "openi.md"
+    if not docs.is_file():
+        pytest.skip(f"{docs} not found")
+    blocks = re.findall(r"```toml\n(.*?)```", docs.read_text(), re.S)
+    assert len(blocks) >= 4
+    for block in blocks:
+        assert parse_rules(block).labels
