@@ -129,6 +129,8 @@ def test_hostile_items_never_write_outside_the_folder(
         {**good[0], "uid": None},
         "not an item",
         {**good[0], "uid": "CXR9005", "image": {"id": "CXR9005_IM"}, "imgLarge": None},
+        {**good[1], "image": {"id": image_id_of(good[0])}},  # another image claiming good[0]'s id
+        good[2],  # the same result twice
     ]
     server = serve([*good, *hostile])
     out = tmp_path / "deep" / "out"
@@ -138,7 +140,8 @@ def test_hostile_items_never_write_outside_the_folder(
     assert records["../../x"].file.startswith("images/x-")
     assert records["/tmp/abs"].file.startswith("images/tmp_abs-")
     reasons = {f.key: f.reason for f in summary.failures}
-    assert set(reasons) == {"x", "y", "result 9", "result 10", "result 11"}
+    assert set(reasons) == {"x", "y", "result 9", "result 10", "result 11", "result 12"}
+    assert "also names another result's image" in reasons["result 12"]
     assert sum("not on the base URL's host" in reason for reason in reasons.values()) == 2
     # Nothing anywhere under tmp_path but the output folder's own files.
     written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}

@@ -122,7 +122,7 @@ class _Run:
         self.pool = ThreadPoolExecutor(max_workers=search.workers, thread_name_prefix="openi")
         self.pending: dict[Future[ImageRecord], ImageRecord] = {}
         self.seen_items: set[str] = set()
-        self.seen_ids: set[str] = set()
+        self.seen_ids: dict[str, str | None] = {}  # image id -> its imgLarge
         self.page_bar = tqdm(desc="pages", unit="page", disable=not progress, position=0)
         self.image_bar = tqdm(desc="images", unit="img", disable=not progress, position=1)
 
@@ -192,9 +192,12 @@ class _Run:
             self.store.add_report(record)
             self.image_bar.update()
             return
-        if record.image_id in self.seen_ids:  # the same image listed twice
-            return
-        self.seen_ids.add(record.image_id)
+        if record.image_id in self.seen_ids:
+            if self.seen_ids[record.image_id] != record.url:  # one id, two images: keep the first, say so
+                reason = f"image id also names another result's image ({self.seen_ids[record.image_id]}); skipped"
+                self._fail(Failure("item", f"result {index}", reason, record.url, record.uid))
+            return  # else the same image listed twice
+        self.seen_ids[record.image_id] = record.url
         try:
             record = replace(record, url=self.client.resolve(record.url or ""))
         except FetchError as error:
