@@ -13,6 +13,7 @@ from typing import Any
 
 from xvision._fileio import atomic_write_json, atomic_write_text
 from xvision.errors import FeatureStoreError, RunError
+from xvision.evaluation.audit import audit_for_run
 from xvision.evaluation.operating import CALIBRATION_METHODS, fit_operating_point
 from xvision.evaluation.threshold import ThresholdRule
 from xvision.features.dataset import FeatureSet, load_split
@@ -89,6 +90,7 @@ def train_run(
     threshold_rule: str = "youden",
     calibrate: str = "none",
     positive: str | None = None,
+    audit: bool = True,
 ) -> TrainSummary:
     """Train the head on the ``train`` split (``val`` picks the epoch) and write a run folder.
 
@@ -96,6 +98,8 @@ def train_run(
     ``threshold_rule`` (``youden``, ``sensitivity:T`` or ``specificity:T``) picks the decision threshold on
     the probability of the ``positive`` class; both are stored in bundle.json. Without a validation
     split the threshold is 0.5 (and the bundle says so); temperature scaling then refuses to run.
+    Before training, ``audit`` runs the shortcut audit on the store's images (when reachable) and its
+    verdict is stored as bundle.json's ``audit``.
     """
     from tqdm.auto import tqdm
 
@@ -112,6 +116,7 @@ def train_run(
         if unknown:
             raise FeatureStoreError(f"{features_dir}: validation labels {unknown} never occur in training")
     _check_operating_options(features_dir, classes, val, threshold_rule, calibrate, positive)
+    audit_record = audit_for_run(features_dir, enabled=audit)
     _prepare_run_dir(run_dir, overwrite)
     backbone = train.meta["backbone"]
     untrained = not backbone["weights"]["pretrained"]
@@ -170,6 +175,7 @@ def train_run(
             "epochs": head.epochs,
             "selection": "lowest validation loss" if val is not None else "last epoch (no validation split)",
             **operating,
+            "audit": audit_record,
             "data": {
                 "n_train": len(train.rows),
                 "n_val": 0 if val is None else len(val.rows),

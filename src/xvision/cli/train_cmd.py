@@ -81,6 +81,7 @@ def operating_options(command: click.Command) -> click.Command:
 @head_options
 @operating_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@click.option("--no-audit", is_flag=True, help="Skip the shortcut audit (`xvision audit`) before training.")
 def train(
     features_dir: Path,
     run_dir: Path,
@@ -96,6 +97,7 @@ def train(
     calibrate: str,
     positive: str | None,
     overwrite: bool,
+    no_audit: bool,
 ) -> None:
     """Train a classifier head on the train split of FEATURES_DIR (val picks the epoch).
 
@@ -121,6 +123,7 @@ def train(
         threshold_rule=threshold_rule,
         calibrate=calibrate,
         positive=positive,
+        audit=not no_audit,
     )
     last = summary.history[summary.best_epoch - 1]
     val = "" if summary.n_val == 0 else f", val loss {last['val_loss']:.3f}, val accuracy {last['val_accuracy']:.3f}"

@@ -104,30 +104,33 @@ class AuditResult:
         out.pop("feature_names")
         return {"verdict": self.verdict, **out}
 
+    def headline(self) -> str:
+        """The verdict in one line."""
+        if self.auc is None:
+            return f"shortcut audit undetermined: {self.note}"
+        auc = _interval_text(self.auc, self.ci_low, self.ci_high, self.config.level)
+        if self.warn:
+            return (
+                f"WARNING: possible shortcut: cross-validated AUC {auc} > {self.config.threshold:.2f}; "
+                "the label can be predicted from image properties unrelated to the disease"
+            )
+        return f"no shortcut found: cross-validated AUC {auc} <= {self.config.threshold:.2f}"
+
     def summary(self) -> str:
-        """A few lines for people: the AUC with its interval, the verdict and, when warning, the features."""
-        head = f"{self.manifest}: {self.n_images} images ({_counts_text(self.counts)}), {self.n_groups} groups"
-        lines = [head]
+        """A few lines for people: what was audited, how, the verdict and the strongest features."""
+        lines = [f"{self.manifest}: {self.n_images} images ({_counts_text(self.counts)}), {self.n_groups} groups"]
         if self.skipped:
             lines.append(f"{len(self.skipped)} unreadable image(s) skipped, e.g. {self.skipped[0]['path']}")
-        if self.auc is None:
-            lines.append(f"shortcut audit undetermined: {self.note}")
-            return "\n".join(lines)
-        model = "logistic regression" if self.config.model == "logistic" else "gradient-boosted trees"
-        lines.append(
-            f"{model} on {self.n_features} features that should not carry the diagnosis, "
-            f"{self.folds}-fold grouped cross-validation x{self.config.repeats}: "
-            f"AUC {_interval_text(self.auc, self.ci_low, self.ci_high, self.config.level)}"
-        )
-        if self.warn:
+        if self.auc is not None:
+            model = "logistic regression" if self.config.model == "logistic" else "gradient-boosted trees"
             lines.append(
-                f"WARNING: possible shortcut: AUC {self.auc:.3f} > {self.config.threshold:.2f}; "
-                "the label can be predicted from image properties unrelated to the disease. Strongest features:"
+                f"{model} on {self.n_features} features that should not carry the diagnosis, "
+                f"{self.folds}-fold grouped cross-validation x{self.config.repeats}"
             )
-        else:
-            lines.append(f"no shortcut found: AUC {self.auc:.3f} <= {self.config.threshold:.2f}. Strongest features:")
-        for item in self.strongest:
-            lines.append(f"  {item['feature']}: AUC {item['auc']:.3f} ({item['direction']})")
+        lines.append(self.headline())
+        if self.strongest:
+            lines.append("strongest features (single-feature AUC):")
+            lines.extend(f"  {item['feature']}: {item['auc']:.3f}, {item['direction']}" for item in self.strongest)
         return "\n".join(lines)
 
 
@@ -214,8 +217,11 @@ def audit_for_run(features_dir: str | Path, *, enabled: bool = True) -> dict[str
         result = audit_manifest(manifest)
     except XvisionError as error:
         return _skipped(str(error))
-    for line in result.summary().splitlines():
-        (log.warning if result.warn else log.info)("audit: %s", line)
+    if result.warn:
+        for line in result.summary().splitlines():
+            log.warning("audit: %s", line)
+    else:
+        log.info("audit: %s", result.headline())
     record = result.to_dict()
     keep = ("verdict", "auc", "ci_low", "ci_high", "n_images", "n_groups", "folds", "strongest", "note")
     return {

@@ -1,0 +1,200 @@
+"""The shortcut audit: flags a planted burned-in mark or a scanner tag, stays quiet on clean phantoms."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+from pydicom.dataset import FileDataset, FileMetaDataset
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from xvision.cli.main import main
+from xvision.data.phantoms import make_phantom_dataset
+from xvision.errors import ManifestError
+from xvision.evaluation.audit import AuditConfig, audit_for_run, audit_manifest
+from xvision.evaluation.audit_features import image_features, largest_rectangle
+from xvision.features.store import FeatureStore, IndexRow
+
+N_PER_CLASS = 40  # with 5-fold CV, enough that a clean set stays well below 0.60 and a marked one well above
+SIZE = 128
+
+
+@pytest.fixture(scope="module")
+def clean_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """80 phantoms (40 normal, 40 nodule) whose nuisance parameters are drawn blind to the class."""
+    return make_phantom_dataset(tmp_path_factory.mktemp("clean"), n_per_class=N_PER_CLASS, size=SIZE, seed=0)
+
+
+def marked_copy(clean_manifest: Path, target: Path, *, fill: int, corner: str) -> Path:
+    """Copy a phantom set and burn a solid square into one corner of every nodule image."""
+    shutil.copytree(clean_manifest.parent, target)
+    for path in (target / "nodule").glob("*.png"):
+        with Image.open(path) as image:
+            marked = image.copy()
+        side, inset = SIZE // 10, SIZE // 20
+        left = inset if corner.endswith("left") else SIZE - inset - side
+        top = inset if corner.startswith("top") else SIZE - inset - side
+        ImageDraw.Draw(marked).rectangle([left, top, left + side, top + side], fill=fill)
+        marked.save(path)
+    return target / "manifest.csv"
+
+
+@pytest.mark.parametrize(("fill", "corner"), [(255, "top_left"), (0, "bottom_right")], ids=["white", "black"])
+def test_audit_flags_a_burned_in_corner_mark(clean_set: Path, tmp_path: Path, fill: int, corner: str) -> None:
+    manifest = marked_copy(clean_set, tmp_path / "marked", fill=fill, corner=corner)
+    result = audit_manifest(manifest)
+    assert result.warn and result.verdict == "warn"
+    assert result.auc is not None and result.auc > 0.9
+    assert result.ci_low is not None and result.ci_low > 0.6
+    assert any(corner in item["feature"] or "any_corner" in item["feature"] for item in result.strongest[:2])
+    assert all(item["direction"].startswith("higher in") for item in result.strongest)
+
+
+def test_audit_stays_quiet_on_the_clean_set(clean_set: Path) -> None:
+    result = audit_manifest(clean_set)
+    assert result.verdict == "pass" and not result.warn
+    assert result.auc is not None and result.auc < 0.6
+    assert result.ci_low is not None and result.ci_low < result.auc < result.ci_high
+    assert result.n_images == 2 * N_PER_CLASS and result.counts == {"nodule": N_PER_CLASS, "normal": N_PER_CLASS}
+
+
+def test_cli_exit_status_3_when_it_warns_0_when_not(clean_set: Path, tmp_path: Path, capsys) -> None:
+    marked = marked_copy(clean_set, tmp_path / "marked", fill=255, corner="top_right")
+    out = tmp_path / "audit.json"
+    assert main(["audit", str(marked), "--no-progress", "-o", str(out)]) == 3
+    assert "WARNING: possible shortcut" in capsys.readouterr().out
+    written = json.loads(out.read_text())
+    assert written["verdict"] == "warn" and written["config"]["threshold"] == 0.6
+    assert main(["audit", str(clean_set), "--no-progress", "--threshold", "0.6", "--folds", "4"]) == 0
+    assert "no shortcut found" in capsys.readouterr().out
+
+
+def test_unreadable_images_are_reported_and_skipped(clean_set: Path, tmp_path: Path, capsys) -> None:
+    folder = tmp_path / "set"
+    shutil.copytree(clean_set.parent, folder)
+    (folder / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with open(folder / "manifest.csv", "a", encoding="utf-8") as handle:
+        handle.write("normal/broken.png,normal,PX\nnormal/missing.png,normal,PY\n")
+    result = audit_manifest(folder / "manifest.csv", AuditConfig(repeats=1))
+    assert sorted(item["path"] for item in result.skipped) == ["normal/broken.png", "normal/missing.png"]
+    assert result.n_images == 2 * N_PER_CLASS and result.auc is not None
+    assert main(["audit", str(folder / "manifest.csv"), "--no-progress", "--repeats", "1"]) == 0
+    assert "skipped normal/broken.png" in capsys.readouterr().err
+
+
+def write_dicom(path: Path, pixels: np.ndarray, **elements: str) -> Path:
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray, for presentation
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "DX"
+    ds.Rows, ds.Columns = pixels.shape
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.PixelData = pixels.astype(np.uint16).tobytes()
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def test_dicom_header_fields_are_features_and_a_scanner_shortcut_is_named(clean_set: Path, tmp_path: Path) -> None:
+    rows = list(csv.DictReader(open(clean_set, encoding="utf-8")))[::2]  # 40 images, both classes
+    with open(tmp_path / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "group"])
+        for index, row in enumerate(rows):
+            pixels = np.asarray(Image.open(clean_set.parent / row["path"]), dtype=np.float64) / 255 * 4095
+            # nodule images mostly from one vendor, normal ones mostly from another
+            vendor = "Acme" if (row["label"] == "nodule") != (index % 7 == 0) else "Globex"
+            name = f"{index:03d}.dcm"
+            write_dicom(tmp_path / name, pixels, Manufacturer=vendor, ViewPosition="PA")
+            writer.writerow([name, row["label"], row["group"]])
+    features = image_features(tmp_path / "000.dcm")
+    assert features.categorical["format"] == "dicom"
+    assert features.categorical["dicom.ViewPosition"] == "PA"
+    assert features.categorical["dicom.BodyPartExamined"] == "(absent)"
+    assert features.numeric["bit_depth"] == 12
+    result = audit_manifest(tmp_path / "manifest.csv", AuditConfig(repeats=2))
+    assert result.warn
+    assert result.strongest[0]["feature"].startswith("dicom.Manufacturer=")
+
+
+def test_multiclass_audit_uses_macro_one_vs_rest_auc(clean_set: Path, tmp_path: Path) -> None:
+    marked = marked_copy(clean_set, tmp_path / "marked", fill=255, corner="top_left")
+    rows = list(csv.DictReader(open(marked, encoding="utf-8")))
+    with open(marked, "w", newline="", encoding="utf-8") as handle:  # normal splits into two unmarked classes
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "group"])
+        writer.writeheader()
+        for index, row in enumerate(rows):
+            if row["label"] == "normal" and index % 2:
+                row["label"] = "other"
+            writer.writerow(row)
+    result = audit_manifest(marked, AuditConfig(repeats=2))
+    assert result.classes == ["nodule", "normal", "other"]
+    # the mark separates nodule from both others perfectly; normal vs other only by chance
+    assert result.warn and 0.6 < result.auc < 0.95
+    assert "nodule" in result.strongest[0]["direction"]
+
+
+def test_groups_never_straddle_folds_and_missing_group_column_is_an_error(clean_set: Path) -> None:
+    with pytest.raises(ManifestError, match="no column 'patient'"):
+        audit_manifest(clean_set, AuditConfig(group_by="patient"))
+    result = audit_manifest(clean_set, AuditConfig(group_by=None, repeats=1, folds=3))
+    assert result.folds == 3 and result.n_groups == 2 * N_PER_CLASS
+
+
+def test_too_few_images_is_undetermined_not_an_error(clean_set: Path, tmp_path: Path) -> None:
+    lines = clean_set.read_text().splitlines()
+    nodule = [line for line in lines[1:] if ",nodule," in line][:1]
+    normal = [line for line in lines[1:] if ",normal," in line][:3]
+    small = clean_set.parent / "small.csv"
+    small.write_text("\n".join([lines[0], *nodule, *normal]) + "\n")
+    result = audit_manifest(small)
+    assert result.verdict == "undetermined" and not result.warn and result.auc is None
+    assert "undetermined" in result.summary()
+
+
+def test_audit_before_training_finds_the_images_through_the_feature_store(clean_set: Path, tmp_path: Path) -> None:
+    store = FeatureStore(tmp_path / "feats")
+    store.write_meta({"manifest": {"path": str(clean_set), "sha256": "0" * 64}})
+    rows = list(csv.DictReader(open(clean_set, encoding="utf-8")))
+    store.write_index([IndexRow(r["path"], r["label"], r["group"], "", "x", "ok", "", {}) for r in rows])
+    record = audit_for_run(store.root)
+    assert record["status"] == "done" and record["verdict"] == "pass" and record["n_images"] == 2 * N_PER_CLASS
+    json.dumps(record)  # goes into bundle.json
+    assert audit_for_run(store.root, enabled=False)["status"] == "off"
+    store.write_meta({"manifest": {"path": str(tmp_path / "elsewhere" / "manifest.csv"), "sha256": "0" * 64}})
+    skipped = audit_for_run(store.root)
+    assert skipped["status"] == "skipped" and "reachable" in skipped["reason"]
+    store.write_meta({})
+    assert audit_for_run(store.root)["status"] == "skipped"
+
+
+def test_largest_rectangle_matches_brute_force() -> None:
+    def brute(mask: np.ndarray) -> int:
+        rows, cols = mask.shape
+        return max(
+            [
+                (r1 - r0) * (c1 - c0)
+                for r0 in range(rows)
+                for r1 in range(r0 + 1, rows + 1)
+                for c0 in range(cols)
+                for c1 in range(c0 + 1, cols + 1)
+                if mask[r0:r1, c0:c1].all()
+            ],
+            default=0,
+        )
+
+    rng = np.random.default_rng(0)
+    for _ in range(30):
+        mask = rng.random((rng.integers(1, 8), rng.integers(1, 8))) < rng.uniform(0.3, 0.95)
+        assert largest_rectangle(mask) == brute(mask)
+    assert largest_rectangle(np.zeros((4, 4), bool)) == 0
