@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from xvision._fileio import atomic_write_json, sha256_file
+from xvision._version import __version__
 from xvision.data.labels import BUILTIN_RULES, label_manifest, label_records, load_rules
 from xvision.data.manifest import write_manifest
-from xvision.data.openi import read_dicom_views, read_records, read_reports_without_images
+from xvision.data.openi import RECORDS_FILE, read_dicom_views, read_records, read_reports_without_images
 from xvision.errors import ManifestError
 
 logger = logging.getLogger(__name__)
@@ -71,4 +73,17 @@ def label(folder: Path, rules: str, output: Path | None, views: str, dicom_metad
     if len(manifest.labels) < 2:
         logger.warning("only one class (%s) was labelled; a classifier needs two", manifest.labels[0])
     write_manifest(manifest, output)
-    click.echo(f"Wrote {output}: {len(manifest)} images. Next: xvision split {output} --group-by group")
+    sidecar = output.with_name(f"{output.stem}.labels.json")
+    atomic_write_json(
+        sidecar,
+        {
+            **report.to_json(),
+            "rules_text": label_rules.text,
+            "records_sha256": sha256_file(folder / RECORDS_FILE),
+            "views": views,
+            "dicom_metadata": str(dicom_metadata) if dicom_metadata else None,
+            "xvision": __version__,
+        },
+    )
+    click.echo(f"Wrote {output} ({len(manifest)} images) and {sidecar} (the rules and these counts).")
+    click.echo(f"Next: xvision split {output} --group-by group")

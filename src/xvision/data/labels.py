@@ -108,6 +108,7 @@ class LabelRules:
     rules: tuple[Rule, ...]
     source: str
     description: str = ""
+    text: str = ""
 
     @property
     def labels(self) -> list[str]:
@@ -149,7 +150,7 @@ def parse_rules(text: str, *, source: str = "<rules>") -> LabelRules:
     if not isinstance(entries, list) or not entries:
         raise LabelRulesError(f'{source}: no rules; add at least one [[rule]] with a label, e.g. label = "normal"')
     rules = tuple(_parse_rule(entry, f"{source} rule {number}") for number, entry in enumerate(entries, start=1))
-    return LabelRules(rules=rules, source=source, description=str(data.get("description", "")))
+    return LabelRules(rules=rules, source=source, description=str(data.get("description", "")), text=text)
 
 
 def _parse_rule(entry: Any, where: str) -> Rule:
@@ -205,6 +206,24 @@ class LabelReport:
     def images(self, label: str) -> int:
         """Images the rules gave ``label``."""
         return sum(1 for record in self.labelled.get(label, []) if record.image_id)
+
+    def to_json(self) -> dict[str, Any]:
+        """Counts (reports, images) per class and reason, and the conflicts, for a sidecar file."""
+
+        def counts(groups: Mapping[str, list[ImageRecord]]) -> dict[str, dict[str, int]]:
+            return {
+                name: {"reports": len({r.uid for r in rs}), "images": sum(1 for r in rs if r.image_id)}
+                for name, rs in sorted(groups.items())
+            }
+
+        return {
+            "rules": self.source,
+            "labelled": counts(self.labelled),
+            "excluded": counts(self.excluded),
+            "conflicts": self.conflicts,
+            "left_out": counts(self.left_out),
+            "manifest": counts(self.kept),
+        }
 
     def format(self) -> str:
         """The printed label report."""

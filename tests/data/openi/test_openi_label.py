@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import re
 import tarfile
 from collections import Counter, defaultdict
@@ -119,6 +120,9 @@ def test_fetched_then_labelled_then_split_by_report(
     assert main(["label", str(out)]) == 0
     printed = capsys.readouterr().out
     assert f"Wrote {manifest}" in printed
+    sidecar = json.loads((out / "manifest.labels.json").read_text())
+    assert sidecar["rules"] == "default" and 'mesh_major_all = ["normal"]' in sidecar["rules_text"]
+    assert sidecar["manifest"]["normal"]["reports"] == sidecar["labelled"]["normal"]["reports"] > 0
     rows = list(csv.DictReader(manifest.open()))
     uids = {item["uid"] for item in first_items if item["MeSH"]["major"] == ["normal"]}
     assert {row["group"] for row in rows if row["label"] == "normal"} == uids
