@@ -7,7 +7,9 @@ from pathlib import Path
 import click
 
 from xvision.backbones import DEFAULT_BACKBONE
+from xvision.backbones.runtime import DEVICES, ENGINES, PRECISIONS
 from xvision.features.extract import extract_manifest
+from xvision.features.store import STORAGE_DTYPES
 
 
 @click.command("extract")
@@ -32,27 +34,63 @@ from xvision.features.extract import extract_manifest
     help="Weights FILE (safetensors or state dict), or 'random' for an untrained network "
     "(experiments only). Default: the backbone's pretrained weights.",
 )
-@click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 on GPUs and on CPUs with native bf16 (AMX/AVX512-BF16), else fp32. "
+    "fp32 forces the reference path (eager PyTorch, full-resolution decoding).",
+)
+@click.option(
+    "--engine",
+    type=click.Choice(ENGINES),
+    default="auto",
+    show_default=True,
+    help="auto: OpenVINO when installed (pip install 'xvision[fast]'), torch.compile for large bf16 jobs, "
+    "else PyTorch eager.",
+)
+@click.option("--device", type=click.Choice(DEVICES), default="auto", show_default=True)
+@click.option(
+    "--dtype",
+    "storage_dtype",
+    type=click.Choice(STORAGE_DTYPES),
+    default=None,
+    help="How a new store keeps vectors on disk; float16 halves the size [default: float32].",
+)
+@click.option("--batch-size", default=None, type=click.IntRange(1), help="[default: 16 on CPU, 64 on GPU]")
 @click.option(
     "--workers",
     default=None,
     type=click.IntRange(0),
     help="Image-decoding worker processes [default: automatic].",
 )
-@click.option("--strict", is_flag=True, help="Stop at the first unreadable image instead of skipping it.")
+@click.option("--threads", default=None, type=click.IntRange(1), help="Compute threads [default: torch's].")
+@click.option(
+    "--strict",
+    is_flag=True,
+    help="Stop at the first unreadable image, or when the fast path disagrees with the fp32 reference.",
+)
 def extract(
     manifest: Path,
     out_dir: Path,
     backbone: str,
     weights: str | None,
-    batch_size: int,
+    precision: str,
+    engine: str,
+    device: str,
+    storage_dtype: str | None,
+    batch_size: int | None,
     workers: int | None,
+    threads: int | None,
     strict: bool,
 ) -> None:
     """Extract features for the images of MANIFEST into FEATURES_DIR.
 
     Interrupt at any time: re-running the same command continues where it stopped, and images whose
-    content is already stored are never extracted twice. Unreadable images are reported and skipped.
+    content is already stored are never extracted twice, even from another manifest. Unreadable images are
+    reported and skipped. The fastest path for this machine is chosen and recorded in meta.json; unless it
+    is the fp32 reference, a sample of images is checked against the reference (cosine >= 0.999).
     """
     report = extract_manifest(
         manifest,
@@ -62,12 +100,30 @@ def extract(
         batch_size=batch_size,
         workers=workers,
         strict=strict,
+        precision=precision,
+        engine=engine,
+        device=device,
+        threads=threads,
+        storage_dtype=storage_dtype,
     )
     ok = report.total - len(report.failed)
     click.echo(
         f"{out_dir}: {ok} of {report.total} images have features "
         f"({report.extracted} extracted now, {report.reused} already stored, {len(report.failed)} failed)"
     )
+    if report.plan is not None:
+        from xvision.backbones.runtime import ExecutionPlan
+
+        rate = f", {report.extracted / report.seconds:.1f} images/s" if report.seconds > 0 else ""
+        click.echo(f"  path: {ExecutionPlan(**report.plan).describe()}{rate}")
+    if report.guard is not None:
+        from xvision.features.guard import GuardResult
+
+        guard = GuardResult(**{k: v for k, v in report.guard.items() if k != "passed"})
+        status = "ok" if guard.passed else "FAILED"
+        click.secho(
+            f"  accuracy guard {status}: {guard.describe()}", fg=None if guard.passed else "red", err=not guard.passed
+        )
     for path, reason in report.failed:
         click.echo(f"  skipped {path}: {reason}", err=True)
     from xvision.features.store import FeatureStore
