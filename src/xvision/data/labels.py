@@ -127,7 +127,7 @@ def load_rules(rules: str | Path | None = None) -> LabelRules:
     """
     name = str(rules) if rules is not None else "default"
     if name in BUILTIN_RULES:
-        text = resources.files("xvision.data").joinpath("rules", f"{name}.toml").read_text(encoding="utf-8")
+        text = resources.files("xvision.data").joinpath("rules").joinpath(f"{name}.toml").read_text(encoding="utf-8")
         return parse_rules(text, source=name)
     path = Path(name)
     if not path.is_file():
