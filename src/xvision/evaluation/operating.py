@@ -12,15 +12,18 @@ Without validation data the threshold is 0.5 and says so; test data never reache
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
-from xvision.evaluation.calibration import apply_temperature, fit_temperature
+from xvision.evaluation.calibration import TEMPERATURE_BOUNDS, apply_temperature, fit_temperature
 from xvision.evaluation.threshold import DEFAULT_THRESHOLD, ThresholdRule, choose_threshold, default_positive
 
 CALIBRATION_METHODS = ("none", "temperature")
+
+log = logging.getLogger(__name__)
 
 
 def fit_operating_point(
@@ -52,6 +55,13 @@ def fit_operating_point(
     if calibrate == "temperature":
         assert y is not None and proba is not None
         calibration = {"method": "temperature", **fit_temperature(y, proba), "source": source, "n": len(y)}
+        if not TEMPERATURE_BOUNDS[0] * 1.01 < calibration["temperature"] < TEMPERATURE_BOUNDS[1] * 0.99:
+            log.warning(
+                "the fitted temperature %.3g sits at its bound: on the %s the head's probabilities carry "
+                "almost no information (or it separates the classes perfectly)",
+                calibration["temperature"],
+                source,
+            )
         proba = apply_temperature(proba, calibration["temperature"])
 
     if len(classes) != 2:

@@ -17,7 +17,11 @@ from xvision.io import load_image
 
 @dataclass
 class Prediction:
-    """One image's result; ``error`` is set (and the rest empty) when the image could not be read."""
+    """One image's result; ``error`` is set (and the rest empty) when the image could not be read.
+
+    ``label`` is the run's decision: for two classes, the positive class when its probability reaches the
+    threshold stored in the run (chosen on validation); otherwise the most probable class.
+    """
 
     path: str
     label: str | None = None
