@@ -90,7 +90,7 @@ def openi(
         )
         summary = fetch_openi(output, base_url=base_url, search=search, client_options=options, progress=progress)
     _report(summary, output)
-    if summary.failures:
+    if summary.retryable:
         raise click.exceptions.Exit(1)
 
 
@@ -100,12 +100,19 @@ def _report(summary: FetchSummary, output: Path) -> None:
         f"{summary.stored}{total} records in {output / RECORDS_FILE} "
         f"({summary.downloaded} new, {summary.already} already there)"
     )
-    if summary.failures:
-        kinds = Counter(failure.kind for failure in summary.failures)
+    for retry, failures in ((True, summary.retryable), (False, [f for f in summary.failures if not f.retry])):
+        if not failures:
+            continue
+        kinds = Counter(failure.kind for failure in failures)
         listed = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(kinds.items()))
-        example = summary.failures[0]
+        example = failures[0]
+        what = (
+            "failed; run the same command again to retry them"
+            if retry
+            else "skipped as unusable (another run will not change that)"
+        )
         click.echo(
-            f"{len(summary.failures)} failed ({listed}), e.g. {example.key}: {example.reason}. "
-            f"Listed in {output / FAILURES_FILE}; run the same command again to retry them.",
+            f"{len(failures)} {what} ({listed}), e.g. {example.key}: {example.reason}. "
+            f"Listed in {output / FAILURES_FILE}.",
             err=True,
         )

@@ -109,7 +109,7 @@ def test_failures_are_recorded_and_retried_on_the_next_run(
     err = capsys.readouterr().err
     assert "run the same command again to retry them" in err
     failures = [json.loads(line) for line in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
-    assert {(f["kind"], f["key"]) for f in failures} == {("image", victim), ("page", "21-40")}
+    assert {(f["kind"], f["key"], f["retry"]) for f in failures} == {("image", victim, True), ("page", "21-40", True)}
     assert victim not in {r.image_id for r in read_records(tmp_path / "out")}
 
     assert main([*args, *FAST_ARGS]) == 0
@@ -142,6 +142,7 @@ def test_hostile_items_never_write_outside_the_folder(
     reasons = {f.key: f.reason for f in summary.failures}
     assert set(reasons) == {"x", "y", "result 9", "result 10", "result 11", "result 12"}
     assert "also names another result's image" in reasons["result 12"]
+    assert summary.retryable == []  # none of these would succeed on another run
     assert sum("not on the base URL's host" in reason for reason in reasons.values()) == 2
     # Nothing anywhere under tmp_path but the output folder's own files.
     written = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*") if p.is_file()}
@@ -220,3 +221,15 @@ def test_kill_part_way_then_resume(serve: Callable[..., FakeOpenI], first_items:
 
     assert main(args) == 0
     assert_matches_server(out, server)
+
+
+def test_unusable_results_are_listed_but_do_not_fail_the_command(
+    serve: Callable[..., FakeOpenI], items: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    offsite = {**items[0], "uid": "CXR9003", "image": {"id": "F1"}, "imgLarge": "http://elsewhere.invalid/x.png"}
+    server = serve([*items[:3], offsite])
+    args = ["fetch", "openi", "-o", str(tmp_path / "out"), "--base-url", server.base_url, *FAST_ARGS]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "1 skipped as unusable (another run will not change that) (1 image), e.g. x: refused" in err
+    assert json.loads((tmp_path / "out" / "failures.jsonl").read_text())["retry"] is False

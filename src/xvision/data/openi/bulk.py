@@ -78,7 +78,7 @@ def fetch_openi_bulk(
             summary.already = len(records) - len(todo)
             _store_images(str(images), todo, store, options, summary, progress)
             summary.failures.extend(
-                Failure("image", key, "not in the image archive", str(images), record.uid)
+                Failure("image", key, "not in the image archive", str(images), record.uid, retry=False)
                 for key, record in todo.items()
             )
         store.write_failures(summary.failures)
@@ -94,13 +94,13 @@ def _read_reports(
 
         def take(member: tarfile.TarInfo, handle: IO[bytes]) -> None:
             if member.size > MAX_REPORT_BYTES:
-                summary.failures.append(Failure("report", member.name, f"{member.size} bytes: too large"))
+                summary.failures.append(Failure("report", member.name, f"{member.size} bytes: too large", retry=False))
                 return
             data = handle.read()  # a broken stream raises here, outside the per-report handling
             try:
                 report, images = records_from_report_xml(data)
             except FetchError as error:
-                summary.failures.append(Failure("report", member.name, str(error), source))
+                summary.failures.append(Failure("report", member.name, str(error), source, retry=False))
             else:
                 if not images:
                     imageless.append(report)
@@ -136,7 +136,8 @@ def _store_images(
             except StreamError:
                 raise  # the archive broke off: start it over, this member is not done
             except (FetchError, ImageLoadError) as error:
-                summary.failures.append(Failure("image", record.image_id, str(error), record.url, record.uid))
+                failure = Failure("image", record.image_id, str(error), record.url, record.uid, retry=False)
+                summary.failures.append(failure)
             else:
                 store.add(stored)
                 summary.downloaded += 1

@@ -69,6 +69,10 @@ class Cancelled(FetchError):
     """The client was stopped (Ctrl-C) while waiting or reading."""
 
 
+class Refused(FetchError):
+    """A request that trying again will not fix: another host, a client error (4xx), a body over the limit."""
+
+
 class StreamError(FetchError):
     """A response body could not be read whole; ``transient`` says whether trying again may help."""
 
@@ -134,7 +138,7 @@ class HttpClient:
         else:
             absolute = f"{self.base_url}/{url.lstrip('/')}"
         if _origin(absolute) != self.origin:
-            raise FetchError(f"refused {url[:200]!r}: not on the base URL's host {self.origin[1]}")
+            raise Refused(f"refused {url[:200]!r}: not on the base URL's host {self.origin[1]}")
         return absolute
 
     def get_json(self, path: str, params: Mapping[str, Any] | None = None) -> Any:
@@ -221,9 +225,9 @@ class HttpClient:
             error.close()
             if error.code in _RETRY_STATUS:
                 raise _Transient(f"HTTP {error.code}", _retry_after(error.headers.get("Retry-After"))) from None
-            raise FetchError(f"{_short(url)}: HTTP {error.code} {error.reason}") from None
+            raise Refused(f"{_short(url)}: HTTP {error.code} {error.reason}") from None
         except urllib.error.URLError as error:
-            if isinstance(error.reason, FetchError):
+            if isinstance(error.reason, Refused):
                 raise error.reason from None
             raise _Transient(f"connection failed ({error.reason})") from None
         except (OSError, http.client.HTTPException) as error:
@@ -231,7 +235,7 @@ class HttpClient:
         length = _content_length(response)
         if length is not None and length > max_bytes:
             response.close()
-            raise FetchError(f"{_short(url)}: response of {length} bytes is over the {max_bytes}-byte limit")
+            raise Refused(f"{_short(url)}: response of {length} bytes is over the {max_bytes}-byte limit")
         return response
 
     def _get(self, url: str, sink: Callable[[bytes], None], max_bytes: int) -> None:
@@ -243,7 +247,7 @@ class HttpClient:
         except StreamError as error:
             if error.transient:
                 raise _Transient(str(error)) from None
-            raise FetchError(f"{_short(url)}: {error}") from None
+            raise Refused(f"{_short(url)}: {error}") from None
         finally:
             stream.close()
 
@@ -285,7 +289,7 @@ class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
 
     def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
         if _origin(newurl) != self._allowed:
-            raise urllib.error.URLError(FetchError(f"refused redirect to {newurl[:200]!r}: another host"))
+            raise urllib.error.URLError(Refused(f"refused redirect to {newurl[:200]!r}: another host"))
         return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 

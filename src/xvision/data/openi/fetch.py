@@ -22,7 +22,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from xvision.data.openi.client import Cancelled, ClientOptions, HttpClient
+from xvision.data.openi.client import Cancelled, ClientOptions, HttpClient, Refused
 from xvision.data.openi.records import ImageRecord, record_from_item
 from xvision.data.openi.store import Failure, RecordStore
 from xvision.errors import FetchError
@@ -74,6 +74,11 @@ class FetchSummary:
     @property
     def stored(self) -> int:
         return self.downloaded + self.already
+
+    @property
+    def retryable(self) -> list[Failure]:
+        """The failures another run may fix."""
+        return [failure for failure in self.failures if failure.retry]
 
 
 def fetch_openi(
@@ -158,7 +163,8 @@ class _Run:
             except (Cancelled, QueryError):
                 raise
             except FetchError as error:
-                self.summary.failures.append(Failure("page", f"{first}-{last}", str(error)))
+                retry = not isinstance(error, Refused)
+                self.summary.failures.append(Failure("page", f"{first}-{last}", str(error), retry=retry))
                 self.page_bar.update()
                 if total is None:  # without the first page the range is unknown
                     logger.warning("could not read the first search page: %s", error)
@@ -186,7 +192,7 @@ class _Run:
         try:
             record = record_from_item(item)
         except FetchError as error:
-            self._fail(Failure("item", f"result {index}", str(error)))
+            self._fail(Failure("item", f"result {index}", str(error), retry=False))
             return
         if not record.image_id:  # a report without images
             self.store.add_report(record)
@@ -195,13 +201,13 @@ class _Run:
         if record.image_id in self.seen_ids:
             if self.seen_ids[record.image_id] != record.url:  # one id, two images: keep the first, say so
                 reason = f"image id also names another result's image ({self.seen_ids[record.image_id]}); skipped"
-                self._fail(Failure("item", f"result {index}", reason, record.url, record.uid))
+                self._fail(Failure("item", f"result {index}", reason, record.url, record.uid, retry=False))
             return  # else the same image listed twice
         self.seen_ids[record.image_id] = record.url
         try:
             record = replace(record, url=self.client.resolve(record.url or ""))
         except FetchError as error:
-            self._fail(Failure("image", record.image_id, str(error), record.url, record.uid))
+            self._fail(Failure("image", record.image_id, str(error), record.url, record.uid, retry=False))
             return
         if self.store.is_complete(record.image_id):
             self.summary.already += 1
@@ -229,7 +235,8 @@ class _Run:
             except Cancelled:
                 continue
             except FetchError as error:
-                self._fail(Failure("image", record.image_id, str(error), record.url, record.uid))
+                retry = not isinstance(error, Refused)
+                self._fail(Failure("image", record.image_id, str(error), record.url, record.uid, retry=retry))
                 continue
             except OSError as error:  # the output folder, not the service: stop the run
                 raise FetchError(f"cannot write into {self.store.images_dir}: {error}") from error

@@ -38,13 +38,18 @@ _LOCK_FILE = ".fetch.lock"
 
 @dataclass(frozen=True)
 class Failure:
-    """Something a run could not get: a search page (``key`` = ``"m-n"``), an item or an image."""
+    """Something a run could not get: a search page (``key`` = ``"m-n"``), an item, a report or an image.
+
+    ``retry`` is False for what another run will not fix (an unusable item, a URL on another host, a client
+    error, a corrupt archive member): such failures are listed but do not make the command fail.
+    """
 
     kind: str
     key: str
     reason: str
     url: str | None = None
     uid: str | None = None
+    retry: bool = True
 
 
 class RecordStore:
