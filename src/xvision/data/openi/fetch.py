@@ -162,9 +162,8 @@ class _Run:
                 items, reported = _parse_page(page)
             except (Cancelled, QueryError):
                 raise
-            except FetchError as error:
-                retry = not isinstance(error, Refused)
-                self.summary.failures.append(Failure("page", f"{first}-{last}", str(error), retry=retry))
+            except FetchError as error:  # a lost page always fails the command: its results are unknown
+                self.summary.failures.append(Failure("page", f"{first}-{last}", str(error)))
                 self.page_bar.update()
                 if total is None:  # without the first page the range is unknown
                     logger.warning("could not read the first search page: %s", error)
