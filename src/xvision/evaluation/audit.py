@@ -23,7 +23,7 @@ import numpy as np
 from xvision.data.manifest import Manifest, ManifestRow, read_manifest
 from xvision.data.split import group_values
 from xvision.errors import ManifestError, XvisionError
-from xvision.evaluation.audit_features import FeatureTable, feature_table
+from xvision.evaluation.audit_features import FeatureTable, describe_feature, feature_table
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +130,10 @@ class AuditResult:
         lines.append(self.headline())
         if self.strongest:
             lines.append("strongest features (single-feature AUC):")
-            lines.extend(f"  {item['feature']}: {item['auc']:.3f}, {item['direction']}" for item in self.strongest)
+            lines.extend(
+                f"  {item['auc']:.3f}  {item['meaning']}; {item['direction']}  [{item['feature']}]"
+                for item in self.strongest
+            )
         return "\n".join(lines)
 
 
@@ -284,8 +287,8 @@ def macro_auc(y: np.ndarray, scores: np.ndarray) -> float:
 def strongest_features(table: FeatureTable, y: np.ndarray, classes: list[str]) -> list[dict[str, Any]]:
     """The features that best separate one class from the rest on their own, strongest first.
 
-    Each entry: ``feature``, ``auc`` (single-feature ROC AUC, oriented to be >= 0.5) and ``direction``
-    (which class has the higher values).
+    Each entry: ``feature`` (column name), ``meaning`` (in words), ``auc`` (single-feature ROC AUC, oriented
+    to be >= 0.5) and ``direction`` (which class has the higher values).
     """
     from sklearn.metrics import roc_auc_score
 
@@ -303,7 +306,9 @@ def strongest_features(table: FeatureTable, y: np.ndarray, classes: list[str]) -
                 rest = classes[negative] if negative is not None else "the other classes"
                 high, low = (classes[positive], rest) if auc >= 0.5 else (rest, classes[positive])
                 best = (strength, f"higher in {high} than in {low}")
-        ranked.append({"feature": name, "auc": round(best[0], 4), "direction": best[1]})
+        ranked.append(
+            {"feature": name, "meaning": describe_feature(name), "auc": round(best[0], 4), "direction": best[1]}
+        )
     ranked.sort(key=lambda item: -item["auc"])
     return ranked[:STRONGEST]
 

@@ -197,6 +197,53 @@ def _run_lengths(mask: np.ndarray, axis: int) -> np.ndarray:
     return np.where(mask, index - last_false, 0)
 
 
+_WHOLE = {
+    "width": "image width in pixels",
+    "height": "image height in pixels",
+    "aspect": "aspect ratio (width / height)",
+    "bit_depth": "bits per grey level stored in the file",
+    "color": "stored as a colour image",
+    "intensity_mean": "mean intensity of the whole image",
+    "intensity_std": "intensity spread (SD) of the whole image",
+    "intensity_p01": "1st percentile of intensity (the darkest parts)",
+    "intensity_p50": "median intensity",
+    "intensity_p99": "99th percentile of intensity (the brightest parts)",
+    "black_fraction": "fraction of black pixels in the whole image",
+    "white_fraction": "fraction of white (saturated) pixels in the whole image",
+}
+_STATS = {
+    "mean": "mean intensity",
+    "std": "intensity spread (SD)",
+    "min": "darkest value",
+    "max": "brightest value",
+    "black_fraction": "fraction of black pixels",
+    "white_fraction": "fraction of white (saturated) pixels",
+    "flat_rectangle": "largest perfectly flat rectangle (a burned-in patch?)",
+    "stroke_contrast": "strongest thin stroke (burned-in text or marker?)",
+    "stroke_fraction": "fraction of thin-stroke pixels (burned-in text or marker?)",
+}
+
+
+def describe_feature(name: str) -> str:
+    """A phrase saying what a feature column measures, e.g. ``"top-left corner: brightest value"``."""
+    if "=" in name:
+        field_name, value = name.split("=", 1)
+        if field_name == "format":
+            return f"file format is {value}"
+        return f"DICOM {field_name.removeprefix('dicom.')} is {value}"
+    if name in _WHOLE:
+        return _WHOLE[name]
+    for stat, meaning in sorted(_STATS.items(), key=lambda item: -len(item[0])):
+        if name.endswith("_" + stat):
+            region = name[: -len(stat) - 1]
+            if region.startswith("any_corner"):
+                return f"any corner (the highest of the four): {meaning}"
+            kind, _, where = region.partition("_")
+            place = where.replace("_", "-")
+            return f"{place} {'corner' if kind == 'corner' else 'border strip'}: {meaning}"
+    return name
+
+
 def feature_table(paths: Sequence[str | Path], *, progress: bool = False) -> FeatureTable:
     """Compute :func:`image_features` for every path; unreadable images are logged and left out."""
     from tqdm.auto import tqdm
@@ -275,6 +322,7 @@ __all__ = [
     "DICOM_FIELDS",
     "WORK_SIZE",
     "FeatureTable",
+    "describe_feature",
     "ImageFeatures",
     "feature_table",
     "image_features",

@@ -14,6 +14,7 @@ from xvision._fileio import atomic_write_json, atomic_write_text
 from xvision.errors import FeatureStoreError
 from xvision.evaluation.bootstrap import BootstrapConfig
 from xvision.evaluation.plots import plot_training_curve
+from xvision.evaluation.report import report_after_evaluate
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
 from xvision.features.dataset import load_split
 from xvision.inference.bundle import UNTRAINED_WARNING, check_same_backbone, load_bundle
@@ -35,7 +36,8 @@ def evaluate_run(
     training time. Intervals come from a ``bootstrap`` over the split's images (whole groups when the
     index has them); None skips them. Outputs go to ``out_dir`` (default: the run folder):
     ``metrics.json``, ``predictions.csv`` and ``plots/confusion_matrix.png``, ``plots/training_curve.png``,
-    ``plots/roc.png`` (two classes) and ``plots/reliability.png``. docs/evaluation.md lists every field.
+    ``plots/roc.png`` (two classes), ``plots/reliability.png`` and ``report.html`` (see
+    xvision.evaluation.report). docs/evaluation.md lists every field.
     """
     bundle = load_bundle(run_dir)
     data = load_split(features_dir, split)
@@ -88,6 +90,7 @@ def evaluate_run(
             best_epoch=bundle.info.get("best_epoch"),
             watermark=watermark,
         )
+    report_after_evaluate(Path(run_dir), out, Path(features_dir))
     return metrics
 
 

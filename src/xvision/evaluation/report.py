@@ -1,0 +1,490 @@
+"""One self-contained HTML report of a run: what data, which model, how good, where it fails, how far to trust it.
+
+:func:`write_report` reads what the stages before it wrote, and nothing else: the run folder (``bundle.json``,
+``history.csv``), the evaluation (``metrics.json``, ``predictions.csv``, ``plots/*.png``, see
+docs/evaluation.md) and, when reachable, the feature store (``meta.json``, ``index.csv``) and the images
+behind it for thumbnails. Every part is optional except ``bundle.json``: a run that was never evaluated, an
+older ``metrics.json`` without intervals, or images that moved give a shorter report, not an error.
+
+Images are inlined as ``data:`` URIs and the page carries its own CSS and no script, so the single file opens
+offline, from an e-mail attachment or an archive, years later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter, defaultdict
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from xvision._fileio import atomic_write_text
+from xvision._version import __version__
+from xvision.errors import RunError
+from xvision.evaluation.audit_features import describe_feature
+from xvision.evaluation.report_gallery import build_gallery, png_data_uri, read_predictions
+
+log = logging.getLogger(__name__)
+
+REPORT_NAME = "report.html"
+SMALL_TEST_SET = 100
+"""Below this many evaluated images the model card warns that intervals are wide."""
+POOR_CALIBRATION = 0.1
+"""Above this expected calibration error the model card warns that probabilities are off."""
+_HEADLINE = (
+    ("roc_auc", "ROC AUC"),
+    ("sensitivity", "Sensitivity"),
+    ("specificity", "Specificity"),
+    ("accuracy", "Accuracy"),
+)
+_METRICS = (
+    *_HEADLINE,
+    ("balanced_accuracy", "Balanced accuracy"),
+    ("brier", "Brier score (lower is better)"),
+    ("ece", "Expected calibration error (lower is better)"),
+)
+
+
+def write_report(
+    run_dir: str | Path,
+    *,
+    results_dir: str | Path | None = None,
+    features_dir: str | Path | None = None,
+    out: str | Path | None = None,
+) -> Path:
+    """Write the HTML report of a run and return its path.
+
+    Args:
+        run_dir: The run folder written by ``xvision train``.
+        results_dir: Where ``evaluate`` wrote ``metrics.json`` and ``plots/`` (default: ``run_dir``).
+        features_dir: The feature store, for the data summary and the images (default: the one the run
+            was trained on, as recorded in bundle.json).
+        out: The HTML file (default: ``report.html`` in ``results_dir``).
+
+    Raises:
+        RunError: ``run_dir`` has no readable ``bundle.json``.
+    """
+    run_dir = Path(run_dir)
+    results = Path(results_dir) if results_dir is not None else run_dir
+    bundle = _read_json(run_dir / "bundle.json")
+    if bundle is None:
+        raise RunError(f"{run_dir}: not a run folder (no readable bundle.json); create one with `xvision train`")
+    metrics = _read_json(results / "metrics.json")
+    store = _find_store(features_dir, bundle, metrics)
+    context = build_context(run_dir, results, bundle, metrics, store)
+    out = Path(out) if out is not None else results / REPORT_NAME
+    return atomic_write_text(out, render(context))
+
+
+def report_after_evaluate(run_dir: Path, results_dir: Path, features_dir: Path) -> Path | None:
+    """Write the report at the end of ``evaluate``; a failure is logged, never raised (metrics are written)."""
+    try:
+        path = write_report(run_dir, results_dir=results_dir, features_dir=features_dir)
+    except Exception as error:  # noqa: BLE001 - the report is a view; the numbers already exist
+        log.warning(
+            "could not write the HTML report (%s: %s); run `xvision report %s`", type(error).__name__, error, run_dir
+        )
+        return None
+    log.info("report: %s", path)
+    return path
+
+
+def render(context: dict[str, Any]) -> str:
+    """Fill the HTML template (``templates/report.html``) with a context from :func:`build_context`."""
+    import jinja2
+
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("xvision.evaluation", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters["num"] = _num
+    return env.get_template("report.html").render(**context)
+
+
+def build_context(
+    run_dir: Path,
+    results: Path,
+    bundle: dict[str, Any],
+    metrics: dict[str, Any] | None,
+    store: Path | None,
+) -> dict[str, Any]:
+    """Everything the template shows, with every optional part already resolved to a value or None."""
+    meta = _read_json(store / "meta.json") if store else None
+    index = _read_index(store / "index.csv") if store else []
+    classes = list(bundle.get("classes") or (metrics or {}).get("classes") or [])
+    positive = (metrics or {}).get("positive") or bundle.get("positive")
+    plots = results / "plots"
+    untrained = bool(bundle.get("untrained_backbone"))
+    audit = bundle.get("audit")
+    manifest = (meta or {}).get("manifest") or (bundle.get("data") or {}).get("manifest")
+    image_root = Path(manifest["path"]).parent if manifest and manifest.get("path") else None
+    m = metrics or {}
+    return {
+        "title": f"Xvision report: {run_dir.resolve().name}",
+        "run_dir": str(run_dir),
+        "created": bundle.get("created"),
+        "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "xvision_version": __version__,
+        "untrained": untrained,
+        "banners": _banners(untrained, audit, metrics),
+        "classes": classes,
+        "positive": positive,
+        "metrics": metrics,
+        "split": m.get("split"),
+        "n": m.get("n"),
+        "headline": [row for row in _metric_rows(m, _HEADLINE) if row["value"] is not None],
+        "metric_rows": _metric_rows(m, _METRICS),
+        "class_rows": _class_rows(m, classes),
+        "interval_note": _interval_note(m),
+        "confusion": _confusion(m, classes),
+        "data": _data_summary(index, bundle, store),
+        "manifest": manifest,
+        "audit": _audit(audit),
+        "provenance": _provenance(bundle, meta, store, metrics),
+        "versions": sorted((bundle.get("versions") or {}).items()),
+        "training": {
+            "best_epoch": bundle.get("best_epoch"),
+            "epochs": bundle.get("epochs"),
+            "selection": bundle.get("selection"),
+        },
+        "threshold": _threshold(bundle, m),
+        "calibration": _calibration(bundle, m),
+        "plots": {
+            name: png_data_uri(plots / f"{name}.png") if (plots / f"{name}.png").is_file() else None
+            for name in ("training_curve", "confusion_matrix", "roc", "reliability")
+        },
+        "gallery": build_gallery(read_predictions(results / "predictions.csv"), classes, positive, image_root)
+        if metrics
+        else None,
+        "card": _model_card(bundle, m, classes, positive, audit, index),
+    }
+
+
+def _banners(untrained: bool, audit: dict[str, Any] | None, metrics: dict[str, Any] | None) -> list[dict[str, str]]:
+    banners = []
+    if untrained:
+        banners.append(
+            {
+                "kind": "danger",
+                "title": "UNTRAINED BACKBONE",
+                "text": "The features come from a network with random weights. Every number and picture in this "
+                "report is meaningless; it exists to test the pipeline.",
+            }
+        )
+    if audit and audit.get("verdict") == "warn":
+        names = ", ".join(item["feature"] for item in audit.get("strongest", [])[:3])
+        banners.append(
+            {
+                "kind": "warning",
+                "title": "Possible shortcut in the data",
+                "text": f"Image properties that should not carry the diagnosis predict the label with "
+                f"cross-validated AUC {_num(audit.get('auc'))} (strongest: {names}). The model may have learned "
+                "them instead of the disease; see Data.",
+            }
+        )
+    if metrics and metrics.get("overlap_with_training"):
+        banners.append(
+            {
+                "kind": "warning",
+                "title": "Evaluated on training images",
+                "text": f"{metrics['overlap_with_training']} evaluated images were used in training: the figures "
+                "are optimistic.",
+            }
+        )
+    if metrics is None:
+        banners.append(
+            {
+                "kind": "info",
+                "title": "Not evaluated yet",
+                "text": "There is no metrics.json: run `xvision evaluate RUN --features FEATURES` for results.",
+            }
+        )
+    return banners
+
+
+def _audit(record: dict[str, Any] | None) -> dict[str, Any] | None:
+    """bundle.json's ``audit`` with every key the template reads (older or partial records degrade)."""
+    if not isinstance(record, dict):
+        return None
+    keys = ("status", "reason", "verdict", "auc", "ci_low", "ci_high", "threshold", "n_images", "folds", "model")
+    out = {key: record.get(key) for key in keys}
+    out["status"] = out["status"] or "done"
+    out["n_skipped"] = record.get("n_skipped") or 0
+    out["strongest"] = [
+        {"meaning": describe_feature(str(item.get("feature"))), **item}
+        for item in record.get("strongest") or []
+        if isinstance(item, dict)
+    ]
+    return out
+
+
+def _metric_rows(metrics: dict[str, Any], names: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
+    intervals = metrics.get("intervals") or {}
+    rows = []
+    for key, label in names:
+        if key not in metrics:
+            continue
+        ci = intervals.get(key) or {}
+        rows.append(
+            {"key": key, "label": label, "value": metrics[key], "low": ci.get("ci_low"), "high": ci.get("ci_high")}
+        )
+    return rows
+
+
+def _class_rows(metrics: dict[str, Any], classes: list[str]) -> list[dict[str, Any]]:
+    if "precision" not in metrics:
+        return []
+    intervals = metrics.get("intervals") or {}
+    rows = []
+    for c in classes:
+        row: dict[str, Any] = {
+            "name": c,
+            "f1": metrics.get("f1", {}).get(c),
+            "support": metrics.get("support", {}).get(c),
+        }
+        for key in ("precision", "recall"):
+            ci = (intervals.get(key) or {}).get(c) or {}
+            row[key] = {"value": metrics[key].get(c), "low": ci.get("ci_low"), "high": ci.get("ci_high")}
+        rows.append(row)
+    return rows
+
+
+def _interval_note(metrics: dict[str, Any]) -> str | None:
+    boot = metrics.get("bootstrap")
+    if not boot:
+        return None
+    unit = "patients (groups)" if boot.get("unit") == "group" else "images"
+    return (
+        f"Intervals: {boot.get('level', 0.95):.0%} percentile bootstrap, {boot.get('n_resamples')} resamples of "
+        f"{boot.get('n_units')} {unit} within each class (seed {boot.get('seed')})."
+    )
+
+
+def _confusion(metrics: dict[str, Any], classes: list[str]) -> list[list[Any]] | None:
+    matrix = metrics.get("confusion_matrix")
+    if not matrix or len(matrix) != len(classes):
+        return None
+    return [[c, *row] for c, row in zip(classes, matrix, strict=True)]
+
+
+def _data_summary(index: list[dict[str, str]], bundle: dict[str, Any], store: Path | None) -> dict[str, Any]:
+    data = bundle.get("data") or {}
+    fallback = {
+        "n_train": data.get("n_train"),
+        "n_val": data.get("n_val"),
+        "train_per_class": data.get("train_per_class") or {},
+    }
+    if not index:
+        return {"rows": [], "labels": [], "failed": 0, "has_groups": False, "store": None, "fallback": fallback}
+    counts: Counter[tuple[str, str]] = Counter()
+    groups: dict[str, set[str]] = defaultdict(set)
+    failed = 0
+    for number, row in enumerate(index):
+        if row.get("status") != "ok":
+            failed += 1
+            continue
+        split = row.get("split") or "(no split)"
+        counts[(split, row["label"])] += 1
+        groups[split].add(row.get("group") or f"\0{number}")
+    labels = sorted({label for _, label in counts})
+    order = {"train": 0, "val": 1, "test": 2}
+    rows = [
+        {
+            "split": split,
+            "counts": [counts[(split, label)] for label in labels],
+            "total": sum(counts[(split, label)] for label in labels),
+            "groups": len(groups[split]),
+        }
+        for split in sorted(groups, key=lambda name: (order.get(name, 3), name))
+    ]
+    return {
+        "rows": rows,
+        "labels": labels,
+        "failed": failed,
+        "has_groups": any(row.get("group") for row in index),
+        "store": str(store),
+        "fallback": fallback,
+    }
+
+
+def _provenance(
+    bundle: dict[str, Any], meta: dict[str, Any] | None, store: Path | None, metrics: dict[str, Any] | None
+) -> list[tuple[str, str]]:
+    backbone = bundle.get("backbone") or {}
+    weights = backbone.get("weights") or {}
+    head = bundle.get("head") or {}
+    rows = [
+        ("Backbone", str(backbone.get("name"))),
+        ("Weights", ", ".join(f"{k}: {v}" for k, v in weights.items())),
+        ("Preprocessing", ", ".join(f"{k}: {v}" for k, v in (backbone.get("preprocess") or {}).items())),
+        ("Feature dimension", str(backbone.get("feature_dim"))),
+        ("Head", f"{head.get('head')}: " + ", ".join(f"{k}={v}" for k, v in (head.get("params") or {}).items())),
+        ("Run created", str(bundle.get("created"))),
+    ]
+    if store is not None:
+        rows.append(("Feature store", str(store)))
+    if meta:
+        made = ", ".join(f"{k}: {meta[k]}" for k in ("xvision_version", "torch_version", "dtype") if k in meta)
+        rows.append(("Features made with", made))
+    if metrics:
+        rows.append(("Evaluated", f"{metrics.get('split')} split of {metrics.get('features')}"))
+    return rows
+
+
+_THRESHOLD_KEYS = {
+    "source": "chosen on",
+    "n": "validation images",
+    "val_sensitivity": "sensitivity on validation",
+    "val_specificity": "specificity on validation",
+    "requested_rule": "rule asked for",
+}
+
+
+def _threshold(bundle: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any] | None:
+    from xvision.evaluation.operating import describe_threshold
+
+    entry = metrics.get("threshold_rule") or bundle.get("threshold")
+    if not isinstance(entry, dict):
+        return None
+    positive = metrics.get("positive") or bundle.get("positive")
+    details = [(_THRESHOLD_KEYS.get(k, k), v) for k, v in entry.items() if k not in ("value", "rule")]
+    return {
+        "text": describe_threshold(entry, positive),
+        "value": entry.get("value"),
+        "rule": entry.get("rule"),
+        "details": details,
+    }
+
+
+def _calibration(bundle: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any] | None:
+    calibration = metrics.get("calibration")
+    if not isinstance(calibration, dict):
+        return None
+    applied = calibration.get("applied") or bundle.get("calibration") or {"method": "none"}
+    return {
+        "ece": calibration.get("ece"),
+        "brier": calibration.get("brier"),
+        "binned": calibration.get("binned"),
+        "applied": applied,
+    }
+
+
+def _model_card(
+    bundle: dict[str, Any],
+    metrics: dict[str, Any],
+    classes: list[str],
+    positive: str | None,
+    audit: dict[str, Any] | None,
+    index: list[dict[str, str]],
+) -> dict[str, Any]:
+    backbone = bundle.get("backbone") or {}
+    data = bundle.get("data") or {}
+    per_class = ", ".join(f"{n} {c}" for c, n in (data.get("train_per_class") or {}).items())
+    use = f"Research and education: sorting chest radiographs into {', '.join(classes)}"
+    use += f" (positive class: {positive})." if positive else "."
+    model = f"{(bundle.get('head') or {}).get('head', 'head')} classifier on {backbone.get('name')} features"
+    model += f" ({(backbone.get('weights') or {}).get('name')})."
+    trained = f"Trained on {data.get('n_train')} images ({per_class}); {data.get('n_val', 0)} for validation."
+    evaluated = (
+        f"Evaluated on {metrics['n']} images of the {metrics.get('split')} split."
+        if metrics.get("n")
+        else "Not evaluated yet."
+    )
+    figures = [
+        f"{row['label']} {_num(row['value'])}"
+        + (f" (95% CI {_num(row['low'])} to {_num(row['high'])})" if row["low"] is not None else "")
+        for row in _metric_rows(metrics, _HEADLINE)
+        if row["value"] is not None
+    ]
+    return {
+        "use": use,
+        "not_for": "Not a medical device: not validated for clinical use; it must not guide the care of a patient.",
+        "model": model,
+        "data": f"{trained} {evaluated}",
+        "figures": figures,
+        "limitations": _limitations(bundle, metrics, audit, index),
+    }
+
+
+def _limitations(
+    bundle: dict[str, Any], metrics: dict[str, Any], audit: dict[str, Any] | None, index: list[dict[str, str]]
+) -> list[str]:
+    notes = []
+    if bundle.get("untrained_backbone"):
+        notes.append("UNTRAINED BACKBONE: random features; the figures measure nothing but chance.")
+    n = metrics.get("n")
+    auc = (metrics.get("intervals") or {}).get("roc_auc") or {}
+    if n and n < SMALL_TEST_SET:
+        spread = (
+            f" (the AUC could lie anywhere from {_num(auc['ci_low'])} to {_num(auc['ci_high'])})"
+            if auc.get("ci_low") is not None
+            else ""
+        )
+        notes.append(f"Small test set: {n} images{spread}. Intervals are wide and only approximate at this size.")
+    if metrics and "intervals" not in metrics:
+        notes.append("No confidence intervals were computed for this evaluation.")
+    if audit is None:
+        notes.append("No shortcut audit was recorded for this run; run `xvision audit MANIFEST`.")
+    elif audit.get("verdict") == "warn":
+        names = ", ".join(item["feature"] for item in audit.get("strongest", [])[:3])
+        notes.append(
+            f"The shortcut audit warned (AUC {_num(audit.get('auc'))} from {names}): results may rest on artefacts."
+        )
+    elif audit.get("status") in ("skipped", "off"):
+        notes.append(f"The shortcut audit did not run ({audit.get('reason')}).")
+    if metrics.get("overlap_with_training"):
+        notes.append(f"{metrics['overlap_with_training']} evaluated images were also used in training.")
+    threshold = bundle.get("threshold") or {}
+    if threshold.get("source") == "none":
+        notes.append(f"The decision threshold is a default ({threshold.get('note') or 'no validation split'}).")
+    ece = metrics.get("ece")
+    if ece is not None and ece > POOR_CALIBRATION:
+        notes.append(f"Probabilities are poorly calibrated (ECE {_num(ece)}): read them as scores, not risks.")
+    if index and not any(row.get("group") for row in index):
+        notes.append("No patient ids (group column): if a patient has several images, figures may be optimistic.")
+    notes.append(
+        "Tested only on images from the same source as the training data; performance on other hospitals, "
+        "scanners, populations or prevalences is unknown."
+    )
+    return notes
+
+
+def _find_store(explicit: str | Path | None, bundle: dict[str, Any], metrics: dict[str, Any] | None) -> Path | None:
+    candidates = [explicit, (bundle.get("head") or {}).get("features_dir"), (metrics or {}).get("features")]
+    for candidate in candidates:
+        if candidate and (Path(candidate) / "meta.json").is_file():
+            return Path(candidate)
+    return None
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _read_index(path: Path) -> list[dict[str, str]]:
+    import csv
+
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            return list(csv.DictReader(handle))
+    except OSError:
+        return []
+
+
+def _num(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
+
+
+__all__ = ["REPORT_NAME", "build_context", "render", "report_after_evaluate", "write_report"]

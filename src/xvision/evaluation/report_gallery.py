@@ -1,0 +1,113 @@
+"""The report's gallery: the most confident mistakes of a run, with thumbnails inlined as data URIs."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from xvision.errors import XvisionError
+
+log = logging.getLogger(__name__)
+
+THUMBNAIL_SIZE = 176
+"""Longest side of a gallery thumbnail, in pixels."""
+PER_KIND = 8
+"""Mistakes shown per kind (false positives, false negatives, or confident mistakes)."""
+
+
+@dataclass(frozen=True)
+class Mistake:
+    """One wrongly classified image, as the report shows it."""
+
+    path: str
+    label: str
+    predicted: str
+    probability: float  # of the positive class (two classes) or of the predicted class (more)
+    score: str  # what ``probability`` is, e.g. "p(nodule)"
+    thumbnail: str | None  # a data: URI, or None when the image could not be read
+
+
+@dataclass(frozen=True)
+class Gallery:
+    """Groups of mistakes (title -> mistakes) and a note on what could not be shown."""
+
+    groups: dict[str, list[Mistake]]
+    note: str | None = None
+
+
+def read_predictions(path: Path) -> list[dict[str, str]]:
+    """Rows of ``predictions.csv`` (``path,label,predicted,p_<class>...``); empty when the file is absent."""
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def build_gallery(
+    rows: list[dict[str, str]], classes: list[str], positive: str | None, image_root: Path | None
+) -> Gallery:
+    """Pick the most confident mistakes and make their thumbnails.
+
+    Two classes: false positives sorted by the positive class's probability (highest first), false negatives
+    by it (lowest first). More classes: mistakes sorted by the probability of the predicted class. Relative
+    paths are resolved against ``image_root`` (the manifest's folder); unreadable images get no thumbnail.
+    """
+    wrong = [row for row in rows if row["label"] != row["predicted"]]
+    if len(classes) == 2 and positive in classes:
+        key = f"p_{positive}"
+        false_pos = sorted((r for r in wrong if r["predicted"] == positive), key=lambda r: -float(r[key]))
+        false_neg = sorted((r for r in wrong if r["label"] == positive), key=lambda r: float(r[key]))
+        picked = {
+            f"Most confident false positives (predicted {positive})": [(r, float(r[key]), positive) for r in false_pos],
+            f"Most confident false negatives (missed {positive})": [(r, float(r[key]), positive) for r in false_neg],
+        }
+    else:
+        ranked = sorted(wrong, key=lambda r: -float(r[f"p_{r['predicted']}"]))
+        picked = {"Most confident mistakes": [(r, float(r[f"p_{r['predicted']}"]), r["predicted"]) for r in ranked]}
+    groups: dict[str, list[Mistake]] = {}
+    missing = 0
+    for title, items in picked.items():
+        shown = []
+        for row, probability, scored in items[:PER_KIND]:
+            thumbnail = _thumbnail(row["path"], image_root)
+            missing += thumbnail is None
+            shown.append(Mistake(row["path"], row["label"], row["predicted"], probability, f"p({scored})", thumbnail))
+        groups[title] = shown
+    note = None
+    if missing:
+        where = f"under {image_root}" if image_root else "(the feature store's manifest location is unknown)"
+        note = f"{missing} image(s) could not be read {where}; they are listed without a thumbnail."
+    return Gallery(groups=groups, note=note)
+
+
+def png_data_uri(path: Path) -> str:
+    """A PNG file as a ``data:image/png;base64,...`` URI."""
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+def _thumbnail(relative: str, image_root: Path | None) -> str | None:
+    from xvision.io import load_image
+
+    path = Path(relative)
+    if not path.is_absolute():
+        if image_root is None:
+            return None
+        path = Path(os.path.normpath(image_root / path))
+    try:
+        image = load_image(path)
+    except XvisionError as error:
+        log.debug("no thumbnail: %s", error)
+        return None
+    pixels = Image.fromarray(np.round(image * 255).astype(np.uint8))
+    pixels.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    pixels.save(buffer, format="JPEG", quality=85)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
