@@ -8,6 +8,7 @@ batch (a few seconds), with a dynamic batch dimension.
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any
 
 import numpy as np
@@ -37,7 +38,8 @@ class OpenVinoRunner:
         import openvino as ov
 
         channels, height, width = sample.shape[1:]
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # the converter traces with torch.jit
             converted = ov.convert_model(
                 self._model.eval(),
                 example_input=torch.zeros(1, channels, height, width),

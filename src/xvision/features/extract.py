@@ -223,14 +223,6 @@ def extract_features(
         with _threads(plan.threads), torch.inference_mode():
             if runner is not None and not runner.plan.is_reference:
                 guard, guard_keys, guard_features = _run_guard(backbone, runner, _guard_sample(items, guard_sample))
-                if guard is not None:
-                    # The sample's fast-path features are what the main loop would compute: keep them.
-                    pending_keys.extend(guard_keys)
-                    pending.append(guard_features)
-                    report.extracted += len(guard_keys)
-                    done = set(guard_keys)
-                    items = [item for item in items if item[0] not in done]
-                    bar.update(len(guard_keys))
             if runner is not None:
                 recorded = runner.plan
                 meta = _record_run(store, meta, recorded, guard)
@@ -242,6 +234,13 @@ def extract_features(
                         f"{store.root}: accuracy guard failed ({guard.describe()}, below {guard.threshold}); "
                         "re-run with --precision fp32, or without --strict to accept these features"
                     )
+                # The sample's fast-path features are what the main loop would compute: keep them.
+                pending_keys.extend(guard_keys)
+                pending.append(guard_features)
+                report.extracted += len(guard_keys)
+                done = set(guard_keys)
+                items = [item for item in items if item[0] not in done]
+                bar.update(len(guard_keys))
             last_flush = time.monotonic()
             for batch in _batches(items, backbone.preprocess_config, runner.plan if runner else plan):
                 for key, err in batch.failed:

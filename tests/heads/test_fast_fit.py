@@ -1,0 +1,68 @@
+"""MLPClassifier.fit's fast SGD computes what a plain PyTorch SGD loop computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from xvision.heads import MLPClassifier
+from xvision.heads.mlp import MLPNet, _column_stats
+
+
+def _codes(n: int = 200, d: int = 300, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, n)
+    X = np.maximum(rng.normal(size=(n, d)) - 0.5 + 0.8 * y[:, None] * (np.arange(d) < 10), 0).astype(np.float32)
+    return X, np.array(["a", "b"])[y]
+
+
+def _plain_sgd(head: MLPClassifier, X: np.ndarray, y: np.ndarray) -> tuple[list[float], MLPNet]:
+    """The textbook loop, with the estimator's seed, shuffling and standardisation."""
+    torch.manual_seed(head.seed)
+    generator = torch.Generator().manual_seed(head.seed)
+    yt = torch.from_numpy((y == "b").astype(np.int64))
+    net = MLPNet(X.shape[1], list(head.hidden), 2)
+    mean, std = _column_stats(X)
+    net.mean.copy_(torch.from_numpy(mean.astype(np.float32)))
+    net.scale.copy_(torch.from_numpy(np.maximum(std, max(float(np.median(std)) * 1e-2, 1e-6)).astype(np.float32)))
+    optimizer = torch.optim.SGD(net.parameters(), lr=head.lr, weight_decay=head.weight_decay)
+    Xt, losses = torch.from_numpy(X), []
+    for _ in range(head.epochs):
+        order = torch.randperm(len(Xt), generator=generator)
+        total = 0.0
+        for start in range(0, len(order), head.batch_size):
+            idx = order[start : start + head.batch_size]
+            loss = nn.functional.cross_entropy(net(Xt[idx]), yt[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / len(Xt))
+    return losses, net
+
+
+@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
+def test_fused_first_layer_update_matches_plain_sgd(weight_decay: float) -> None:
+    X, y = _codes()
+    head = MLPClassifier(hidden=(32, 16), epochs=4, lr=0.05, weight_decay=weight_decay).fit(X, y)
+    losses, net = _plain_sgd(head, X, y)
+    assert [r["train_loss"] for r in head.history_] == pytest.approx(losses, rel=1e-4)
+    for name, value in net.state_dict().items():
+        assert torch.allclose(head.net_.state_dict()[name], value, atol=1e-5), name
+    assert all(p.requires_grad for p in head.net_.parameters())  # the fused step gives them back
+
+
+def test_momentum_uses_the_standard_optimizer_and_still_learns() -> None:
+    X, y = _codes(300)
+    head = MLPClassifier(hidden=(32,), epochs=8, lr=0.02, momentum=0.9).fit(X, y)
+    assert head.history_[-1]["train_loss"] < head.history_[0]["train_loss"]
+    assert (head.predict(X) == y).mean() > 0.8
+
+
+def test_fit_leaves_threads_as_it_found_them() -> None:
+    X, y = _codes(60)
+    before = torch.get_num_threads()
+    MLPClassifier(hidden=(8,), epochs=1).fit(X, y)
+    assert torch.get_num_threads() == before
