@@ -14,6 +14,7 @@ from xvision.errors import FeatureStoreError
 from xvision.evaluation import crossval
 from xvision.evaluation.bootstrap import BootstrapConfig
 from xvision.evaluation.crossval import CVConfig, cross_validate, cv_groups
+from xvision.evaluation.operating import describe_threshold
 from xvision.features.dataset import FeatureSet
 from xvision.features.store import IndexRow
 
@@ -108,6 +109,8 @@ def test_inner_validation_picks_each_folds_threshold(store_factory, tmp_path) ->
     assert len(details) == 3 and all(d["n_val"] > 0 and d["temperature"] > 0 for d in details)
     assert metrics["threshold_rule"]["per_fold"] == [d["threshold"] for d in details]
     assert metrics["threshold_rule"]["source"] == "each fold's validation part"
+    line = describe_threshold(metrics["threshold_rule"], "nodule")
+    assert line.startswith("p(nodule) >= each fold's own threshold (sensitivity:0.8 on each fold's validation part")
 
 
 def test_identical_images_share_a_group_across_patients() -> None:

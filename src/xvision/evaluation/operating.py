@@ -17,11 +17,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from sklearn.metrics import roc_auc_score
 
 from xvision.evaluation.calibration import TEMPERATURE_BOUNDS, apply_temperature, fit_temperature
 from xvision.evaluation.threshold import DEFAULT_THRESHOLD, ThresholdRule, choose_threshold, default_positive
 
 CALIBRATION_METHODS = ("none", "temperature")
+#: Below this validation AUC a threshold chosen on validation is reported as close to arbitrary.
+WEAK_VALIDATION_AUC = 0.6
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +94,17 @@ def _threshold(
     if len(np.unique(is_pos)) < 2:
         return {**fallback, "note": f"the {source} holds one class only: the default threshold 0.5 is used"}
     chosen = choose_threshold(is_pos, proba[:, pos], rule)
+    val_auc = float(roc_auc_score(is_pos, proba[:, pos]))
+    if val_auc < WEAK_VALIDATION_AUC:
+        log.warning(
+            "the head separates the classes poorly on the %s (ROC AUC %.2f, n=%d): the %s threshold chosen "
+            "there (%.3f) is close to arbitrary",
+            source,
+            val_auc,
+            len(y),
+            rule,
+            chosen["value"],
+        )
     return {
         "value": chosen["value"],
         "rule": chosen["rule"],
@@ -98,11 +112,18 @@ def _threshold(
         "n": int(len(y)),
         "val_sensitivity": chosen["sensitivity"],
         "val_specificity": chosen["specificity"],
+        "val_auc": val_auc,
     }
 
 
 def describe_threshold(threshold: dict[str, Any] | None, positive: str | None) -> str:
     """One line for the CLI: how decisions are made, e.g. ``p(nodule) >= 0.372 (youden on validation split)``."""
+    if threshold and threshold.get("per_fold"):
+        values = threshold["per_fold"]
+        return (
+            f"p({positive}) >= each fold's own threshold ({threshold['rule']} on {threshold['source']}; "
+            f"mean {np.mean(values):.3f}, range {min(values):.3f}-{max(values):.3f})"
+        )
     if not threshold or threshold.get("value") is None:
         if threshold and threshold.get("rule") == "argmax":
             return "the most probable class is predicted (more than two classes)"
