@@ -96,3 +96,25 @@ def test_temperature_one_is_the_identity() -> None:
     assert apply_temperature(proba, 1.0) is proba and apply_temperature(proba, None) is proba
     assert apply_temperature(proba, 1.0 + 1e-12) == pytest.approx(proba, abs=1e-6)
     assert apply_temperature(proba, 2.0).dtype == np.float32
+
+
+def test_reliability_diagram_and_roc_band_are_drawn(tmp_path) -> None:
+    from PIL import Image
+
+    from xvision.evaluation import plot_reliability, plot_roc, score_predictions
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 80)
+    p = np.clip(0.3 * y + 0.7 * rng.random(80), 0, 1)
+    metrics = score_predictions(y, two_class(p), ["normal", "nodule"], positive="nodule")
+    bins = metrics["calibration"]["bins"]
+    out = plot_reliability(bins, tmp_path / "rel.png", ece=metrics["ece"], brier=metrics["brier"], watermark="X")
+    band = metrics["roc_band"]
+    assert len(band["fpr"]) == len(band["tpr_low"]) == len(band["tpr_high"]) == 51
+    assert all(lo <= hi for lo, hi in zip(band["tpr_low"], band["tpr_high"], strict=True))
+    roc = plot_roc(y, p, tmp_path / "roc.png", band=band, auc_interval=(0.6, 0.8), operating_point=(0.2, 0.7))
+    for path in (out, roc):
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width > 100
+    with pytest.raises(ValueError, match="non-empty"):
+        plot_reliability([{"lower": 0.0, "upper": 1.0, "n": 0}], tmp_path / "empty.png")
