@@ -137,7 +137,8 @@ def test_report_command_and_graceful_degradation(phantom_run: Path, tmp_path: Pa
     page = Page(out.read_text(encoding="utf-8"))
     assert set(SECTIONS) <= page.ids
     assert "95% CI" not in page.words and "no interval" in page.words
-    assert "image not reachable" in page.words and "could not be read" in page.words
+    assert "No image could be read" in page.words  # mistakes listed as a table, without thumbnails
+    assert not any(src.startswith("data:image/jpeg") for src in page.images)
     assert "without the audit" in page.words
 
     for name in ("metrics.json", "predictions.csv"):

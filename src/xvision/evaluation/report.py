@@ -23,15 +23,12 @@ from xvision._fileio import atomic_write_text
 from xvision._version import __version__
 from xvision.errors import RunError
 from xvision.evaluation.audit_features import describe_feature
+from xvision.evaluation.report_card import model_card, num
 from xvision.evaluation.report_gallery import build_gallery, png_data_uri, read_predictions
 
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
-SMALL_TEST_SET = 100
-"""Below this many evaluated images the model card warns that intervals are wide."""
-POOR_CALIBRATION = 0.1
-"""Above this expected calibration error the model card warns that probabilities are off."""
 _HEADLINE = (
     ("roc_auc", "ROC AUC"),
     ("sensitivity", "Sensitivity"),
@@ -101,7 +98,7 @@ def render(context: dict[str, Any]) -> str:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters["num"] = _num
+    env.filters["num"] = num
     return env.get_template("report.html").render(**context)
 
 
@@ -119,7 +116,7 @@ def build_context(
     positive = (metrics or {}).get("positive") or bundle.get("positive")
     plots = results / "plots"
     untrained = bool(bundle.get("untrained_backbone"))
-    audit = bundle.get("audit")
+    audit = _audit(bundle.get("audit"))
     manifest = (meta or {}).get("manifest") or (bundle.get("data") or {}).get("manifest")
     image_root = Path(manifest["path"]).parent if manifest and manifest.get("path") else None
     m = metrics or {}
@@ -143,7 +140,7 @@ def build_context(
         "confusion": _confusion(m, classes),
         "data": _data_summary(index, bundle, store),
         "manifest": manifest,
-        "audit": _audit(audit),
+        "audit": audit,
         "provenance": _provenance(bundle, meta, store, metrics),
         "versions": sorted((bundle.get("versions") or {}).items()),
         "training": {
@@ -160,7 +157,7 @@ def build_context(
         "gallery": build_gallery(read_predictions(results / "predictions.csv"), classes, positive, image_root)
         if metrics
         else None,
-        "card": _model_card(bundle, m, classes, positive, audit, index),
+        "card": model_card(bundle, m, classes, positive, audit, index, figures=_figures(m)),
     }
 
 
@@ -176,13 +173,13 @@ def _banners(untrained: bool, audit: dict[str, Any] | None, metrics: dict[str, A
             }
         )
     if audit and audit.get("verdict") == "warn":
-        names = ", ".join(item["feature"] for item in audit.get("strongest", [])[:3])
+        names = "; ".join(item["meaning"] for item in audit["strongest"][:2])
         banners.append(
             {
                 "kind": "warning",
                 "title": "Possible shortcut in the data",
                 "text": f"Image properties that should not carry the diagnosis predict the label with "
-                f"cross-validated AUC {_num(audit.get('auc'))} (strongest: {names}). The model may have learned "
+                f"cross-validated AUC {num(audit.get('auc'))} (strongest: {names}). The model may have learned "
                 "them instead of the disease; see Data.",
             }
         )
@@ -220,6 +217,16 @@ def _audit(record: dict[str, Any] | None) -> dict[str, Any] | None:
         if isinstance(item, dict)
     ]
     return out
+
+
+def _figures(metrics: dict[str, Any]) -> list[str]:
+    """The headline figures as sentences for the model card, with their intervals when known."""
+    return [
+        f"{row['label']} {num(row['value'])}"
+        + (f" (95% CI {num(row['low'])} to {num(row['high'])})" if row["low"] is not None else "")
+        for row in _metric_rows(metrics, _HEADLINE)
+        if row["value"] is not None
+    ]
 
 
 def _metric_rows(metrics: dict[str, Any], names: tuple[tuple[str, str], ...]) -> list[dict[str, Any]]:
@@ -329,7 +336,8 @@ def _provenance(
         rows.append(("Feature store", str(store)))
     if meta:
         made = ", ".join(f"{k}: {meta[k]}" for k in ("xvision_version", "torch_version", "dtype") if k in meta)
-        rows.append(("Features made with", made))
+        if made:
+            rows.append(("Features made with", made))
     if metrics:
         rows.append(("Evaluated", f"{metrics.get('split')} split of {metrics.get('features')}"))
     return rows
@@ -353,6 +361,7 @@ def _threshold(bundle: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any
     positive = metrics.get("positive") or bundle.get("positive")
     details = [(_THRESHOLD_KEYS.get(k, k), v) for k, v in entry.items() if k not in ("value", "rule")]
     return {
+        "validated": entry.get("value") is not None and "validation" in str(entry.get("source", "")),
         "text": describe_threshold(entry, positive),
         "value": entry.get("value"),
         "rule": entry.get("rule"),
@@ -371,86 +380,6 @@ def _calibration(bundle: dict[str, Any], metrics: dict[str, Any]) -> dict[str, A
         "binned": calibration.get("binned"),
         "applied": applied,
     }
-
-
-def _model_card(
-    bundle: dict[str, Any],
-    metrics: dict[str, Any],
-    classes: list[str],
-    positive: str | None,
-    audit: dict[str, Any] | None,
-    index: list[dict[str, str]],
-) -> dict[str, Any]:
-    backbone = bundle.get("backbone") or {}
-    data = bundle.get("data") or {}
-    per_class = ", ".join(f"{n} {c}" for c, n in (data.get("train_per_class") or {}).items())
-    use = f"Research and education: sorting chest radiographs into {', '.join(classes)}"
-    use += f" (positive class: {positive})." if positive else "."
-    model = f"{(bundle.get('head') or {}).get('head', 'head')} classifier on {backbone.get('name')} features"
-    model += f" ({(backbone.get('weights') or {}).get('name')})."
-    trained = f"Trained on {data.get('n_train')} images ({per_class}); {data.get('n_val', 0)} for validation."
-    evaluated = (
-        f"Evaluated on {metrics['n']} images of the {metrics.get('split')} split."
-        if metrics.get("n")
-        else "Not evaluated yet."
-    )
-    figures = [
-        f"{row['label']} {_num(row['value'])}"
-        + (f" (95% CI {_num(row['low'])} to {_num(row['high'])})" if row["low"] is not None else "")
-        for row in _metric_rows(metrics, _HEADLINE)
-        if row["value"] is not None
-    ]
-    return {
-        "use": use,
-        "not_for": "Not a medical device: not validated for clinical use; it must not guide the care of a patient.",
-        "model": model,
-        "data": f"{trained} {evaluated}",
-        "figures": figures,
-        "limitations": _limitations(bundle, metrics, audit, index),
-    }
-
-
-def _limitations(
-    bundle: dict[str, Any], metrics: dict[str, Any], audit: dict[str, Any] | None, index: list[dict[str, str]]
-) -> list[str]:
-    notes = []
-    if bundle.get("untrained_backbone"):
-        notes.append("UNTRAINED BACKBONE: random features; the figures measure nothing but chance.")
-    n = metrics.get("n")
-    auc = (metrics.get("intervals") or {}).get("roc_auc") or {}
-    if n and n < SMALL_TEST_SET:
-        spread = (
-            f" (the AUC could lie anywhere from {_num(auc['ci_low'])} to {_num(auc['ci_high'])})"
-            if auc.get("ci_low") is not None
-            else ""
-        )
-        notes.append(f"Small test set: {n} images{spread}. Intervals are wide and only approximate at this size.")
-    if metrics and "intervals" not in metrics:
-        notes.append("No confidence intervals were computed for this evaluation.")
-    if audit is None:
-        notes.append("No shortcut audit was recorded for this run; run `xvision audit MANIFEST`.")
-    elif audit.get("verdict") == "warn":
-        names = ", ".join(item["feature"] for item in audit.get("strongest", [])[:3])
-        notes.append(
-            f"The shortcut audit warned (AUC {_num(audit.get('auc'))} from {names}): results may rest on artefacts."
-        )
-    elif audit.get("status") in ("skipped", "off"):
-        notes.append(f"The shortcut audit did not run ({audit.get('reason')}).")
-    if metrics.get("overlap_with_training"):
-        notes.append(f"{metrics['overlap_with_training']} evaluated images were also used in training.")
-    threshold = bundle.get("threshold") or {}
-    if threshold.get("source") == "none":
-        notes.append(f"The decision threshold is a default ({threshold.get('note') or 'no validation split'}).")
-    ece = metrics.get("ece")
-    if ece is not None and ece > POOR_CALIBRATION:
-        notes.append(f"Probabilities are poorly calibrated (ECE {_num(ece)}): read them as scores, not risks.")
-    if index and not any(row.get("group") for row in index):
-        notes.append("No patient ids (group column): if a patient has several images, figures may be optimistic.")
-    notes.append(
-        "Tested only on images from the same source as the training data; performance on other hospitals, "
-        "scanners, populations or prevalences is unknown."
-    )
-    return notes
 
 
 def _find_store(explicit: str | Path | None, bundle: dict[str, Any], metrics: dict[str, Any] | None) -> Path | None:
@@ -477,14 +406,6 @@ def _read_index(path: Path) -> list[dict[str, str]]:
             return list(csv.DictReader(handle))
     except OSError:
         return []
-
-
-def _num(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return str(value)
-    return str(value) if isinstance(value, int) else f"{value:.{digits}f}"
 
 
 __all__ = ["REPORT_NAME", "build_context", "render", "report_after_evaluate", "write_report"]

@@ -42,6 +42,11 @@ class Gallery:
     groups: dict[str, list[Mistake]]
     note: str | None = None
 
+    @property
+    def thumbnails(self) -> bool:
+        """Whether any mistake has a thumbnail (else the report lists them as a table)."""
+        return any(item.thumbnail for items in self.groups.values() for item in items)
+
 
 def read_predictions(path: Path) -> list[dict[str, str]]:
     """Rows of ``predictions.csv`` (``path,label,predicted,p_<class>...``); empty when the file is absent."""
@@ -85,6 +90,8 @@ def build_gallery(
     if missing:
         where = f"under {image_root}" if image_root else "(the feature store's manifest location is unknown)"
         note = f"{missing} image(s) could not be read {where}; they are listed without a thumbnail."
+        if missing == sum(len(items) for items in groups.values()):
+            note = f"No image could be read {where}: no thumbnails."
     return Gallery(groups=groups, note=note)
 
 
