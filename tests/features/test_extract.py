@@ -156,9 +156,7 @@ def test_store_refuses_another_backbone(tmp_path, backbone) -> None:
 
 def test_leaky_manifest_is_refused(tmp_path, backbone) -> None:
     manifest = _write_set(tmp_path / "data", 3, split=True)
-    text = manifest.read_text().replace(
-        "nodule/nodule0.png,nodule,nodule0", "nodule/nodule0.png,nodule,nodule2"
-    )
+    text = manifest.read_text().replace("nodule/nodule0.png,nodule,nodule0", "nodule/nodule0.png,nodule,nodule2")
     manifest.write_text(text)  # nodule0 now shares group nodule2, which sits in test
     with pytest.raises(LeakageError, match="nodule2"):
         extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)

@@ -10,6 +10,8 @@ Performance section):
   (``pip install "xvision[fast]"``), else ``torch.compile`` for large jobs, else eager autocast.
 - Other CPUs (AVX2): fp32; OpenVINO when installed (about 2x PyTorch eager on VGG16), else PyTorch eager
   NCHW (channels-last fp32 does not pay there).
+- compute threads: one when the machine is already busy (OpenMP spin-waits badly under contention, see
+  :mod:`xvision._threads`), else PyTorch's setting;
 - ``precision="fp32"`` forces the reference path: PyTorch eager, fp32, NCHW, full-resolution decoding,
   i.e. exactly :meth:`Backbone.extract`.
 
@@ -31,6 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xvision._threads import auto_threads
 from xvision.errors import BackboneError
 
 log = logging.getLogger(__name__)
@@ -160,7 +163,6 @@ def choose_plan(
     _check_choice("engine", engine, ENGINES)
     _check_choice("device", device, DEVICES)
     hw = hardware or detect_hardware()
-    threads = threads or torch.get_num_threads()
     if device == "cuda" and not hw.cuda:
         raise BackboneError("--device cuda: no CUDA device is available; use --device cpu or auto")
     if precision == "fp32":
@@ -173,8 +175,9 @@ def choose_plan(
             engine="eager",
             batch_size=batch_size or (CUDA_BATCH if dev == "cuda" else CPU_BATCH),
             workers=default_workers(n_images, hw.cpu_count) if workers is None else workers,
-            threads=threads,
+            threads=threads or torch.get_num_threads(),  # the reference keeps the caller's setting
         )
+    threads = threads or auto_threads()
     dev = "cuda" if device == "cuda" or (device == "auto" and hw.cuda) else "cpu"
     if dev == "cuda":
         prec = precision if precision != "auto" else ("bf16" if hw.cuda_bf16 else "fp16")

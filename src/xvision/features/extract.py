@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xvision._fileio import sha256_file
+from xvision._threads import torch_threads
 from xvision._version import __version__
 from xvision.backbones import Backbone, PreprocessConfig, preprocess_image
 from xvision.backbones.runtime import ExecutionPlan, Runner, choose_plan, detect_hardware, make_runner
@@ -220,7 +220,7 @@ def extract_features(
     bar = tqdm(total=len(items), desc="extract", unit="img", disable=not progress or not items)
     guard: GuardResult | None = None
     try:
-        with _threads(plan.threads), torch.inference_mode():
+        with torch_threads(plan.threads), torch.inference_mode():
             if runner is not None and not runner.plan.is_reference:
                 guard, guard_keys, guard_features = _run_guard(backbone, runner, _guard_sample(items, guard_sample))
             if runner is not None:
@@ -295,19 +295,6 @@ def extract_features(
             report.failed.append((path, error))
     store.write_index(index_rows)
     return report
-
-
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    """Run with ``n`` intra-op threads, restoring the caller's setting afterwards."""
-    previous = torch.get_num_threads()
-    if n and n != previous:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        if torch.get_num_threads() != previous:
-            torch.set_num_threads(previous)
 
 
 MAX_RECORDED_RUNS = 20

@@ -14,9 +14,8 @@ Training is plain mini-batch SGD, made fast without changing what is computed:
   ``W.addmm_(grad_out.T, x, alpha=-lr)``: its gradient is never materialised, so each step streams the
   51 MB weight matrix twice instead of five times (and allocates nothing);
 - the remaining parameters use the multi-tensor (``foreach``) SGD update;
-- on a machine already busy (1-minute load average above 3/4 of its cores) training uses one thread: with
-  OpenMP's spin-waiting, two threads sharing busy cores made small steps 3-4x slower, while one thread
-  gives bit-identical results;
+- on a machine already busy (1-minute load average above 3/4 of its cores) training uses one thread (see
+  :mod:`xvision._threads`); one or two threads gave bit-identical models in our tests;
 - ``X`` may be a memory-mapped :class:`~xvision.features.array.FeatureArray`: batches are gathered from disk
   and the standardisation statistics are computed in chunks, so memory stays flat.
 """
@@ -26,7 +25,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -37,6 +35,7 @@ import torch
 from torch import nn
 
 from xvision._fileio import atomic_write
+from xvision._threads import auto_threads, torch_threads
 from xvision.errors import NotFittedError, RunError
 from xvision.features.array import FeatureArray
 
@@ -159,7 +158,7 @@ class MLPClassifier:
         best_state = None
         self.best_epoch_ = self.epochs
         step = _FusedFirstLayerStep(net, self) if self.momentum == 0 else _PlainStep(net, self)
-        with _flush_denormals(), _threads(_fit_threads()):
+        with _flush_denormals(), torch_threads(auto_threads()):
             for epoch in range(1, self.epochs + 1):
                 net.train()
                 order = torch.randperm(X.shape[0], generator=generator)
@@ -265,26 +264,6 @@ class MLPClassifier:
         model.net_.load_state_dict(state)
         model.net_.eval()
         return model
-
-
-def _fit_threads() -> int:
-    """One thread on a busy machine (OpenMP spin-waits badly under contention), else torch's setting."""
-    threads = torch.get_num_threads()
-    try:
-        busy = os.getloadavg()[0] > 0.75 * (os.cpu_count() or 1)
-    except OSError:  # no load average on this platform
-        busy = False
-    return 1 if busy else threads
-
-
-@contextmanager
-def _threads(n: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
 
 
 @contextmanager
