@@ -198,3 +198,36 @@ def test_largest_rectangle_matches_brute_force() -> None:
         mask = rng.random((rng.integers(1, 8), rng.integers(1, 8))) < rng.uniform(0.3, 0.95)
         assert largest_rectangle(mask) == brute(mask)
     assert largest_rectangle(np.zeros((4, 4), bool)) == 0
+
+
+def test_train_records_the_audit_and_no_audit_switches_it_off(tmp_path: Path) -> None:
+    from synthetic_store import make_store
+
+    store = make_store(tmp_path / "store", n_groups=12)
+    assert main(["train", str(store), "-o", str(tmp_path / "on"), "--epochs", "1", "--hidden", "8"]) == 0
+    record = json.loads((tmp_path / "on" / "bundle.json").read_text())["audit"]
+    assert record["status"] == "skipped" and "manifest" in record["reason"]  # synthetic: no images to audit
+    assert main(["train", str(store), "-o", str(tmp_path / "off"), "--epochs", "1", "--hidden", "8", "--no-audit"]) == 0
+    assert json.loads((tmp_path / "off" / "bundle.json").read_text())["audit"]["status"] == "off"
+
+
+@pytest.mark.slow
+@pytest.mark.realdata
+def test_a_mark_burned_into_real_radiographs_is_found(jsrt_dir: Path, tmp_path: Path) -> None:
+    """Real JSRT films, 30 per class; every nodule film gets a small white square near its top-right corner."""
+    rows = list(csv.DictReader(open(jsrt_dir / "labels.csv", encoding="utf-8")))
+    chosen = [r for r in rows if r["label"] == "nodule"][:30] + [r for r in rows if r["label"] == "normal"][:30]
+    with open(tmp_path / "manifest.csv", "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "group"])
+        for row in chosen:
+            name = Path(row["file"]).name
+            with Image.open(jsrt_dir / row["file"]) as image:
+                film = image.convert("L")
+            if row["label"] == "nodule":
+                ImageDraw.Draw(film).rectangle([940, 40, 980, 80], fill=255)
+            film.save(tmp_path / name)
+            writer.writerow([name, row["label"], row["study_id"]])
+    result = audit_manifest(tmp_path / "manifest.csv", AuditConfig(repeats=2))
+    assert result.warn and result.auc is not None and result.auc > 0.9
+    assert "top_right" in result.strongest[0]["feature"] or "any_corner" in result.strongest[0]["feature"]
