@@ -42,7 +42,8 @@ class TrainSummary:
 
 
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    if run_dir.exists() and any(run_dir.iterdir()):
+    # `xvision fit` keeps the run's own feature store in RUN_DIR/features; that alone is not a previous run.
+    if run_dir.exists() and any(p.name != "features" for p in run_dir.iterdir()):
         if not overwrite:
             raise RunError(f"{run_dir}: folder exists and is not empty; choose another -o or pass --overwrite")
         if not (run_dir / "bundle.json").exists() and not (run_dir / "history.csv").exists():

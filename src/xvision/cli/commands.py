@@ -12,6 +12,7 @@ from xvision.cli.demo_cmd import demo
 from xvision.cli.evaluate_cmd import evaluate
 from xvision.cli.extract_cmd import extract
 from xvision.cli.fetch_cmd import fetch
+from xvision.cli.fit_cmd import fit, recipes
 from xvision.cli.label_cmd import label
 from xvision.cli.manifest_cmd import manifest
 from xvision.cli.predict_cmd import predict
@@ -25,6 +26,8 @@ ALL: list[click.Command] = [
     audit,
     extract,
     train,
+    fit,
+    recipes,
     evaluate,
     report,
     cv,

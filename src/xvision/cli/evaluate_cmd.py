@@ -67,10 +67,21 @@ def format_metrics(metrics: dict) -> str:
     "--features",
     "features_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    required=True,
+    default=None,
     help="FEATURES_DIR extracted with the run's backbone.",
 )
-@click.option("--split", default="test", show_default=True, help="Split to score, or 'all'.")
+@click.option(
+    "--manifest",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Evaluate on these images instead: features are extracted on the fly with the run's backbone.",
+)
+@click.option(
+    "--split",
+    default=None,
+    help="Split to score, or 'all'  [default: test with --features, every image with --manifest].",
+)
+@click.option("--weights", default=None, help="Backbone weights file, when the run was made with --weights FILE.")
 @click.option(
     "-o",
     "--output",
@@ -88,16 +99,38 @@ def format_metrics(metrics: dict) -> str:
     help="Bootstrap resamples for the 95% intervals (0: no intervals).",
 )
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap.")
-def evaluate(run_dir: Path, features_dir: Path, split: str, out_dir: Path | None, n_resamples: int, seed: int) -> None:
-    """Score RUN_DIR on a split of FEATURES_DIR: metrics.json, predictions.csv, plots/*.png.
+def evaluate(
+    run_dir: Path,
+    features_dir: Path | None,
+    manifest: Path | None,
+    split: str | None,
+    weights: str | None,
+    out_dir: Path | None,
+    n_resamples: int,
+    seed: int,
+) -> None:
+    """Score RUN_DIR on a split of FEATURES_DIR, or on the images of --manifest (never seen by the run).
+
+    Writes metrics.json, predictions.csv, plots/*.png and report.html to -o (default: RUN_DIR, or
+    RUN_DIR/eval-<manifest name> with --manifest).
 
     Decisions use the threshold the run chose on its validation split; every main figure gets a 95%
     bootstrap interval (whole groups resampled, stratified by class).
     """
+    if (features_dir is None) == (manifest is None):
+        raise click.UsageError("pass exactly one of --features FEATURES_DIR and --manifest MANIFEST")
     bootstrap = BootstrapConfig(n_resamples=n_resamples, seed=seed) if n_resamples else None
-    metrics = evaluate_run(
-        run_dir, features_dir, split=None if split == "all" else split, out_dir=out_dir, bootstrap=bootstrap
-    )
-    out = out_dir or run_dir
+    if manifest is not None:
+        from xvision.evaluation.on_images import evaluate_manifest
+
+        chosen = None if split in (None, "all") else split
+        out = out_dir or run_dir / f"eval-{manifest.stem}"
+        metrics = evaluate_manifest(run_dir, manifest, split=chosen, out_dir=out, weights=weights, bootstrap=bootstrap)
+    else:
+        split = split or "test"
+        metrics = evaluate_run(
+            run_dir, features_dir, split=None if split == "all" else split, out_dir=out_dir, bootstrap=bootstrap
+        )
+        out = out_dir or run_dir
     click.echo(format_metrics(metrics))
     click.echo(f"metrics: {out / 'metrics.json'}; plots: {out / 'plots'}")

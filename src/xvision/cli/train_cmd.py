@@ -24,7 +24,13 @@ def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
 
 
 HEAD_OPTIONS = [
-    click.option("--hidden", default="512,512", show_default=True, callback=_hidden, help="Hidden layer widths; 'none' for a linear head."),
+    click.option(
+        "--hidden",
+        default="512,512",
+        show_default=True,
+        callback=_hidden,
+        help="Hidden layer widths; 'none' for a linear head.",
+    ),
     click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True)),
     click.option("--momentum", default=0.0, show_default=True, type=click.FloatRange(0, 1)),
     click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0)),

@@ -29,7 +29,7 @@ class Prediction:
     error: str | None = None
 
 
-def _weights_argument(bundle: RunBundle, weights: str | None) -> str | None:
+def weights_argument(bundle: RunBundle, weights: str | None) -> str | None:
     identity = bundle.backbone["weights"]
     if identity["source"] == "random":
         return "random"
@@ -49,7 +49,7 @@ class Predictor:
     def __init__(self, run_dir: str | Path, *, weights: str | None = None) -> None:
         self.bundle = load_bundle(run_dir)
         expected = self.bundle.backbone
-        self.backbone: Backbone = create_backbone(expected["name"], weights=_weights_argument(self.bundle, weights))
+        self.backbone: Backbone = create_backbone(expected["name"], weights=weights_argument(self.bundle, weights))
         found = self.backbone.describe()
         want_sha, got_sha = expected["weights"].get("sha256"), found["weights"].get("sha256")
         if want_sha and got_sha and want_sha != got_sha:

@@ -1,0 +1,35 @@
+"""`xvision evaluate RUN --manifest other.csv`: judge a run on images it has never seen.
+
+Features are extracted on the fly with the run's own backbone and weights into ``OUT/features`` (reused
+if the command is run again), then scored exactly as `evaluate` scores a feature store.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from xvision.backbones import create_backbone
+from xvision.evaluation.evaluate import evaluate_run
+from xvision.features.extract import extract_manifest
+from xvision.inference.bundle import load_bundle
+from xvision.inference.predictor import weights_argument
+
+
+def evaluate_manifest(
+    run_dir: str | Path,
+    manifest: str | Path,
+    *,
+    split: str | None = None,
+    out_dir: str | Path | None = None,
+    weights: str | None = None,
+    progress: bool = True,
+    **options: Any,
+) -> dict[str, Any]:
+    """Extract the manifest's images with the run's backbone and evaluate (default output: RUN/eval-<name>)."""
+    bundle = load_bundle(run_dir)
+    out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"eval-{Path(manifest).stem}"
+    backbone = create_backbone(bundle.backbone["name"], weights=weights_argument(bundle, weights))
+    features = out / "features"
+    extract_manifest(manifest, features, backbone=backbone, progress=progress)
+    return evaluate_run(run_dir, features, split=split, out_dir=out, **options)

@@ -1,0 +1,53 @@
+"""Run a recipe end to end: manifest -> features (RUN/features) -> head (RUN) -> test metrics."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xvision.data.manifest import read_manifest
+from xvision.features.extract import extract_manifest
+from xvision.heads import MLPClassifier
+from xvision.recipes.registry import DEFAULT_RECIPE, get_recipe
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    run_dir: Path
+    recipe: str
+    metrics: dict[str, Any] | None  # test-split metrics, when the manifest has a test split
+
+
+def fit(
+    manifest: str | Path,
+    run_dir: str | Path,
+    *,
+    recipe: str = DEFAULT_RECIPE,
+    backbone: str | None = None,
+    weights: str | None = None,
+    seed: int = 0,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> FitResult:
+    """Fit ``recipe`` on the manifest's train (and val) split; evaluate on its test split if there is one.
+
+    Without a split column every image trains the model (no held-out estimate: use `xvision cv` for one).
+    ``backbone`` overrides the recipe's (e.g. when VGG16 weights are not available offline).
+    """
+    from xvision.evaluation.evaluate import evaluate_run
+    from xvision.training import train_run
+
+    chosen = get_recipe(recipe)
+    run = Path(run_dir)
+    features = run / "features"
+    extract_manifest(manifest, features, backbone=backbone or chosen.backbone, weights=weights, progress=progress)
+    head = MLPClassifier(**{**chosen.head, "seed": seed})
+    train_run(features, run, head=head, overwrite=overwrite, progress=progress)
+    metrics = None
+    if any(row.split == "test" for row in read_manifest(manifest).rows):
+        metrics = evaluate_run(run, features, split="test")
+    return FitResult(run, chosen.name, metrics)

@@ -1,0 +1,67 @@
+"""The recipes and what each is made of."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from xvision.errors import XvisionError
+
+DEFAULT_RECIPE = "best"
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    description: str
+    backbone: str
+    head: dict[str, Any] = field(default_factory=dict)  # MLPClassifier parameters
+
+
+_RECIPES = {
+    recipe.name: recipe
+    for recipe in [
+        Recipe(
+            name="seed",
+            description="the original recipe: VGG16 pool5 (25,088-d at 224 px), raw features, 512-512 MLP, "
+            "SGD lr 0.01, batch 20, 20 epochs",
+            backbone="vgg16",
+            head={"hidden": (512, 512), "lr": 0.01, "batch_size": 20, "epochs": 20, "standardize": False},
+        ),
+        Recipe(
+            name="lite0",
+            description="EfficientNet-Lite0 global-average features (1,280-d at 224 px), standardised, "
+            "the seed's 512-512 MLP",
+            backbone="efficientnet_lite0",
+            head={"hidden": (512, 512), "lr": 0.01, "batch_size": 20, "epochs": 20, "standardize": True},
+        ),
+        Recipe(
+            name="best",
+            description="EfficientNet-Lite0 at 768 px, stride-16 features max-pooled over the image (112-d), "
+            "standardised, L2-regularised linear head",
+            backbone="efficientnet_lite0_768",
+            head={
+                "hidden": (),
+                "lr": 0.01,
+                "momentum": 0.9,
+                "weight_decay": 1e-1,
+                "batch_size": 20,
+                "epochs": 60,
+                "standardize": True,
+            },
+        ),
+    ]
+}
+
+
+def list_recipes() -> list[Recipe]:
+    return list(_RECIPES.values())
+
+
+def get_recipe(name: str) -> Recipe:
+    try:
+        return _RECIPES[name]
+    except KeyError:
+        raise XvisionError(
+            f"unknown recipe {name!r}; choose one of: {', '.join(_RECIPES)} (see `xvision recipes`)"
+        ) from None
