@@ -1,0 +1,74 @@
+"""`xvision fit` runs a recipe end to end; `evaluate --manifest` judges the run on images it never saw."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from xvision.cli.main import main
+from xvision.data.phantoms import make_phantom_dataset
+from xvision.recipes import get_recipe, list_recipes
+
+TINY = "timm:mobilenetv3_small_050"
+
+
+def test_recipes_are_listed_with_seed_and_best(capsys) -> None:
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("seed") and "best" in out and "(default)" in out
+    assert get_recipe("seed").backbone == "vgg16" and get_recipe("seed").head["epochs"] == 20
+    assert {r.name for r in list_recipes()} >= {"seed", "best"}
+    assert main(["fit", "m.csv", "-o", "r", "--recipe", "nope"]) == 2
+    assert "unknown recipe" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    manifest = make_phantom_dataset(root / "data", n_per_class=10, size=96, seed=5)
+    # hold out four images per class as "another hospital": never in the fitted manifest
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    held = [r for r in rows if r["label"] == "nodule"][:4] + [r for r in rows if r["label"] == "normal"][:4]
+    kept = [r for r in rows if r not in held]
+    for name, subset in (("fit.csv", kept), ("other.csv", held)):
+        with open(root / "data" / name, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=["path", "label", "group"])
+            writer.writeheader()
+            writer.writerows(subset)
+    assert main(["split", str(root / "data" / "fit.csv"), "--test", "0.25", "--val", "0.25", "--seed", "2"]) == 0
+    code = main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "run"), "--recipe", "lite0",
+                 "--backbone", TINY, "--weights", "random"])
+    return root, code
+
+
+def test_fit_leaves_a_complete_run_folder(fitted) -> None:
+    root, code = fitted
+    assert code == 0
+    run = root / "run"
+    bundle = json.loads((run / "bundle.json").read_text())
+    assert bundle["backbone"]["name"] == TINY and bundle["untrained_backbone"] is True
+    assert len(list((run / "checkpoints").glob("epoch-*.safetensors"))) == 20
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["n"] > 0
+
+
+def test_evaluate_manifest_scores_unseen_images(fitted, capsys) -> None:
+    root, _ = fitted
+    capsys.readouterr()
+    assert main(["evaluate", str(root / "run"), "--manifest", str(root / "data" / "other.csv")]) == 0
+    out_dir = root / "run" / "eval-other"
+    metrics = json.loads((out_dir / "metrics.json").read_text())
+    assert metrics["n"] == 8 and metrics["overlap_with_training"] == 0
+    assert metrics["split"] == "all" and sum(map(sum, metrics["confusion_matrix"])) == 8
+    assert (out_dir / "predictions.csv").read_text().count("\n") == 9
+    # the run's own test metrics are untouched
+    assert json.loads((root / "run" / "metrics.json").read_text())["split"] == "test"
+
+
+def test_evaluate_needs_exactly_one_source(fitted, capsys) -> None:
+    root, _ = fitted
+    assert main(["evaluate", str(root / "run")]) == 2
+    assert "exactly one of --features" in capsys.readouterr().err
