@@ -187,7 +187,8 @@ def choose_plan(
             channels_last=True,
             engine="eager",
             batch_size=batch_size or CUDA_BATCH,
-            workers=min(8, hw.cpu_count) if workers is None else workers,
+            # the GPU outruns PNG decoding: every core but the feeding one decodes
+            workers=max(1, min(16, hw.cpu_count - 1)) if workers is None else workers,
             threads=threads,
             reduced_decode=True,
         )
