@@ -99,9 +99,7 @@ def test_training_curve_from_csv(tmp_path: Path, with_val: bool) -> None:
 
 
 def test_training_curve_nan_validation_and_single_epoch(tmp_path: Path) -> None:
-    rows = [
-        {"epoch": 1, "train_loss": 0.7, "train_accuracy": 0.6, "val_loss": float("nan"), "val_accuracy": None}
-    ]
+    rows = [{"epoch": 1, "train_loss": 0.7, "train_accuracy": 0.6, "val_loss": float("nan"), "val_accuracy": None}]
     read_png(plot_training_curve(rows, tmp_path / "one.png"))
 
 
