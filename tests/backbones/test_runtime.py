@@ -123,3 +123,14 @@ def test_cuda_runner_agrees_with_the_reference(tiny) -> None:
     fast = runner(batch)
     assert fast.dtype == np.float32 and cosine_rows(fast, tiny.extract(torch.from_numpy(batch))).min() > 0.99
     assert runner(batch[:3]).shape == (3, tiny.feature_dim)  # a smaller last batch reuses the pinned buffer
+
+
+def test_compiled_engines_are_chosen_only_when_the_job_pays_for_compiling() -> None:
+    with_ov = Hardware(**{**AVX2.to_dict(), "openvino": True})
+    # a slow network (1 s per image eagerly): 100 images pay for the conversion
+    assert choose_plan(100, hardware=with_ov, threads=1, eager_seconds_per_image=1.0).engine == "openvino"
+    # a fast one (50 ms per image): 148 images do not, 5,000 do
+    assert choose_plan(148, hardware=with_ov, threads=1, eager_seconds_per_image=0.05).engine == "eager"
+    assert choose_plan(5000, hardware=with_ov, threads=1, eager_seconds_per_image=0.05).engine == "openvino"
+    assert choose_plan(2000, hardware=AMX, threads=1, eager_seconds_per_image=0.05).engine == "eager"
+    assert choose_plan(2000, hardware=AMX, threads=1, eager_seconds_per_image=0.5).engine == "compile"

@@ -82,7 +82,7 @@ def test_default_path_records_plan_and_guard(tmp_path, dataset, backbone) -> Non
     assert set(plan) >= {"engine", "precision", "channels_last", "workers", "threads", "device", "batch_size"}
     assert plan == report.plan and plan["reduced_decode"] is True
     guard = meta["extraction"]["accuracy_guard"]
-    assert guard["n"] == 8 and guard["threshold"] == 0.999
+    assert guard["n"] == 2 and guard["threshold"] == 0.999  # small job: the smallest sample
     assert 0.99 < guard["cosine_min"] <= 1.0 + 1e-6
     assert meta["extraction"]["hardware"]["cpu_capability"]
     X, _ = FeatureStore(tmp_path / "feats").load()

@@ -42,8 +42,13 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 ENGINES = ("auto", "eager", "compile", "openvino")
 DEVICES = ("auto", "cpu", "cuda")
 
-OPENVINO_MIN_IMAGES = 48  # converting and compiling VGG16 takes 5-20 s; below this eager is as quick
-COMPILE_MIN_IMAGES = 512  # torch.compile of VGG16 takes a minute or more on a small CPU
+# An engine that compiles first pays only on jobs long enough to amortise it. Converting a model to OpenVINO
+# takes 5-20 s on a small CPU and torch.compile a minute or more, so the job's eager duration is estimated
+# (one timed forward pass) and compared with these; without an estimate, the image counts are used.
+OPENVINO_MIN_EAGER_SECONDS = 40.0
+COMPILE_MIN_EAGER_SECONDS = 300.0
+OPENVINO_MIN_IMAGES = 48
+COMPILE_MIN_IMAGES = 512
 CPU_BATCH = 16
 CUDA_BATCH = 64
 
@@ -157,8 +162,13 @@ def choose_plan(
     workers: int | None = None,
     threads: int | None = None,
     hardware: Hardware | None = None,
+    eager_seconds_per_image: float | None = None,
 ) -> ExecutionPlan:
-    """The fastest plan this hardware supports for ``n_images`` images, honouring explicit choices."""
+    """The fastest plan this hardware supports for ``n_images`` images, honouring explicit choices.
+
+    ``eager_seconds_per_image`` (see :func:`estimate_seconds_per_image`) lets the choice of a compiled engine
+    depend on whether the job is long enough to pay for compiling it.
+    """
     _check_choice("precision", precision, PRECISIONS)
     _check_choice("engine", engine, ENGINES)
     _check_choice("device", device, DEVICES)
@@ -196,9 +206,15 @@ def choose_plan(
     if prec != "fp32" and not hw.cpu_bf16:
         log.warning("this CPU has no native bf16/fp16 (no AMX or AVX512-BF16): %s will be slow", prec)
     if engine == "auto":
-        if hw.openvino and n_images >= OPENVINO_MIN_IMAGES and prec in ("fp32", "bf16"):
+        if eager_seconds_per_image is None:
+            pays_openvino, pays_compile = n_images >= OPENVINO_MIN_IMAGES, n_images >= COMPILE_MIN_IMAGES
+        else:
+            eager_seconds = n_images * eager_seconds_per_image
+            pays_openvino = eager_seconds >= OPENVINO_MIN_EAGER_SECONDS
+            pays_compile = eager_seconds >= COMPILE_MIN_EAGER_SECONDS
+        if hw.openvino and pays_openvino and prec in ("fp32", "bf16"):
             engine = "openvino"
-        elif hw.cpu_bf16 and prec == "bf16" and n_images >= COMPILE_MIN_IMAGES:
+        elif hw.cpu_bf16 and prec == "bf16" and pays_compile:
             engine = "compile"
         else:
             engine = "eager"
@@ -212,6 +228,23 @@ def choose_plan(
         threads=threads,
         reduced_decode=True,
     )
+
+
+def estimate_seconds_per_image(model: nn.Module, input_shape: tuple[int, int, int], threads: int) -> float:
+    """Time one eager fp32 forward pass of a single image (the second of two, so it is warm)."""
+    import time
+
+    x = torch.zeros(1, *input_shape)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.inference_mode():
+            model(x)
+            start = time.perf_counter()
+            model(x)
+            return time.perf_counter() - start
+    finally:
+        torch.set_num_threads(previous)
 
 
 class Runner(Protocol):

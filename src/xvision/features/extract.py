@@ -17,7 +17,14 @@ from xvision._fileio import sha256_file
 from xvision._threads import torch_threads
 from xvision._version import __version__
 from xvision.backbones import Backbone, PreprocessConfig, preprocess_image
-from xvision.backbones.runtime import ExecutionPlan, Runner, choose_plan, detect_hardware, make_runner
+from xvision.backbones.runtime import (
+    ExecutionPlan,
+    Runner,
+    choose_plan,
+    detect_hardware,
+    estimate_seconds_per_image,
+    make_runner,
+)
 from xvision.errors import AccuracyGuardError, FeatureStoreError, ImageLoadError, XvisionError
 from xvision.features.guard import DEFAULT_SAMPLE, GuardResult, evaluate_guard, warn_if_failed
 from xvision.features.store import STORAGE_DTYPES, FeatureStore, IndexRow
@@ -98,8 +105,32 @@ def _batches(items: list[tuple[str, Path]], config: PreprocessConfig, plan: Exec
     yield from loader
 
 
-def _guard_sample(items: list[tuple[str, Path]], n: int) -> list[tuple[str, Path]]:
-    """Up to ``n`` items spread evenly over the job."""
+def _plan_for(
+    backbone: Backbone,
+    n_images: int,
+    precision: str,
+    engine: str,
+    device: str,
+    batch_size: int | None,
+    workers: int | None,
+    threads: int | None,
+) -> ExecutionPlan:
+    """Choose the plan; when a compiled engine is on offer, first time one eager forward pass to see if it pays."""
+    options = dict(precision=precision, engine=engine, device=device, batch_size=batch_size, workers=workers)
+    plan = choose_plan(n_images, threads=threads, **options)
+    hw = detect_hardware()
+    if engine != "auto" or plan.device != "cpu" or not n_images or not (hw.openvino or hw.cpu_bf16):
+        return plan
+    config = backbone.preprocess_config
+    shape = (config.channels, config.input_size, config.input_size)
+    seconds = estimate_seconds_per_image(backbone.model, shape, plan.threads)
+    return choose_plan(n_images, threads=plan.threads, eager_seconds_per_image=seconds, **options)
+
+
+def _guard_sample(items: list[tuple[str, Path]], n: int | None) -> list[tuple[str, Path]]:
+    """``n`` items spread evenly over the job; ``None``: 2 to 8 of them, one per 50 images."""
+    if n is None:
+        n = min(DEFAULT_SAMPLE, max(2, len(items) // 50))
     if n <= 0 or not items:
         return []
     step = max(1, len(items) // n)
@@ -142,7 +173,7 @@ def extract_features(
     device: str = "auto",
     threads: int | None = None,
     storage_dtype: str | None = None,
-    guard_sample: int = DEFAULT_SAMPLE,
+    guard_sample: int | None = None,
 ) -> ExtractionReport:
     """Extract features for ``rows`` into ``out_dir``, resuming from what is already stored.
 
@@ -161,7 +192,8 @@ def extract_features(
         engine: ``auto``, ``eager``, ``compile`` or ``openvino``.
         device: ``auto``, ``cpu`` or ``cuda``.
         storage_dtype: ``float32`` or ``float16`` for a new store (``None``: the store's, else float32).
-        guard_sample: images checked against the fp32 reference when a fast path is used (0 disables).
+        guard_sample: images checked against the fp32 reference when a fast path is used (0 disables;
+            ``None``: one per 50 images, at least 2 and at most 8).
     """
     from tqdm.auto import tqdm
 
@@ -206,15 +238,7 @@ def extract_features(
             pending.clear()
 
     items = list(todo.items())
-    plan = choose_plan(
-        len(items),
-        precision=precision,
-        engine=engine,
-        device=device,
-        batch_size=batch_size,
-        workers=workers,
-        threads=threads,
-    )
+    plan = _plan_for(backbone, len(items), precision, engine, device, batch_size, workers, threads)
     runner = make_runner(backbone.model, backbone.extract, plan) if items else None
     started = time.monotonic()
     bar = tqdm(total=len(items), desc="extract", unit="img", disable=not progress or not items)
