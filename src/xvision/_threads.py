@@ -3,7 +3,7 @@
 PyTorch's OpenMP threads spin-wait at the end of every parallel region. When the cores are already busy with
 other processes, a thread that loses its core stalls all the others: on a loaded 2-core machine, two threads
 ran EfficientNet-Lite0 3-7x and VGG16 1.2x slower than one thread, and head training 3-4x slower. So the
-automatic choices use one thread when the machine is busy, and PyTorch's default otherwise.
+automatic choices use one thread when other processes keep the machine busy, and PyTorch's default otherwise.
 """
 
 from __future__ import annotations
@@ -14,17 +14,64 @@ from contextlib import contextmanager
 
 import torch
 
-BUSY_LOAD_FRACTION = 0.75
+BUSY_FRACTION = 0.5
+"""The machine counts as busy when other processes keep more than this fraction of its cores running."""
+
+SAMPLE_SECONDS = 0.25
+
+
+def _cpu_jiffies() -> tuple[int, int] | None:
+    """(busy, total) jiffies over all cores since boot, from /proc/stat (None where there is none)."""
+    try:
+        with open("/proc/stat", encoding="ascii") as handle:
+            fields = [int(v) for v in handle.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    total = sum(fields[:8])  # guest time is already counted in user
+    return total - idle, total
+
+
+def _usable_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def other_processes_load(seconds: float = SAMPLE_SECONDS) -> float | None:
+    """How many cores other processes keep busy right now (this process's own use is subtracted).
+
+    Sampled over ``seconds`` from /proc/stat; ``None`` where it cannot be measured. Unlike the load average,
+    it does not count this process's own recent work (e.g. a benchmark's previous phase).
+    """
+    import time
+
+    first = _cpu_jiffies()
+    if first is None:
+        return None
+    own_start, wall_start = time.process_time(), time.monotonic()
+    time.sleep(seconds)
+    second = _cpu_jiffies()
+    own = time.process_time() - own_start
+    wall = time.monotonic() - wall_start
+    if second is None or second[1] <= first[1]:
+        return None
+    busy_fraction = (second[0] - first[0]) / (second[1] - first[1])
+    cores = os.cpu_count() or 1  # /proc/stat sums every core of the machine
+    return max(0.0, busy_fraction * cores - own / wall)
 
 
 def machine_is_busy() -> bool:
-    """True when the 1-minute load average exceeds 3/4 of the usable cores (False where there is none)."""
-    try:
-        load = os.getloadavg()[0]
-    except (OSError, AttributeError):
-        return False
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return load > BUSY_LOAD_FRACTION * cores
+    """True when other processes keep more than half of the usable cores busy.
+
+    Measured from /proc/stat over a quarter second; where that is unavailable, the 1-minute load average is
+    compared with the cores instead (False where neither exists).
+    """
+    others = other_processes_load()
+    if others is None:
+        try:
+            others = os.getloadavg()[0]
+        except (OSError, AttributeError):
+            return False
+    return others > BUSY_FRACTION * _usable_cores()
 
 
 def auto_threads() -> int:

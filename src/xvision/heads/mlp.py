@@ -14,7 +14,7 @@ Training is plain mini-batch SGD, made fast without changing what is computed:
   ``W.addmm_(grad_out.T, x, alpha=-lr)``: its gradient is never materialised, so each step streams the
   51 MB weight matrix twice instead of five times (and allocates nothing);
 - the remaining parameters use the multi-tensor (``foreach``) SGD update;
-- on a machine already busy (1-minute load average above 3/4 of its cores) training uses one thread (see
+- on a machine that other processes keep busy (more than half its cores) training uses one thread (see
   :mod:`xvision._threads`); one or two threads gave bit-identical models in our tests;
 - ``X`` may be a memory-mapped :class:`~xvision.features.array.FeatureArray`: batches are gathered from disk
   and the standardisation statistics are computed in chunks, so memory stays flat.
