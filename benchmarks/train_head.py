@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xvision._threads import auto_threads
 from xvision.heads import MLPClassifier
 from xvision.heads.mlp import MLPNet
 
@@ -36,7 +37,7 @@ def pool5_like(n: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     signal = rng.choice(dim, size=max(1, dim // 50), replace=False)
     for start in range(0, n, 500):
         block = rng.standard_normal((min(500, n - start), dim), dtype=np.float32) * 1.5 - 1.0
-        block[:, signal] += 0.6 * y[start : start + len(block), None]
+        block[:, signal] += 0.12 * y[start : start + len(block), None]
         X[start : start + len(block)] = np.maximum(block, 0.0)
     return X, np.array(["normal", "nodule"])[y]
 
@@ -101,6 +102,14 @@ def main(argv: list[str] | None = None) -> int:
     plain_s = time.perf_counter() - t0
     print(f"plain PyTorch loop: {plain_s:.1f} s, final train loss {plain_loss:.4f}", flush=True)
     head = MLPClassifier(hidden=hidden, lr=args.lr, batch_size=args.batch_size, epochs=args.epochs, seed=0)
+    from xvision._threads import other_processes_load
+
+    others = other_processes_load()
+    print(
+        f"other processes keep {others:.1f} cores busy: fit uses {auto_threads()} thread(s)"
+        if others is not None
+        else f"fit uses {auto_threads()} thread(s)"
+    )
     t0 = time.perf_counter()
     head.fit(X, y)
     head_s = time.perf_counter() - t0

@@ -58,7 +58,7 @@ from xvision.features.store import STORAGE_DTYPES
     default=None,
     help="How a new store keeps vectors on disk; float16 halves the size [default: float32].",
 )
-@click.option("--batch-size", default=None, type=click.IntRange(1), help="[default: 16 on CPU, 64 on GPU]")
+@click.option("--batch-size", default=None, type=click.IntRange(1), help="[default: 4 on CPU, 64 on GPU]")
 @click.option(
     "--workers",
     default=None,
