@@ -134,3 +134,18 @@ def test_compiled_engines_are_chosen_only_when_the_job_pays_for_compiling() -> N
     assert choose_plan(5000, hardware=with_ov, threads=1, eager_seconds_per_image=0.05).engine == "openvino"
     assert choose_plan(2000, hardware=AMX, threads=1, eager_seconds_per_image=0.05).engine == "eager"
     assert choose_plan(2000, hardware=AMX, threads=1, eager_seconds_per_image=0.5).engine == "compile"
+
+
+def test_cores_are_split_between_decoding_and_compute_when_decoding_matters() -> None:
+    from xvision.backbones.runtime import split_cores
+
+    # VGG16-like: 15 ms decode against 500 ms of compute: compute keeps both threads, a worker decodes beside
+    workers, threads = split_cores(2, compute=0.5, decode=0.015, n_images=1000, cores=2)
+    assert threads == 2 and workers >= 1
+    # EfficientNet-Lite0-like: 15 ms decode against 40 ms: one core each, no oversubscription
+    assert split_cores(2, compute=0.04, decode=0.015, n_images=1000, cores=2) == (1, 1)
+    workers, threads = split_cores(16, compute=0.04, decode=0.015, n_images=1000, cores=16)
+    assert workers + threads <= 16 and 3 <= workers <= 6
+    assert split_cores(2, compute=0.04, decode=0.015, n_images=10, cores=2) == (0, 2)  # tiny job: no workers
+    plan = choose_plan(1000, hardware=AVX2, eager_seconds_per_image=0.02, decode_seconds_per_image=0.015, busy=False)
+    assert plan.workers + plan.threads <= max(2, torch.get_num_threads())

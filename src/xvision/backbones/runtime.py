@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xvision._threads import auto_threads
+from xvision._threads import machine_is_busy
 from xvision.errors import BackboneError
 
 log = logging.getLogger(__name__)
@@ -43,9 +43,10 @@ ENGINES = ("auto", "eager", "compile", "openvino")
 DEVICES = ("auto", "cpu", "cuda")
 
 # An engine that compiles first pays only on jobs long enough to amortise it. Converting a model to OpenVINO
-# takes 5-20 s on a small CPU and torch.compile a minute or more, so the job's eager duration is estimated
-# (one timed forward pass) and compared with these; without an estimate, the image counts are used.
-OPENVINO_MIN_EAGER_SECONDS = 40.0
+# takes 4-20 s on a small CPU and then runs 1.4x (VGG16) to 3x (EfficientNet-Lite0) faster than eager on AVX2;
+# torch.compile takes a minute or more. So the job's eager duration is estimated (one timed forward pass) and
+# compared with these; without an estimate, the image counts are used.
+OPENVINO_MIN_EAGER_SECONDS = 15.0
 COMPILE_MIN_EAGER_SECONDS = 300.0
 OPENVINO_MIN_IMAGES = 48
 COMPILE_MIN_IMAGES = 512
@@ -144,7 +145,9 @@ def default_workers(n_images: int, cpu_count: int | None = None) -> int:
     """Decode in parallel processes only when there is enough work to pay for starting them."""
     if n_images < 64:
         return 0
-    return max(1, min(4, cpu_count or os.cpu_count() or 1))
+    # Half the cores at most: a worker that runs beside a full set of compute threads steals a core from a
+    # parallel region, and one worker decodes a 1024 px PNG in about 15 ms, ahead of most backbones.
+    return max(1, min(4, (cpu_count or os.cpu_count() or 1) // 2))
 
 
 def _check_choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -163,11 +166,16 @@ def choose_plan(
     threads: int | None = None,
     hardware: Hardware | None = None,
     eager_seconds_per_image: float | None = None,
+    decode_seconds_per_image: float | None = None,
+    busy: bool | None = None,
 ) -> ExecutionPlan:
     """The fastest plan this hardware supports for ``n_images`` images, honouring explicit choices.
 
-    ``eager_seconds_per_image`` (see :func:`estimate_seconds_per_image`) lets the choice of a compiled engine
-    depend on whether the job is long enough to pay for compiling it.
+    ``eager_seconds_per_image`` (see :func:`estimate_seconds_per_image`, measured with the threads PyTorch
+    would use) lets the choice of a compiled engine depend on whether the job is long enough to pay for
+    compiling it; with ``decode_seconds_per_image`` as well, CPU cores are split between decode workers and
+    compute threads so that neither waits and they do not oversubscribe the cores (see :func:`split_cores`).
+    ``busy``: whether other processes keep the machine busy (one compute thread); ``None`` measures it.
     """
     _check_choice("precision", precision, PRECISIONS)
     _check_choice("engine", engine, ENGINES)
@@ -187,7 +195,9 @@ def choose_plan(
             workers=default_workers(n_images, hw.cpu_count) if workers is None else workers,
             threads=threads or torch.get_num_threads(),  # the reference keeps the caller's setting
         )
-    threads = threads or auto_threads()
+    explicit_threads = threads is not None
+    if threads is None:
+        threads = 1 if (machine_is_busy() if busy is None else busy) else torch.get_num_threads()
     dev = "cuda" if device == "cuda" or (device == "auto" and hw.cuda) else "cpu"
     if dev == "cuda":
         prec = precision if precision != "auto" else ("bf16" if hw.cuda_bf16 else "fp16")
@@ -218,6 +228,10 @@ def choose_plan(
             engine = "compile"
         else:
             engine = "eager"
+    if workers is None and not explicit_threads and eager_seconds_per_image and decode_seconds_per_image:
+        speedup = ENGINE_SPEEDUP.get(engine, 1.0)
+        compute = eager_seconds_per_image * threads / speedup  # core-seconds per image
+        workers, threads = split_cores(threads, compute, decode_seconds_per_image, n_images, hw.cpu_count)
     return ExecutionPlan(
         device="cpu",
         precision=prec,
@@ -228,6 +242,30 @@ def choose_plan(
         threads=threads,
         reduced_decode=True,
     )
+
+
+ENGINE_SPEEDUP = {"openvino": 2.0, "compile": 1.5}
+"""Rough compute speed-ups over eager used to plan the core split (measured 1.4-3x for OpenVINO on AVX2)."""
+
+DECODE_SHARE_SPLIT = 0.15
+
+
+def split_cores(threads: int, compute: float, decode: float, n_images: int, cores: int) -> tuple[int, int]:
+    """Decode workers and compute threads for a CPU job.
+
+    ``compute`` and ``decode`` are core-seconds per image. When decoding is a small share of the work (VGG16:
+    15 ms against 500 ms), the compute keeps every thread and a worker decodes alongside. When it is a large
+    share (EfficientNet-Lite0: 15 ms against 40 ms), the cores are split in proportion, because decode
+    processes running beside a full set of OpenMP threads oversubscribe the cores and stall every parallel
+    region.
+    """
+    if n_images < 64:
+        return 0, threads
+    share = decode / (decode + compute)
+    if share < DECODE_SHARE_SPLIT:
+        return default_workers(n_images, cores), threads
+    workers = max(1, min(cores - 1, round(cores * share))) if cores > 1 else 1
+    return workers, max(1, min(threads, cores - workers))
 
 
 def estimate_seconds_per_image(model: nn.Module, input_shape: tuple[int, int, int], threads: int) -> float:

@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from xvision._fileio import sha256_file
-from xvision._threads import torch_threads
+from xvision._threads import machine_is_busy, torch_threads
 from xvision._version import __version__
 from xvision.backbones import Backbone, PreprocessConfig, preprocess_image
 from xvision.backbones.runtime import (
@@ -107,6 +107,7 @@ def _batches(items: list[tuple[str, Path]], config: PreprocessConfig, plan: Exec
 
 def _plan_for(
     backbone: Backbone,
+    first_path: Path | None,
     n_images: int,
     precision: str,
     engine: str,
@@ -115,16 +116,27 @@ def _plan_for(
     workers: int | None,
     threads: int | None,
 ) -> ExecutionPlan:
-    """Choose the plan; when a compiled engine is on offer, first time one eager forward pass to see if it pays."""
-    options = dict(precision=precision, engine=engine, device=device, batch_size=batch_size, workers=workers)
-    plan = choose_plan(n_images, threads=threads, **options)
-    hw = detect_hardware()
-    if engine != "auto" or plan.device != "cpu" or not n_images or not (hw.openvino or hw.cpu_bf16):
+    """Choose the plan. For CPU jobs, first time one eager forward pass and one decode: whether a compiled
+    engine pays, and how to split the cores between decode workers and compute threads, depend on both."""
+    options = dict(
+        precision=precision, engine=engine, device=device, batch_size=batch_size, workers=workers, threads=threads
+    )
+    options["busy"] = machine_is_busy() if threads is None else False
+    plan = choose_plan(n_images, **options)
+    if plan.device != "cpu" or plan.is_reference or n_images < 64 or (engine != "auto" and workers is not None):
         return plan
     config = backbone.preprocess_config
     shape = (config.channels, config.input_size, config.input_size)
-    seconds = estimate_seconds_per_image(backbone.model, shape, plan.threads)
-    return choose_plan(n_images, threads=plan.threads, eager_seconds_per_image=seconds, **options)
+    compute = estimate_seconds_per_image(backbone.model, shape, plan.threads)
+    decode = _decode_seconds(first_path, config)
+    return choose_plan(n_images, eager_seconds_per_image=compute, decode_seconds_per_image=decode, **options)
+
+
+def _decode_seconds(path: Path, config: PreprocessConfig) -> float | None:
+    """Time decoding and preprocessing one image the way the workers will."""
+    start = time.perf_counter()
+    image, _ = _load_one(path, config, config.input_size)
+    return time.perf_counter() - start if image is not None else None
 
 
 def _guard_sample(items: list[tuple[str, Path]], n: int | None) -> list[tuple[str, Path]]:
@@ -238,7 +250,8 @@ def extract_features(
             pending.clear()
 
     items = list(todo.items())
-    plan = _plan_for(backbone, len(items), precision, engine, device, batch_size, workers, threads)
+    first = items[0][1] if items else None
+    plan = _plan_for(backbone, first, len(items), precision, engine, device, batch_size, workers, threads)
     runner = make_runner(backbone.model, backbone.extract, plan) if items else None
     started = time.monotonic()
     bar = tqdm(total=len(items), desc="extract", unit="img", disable=not progress or not items)
