@@ -121,7 +121,7 @@ def _plan_for(
     options = dict(
         precision=precision, engine=engine, device=device, batch_size=batch_size, workers=workers, threads=threads
     )
-    options["busy"] = machine_is_busy() if threads is None else False
+    options["busy"] = machine_is_busy() if threads is None and precision != "fp32" else False
     plan = choose_plan(n_images, **options)
     if plan.device != "cpu" or plan.is_reference or n_images < 64 or (engine != "auto" and workers is not None):
         return plan
@@ -214,21 +214,7 @@ def extract_features(
     meta = _check_or_init_meta(store, description, manifest_info, storage_dtype)
 
     report = ExtractionReport(total=len(rows))
-    hashes: dict[str, str] = {}
-    failures: dict[str, str] = {}
-    for row in rows:
-        path = Path(row["abspath"])
-        if row.get("sha256"):
-            hashes[str(path)] = row["sha256"]
-            continue
-        try:
-            hashes[str(path)] = sha256_file(path)
-        except OSError as error:
-            reason = "file not found" if isinstance(error, FileNotFoundError) else f"cannot read ({error})"
-            if strict:
-                raise ImageLoadError(path, reason) from None
-            failures[str(path)] = reason
-
+    hashes, failures = _hash_rows(rows, strict)
     stored = store.keys()
     todo: dict[str, Path] = {}
     for row in rows:
@@ -311,6 +297,37 @@ def extract_features(
         report.plan = runner.plan.to_dict()
         _record_run(store, meta, runner.plan, guard)  # an engine fell back on its first batch
 
+    store.write_index(_index_rows(rows, hashes, failures, key_failures, report))
+    return report
+
+
+def _hash_rows(rows: list[dict[str, Any]], strict: bool) -> tuple[dict[str, str], dict[str, str]]:
+    """SHA-256 of every row's file (precomputed ones reused), and the reasons for files that cannot be read."""
+    hashes: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    for row in rows:
+        path = Path(row["abspath"])
+        if row.get("sha256"):
+            hashes[str(path)] = row["sha256"]
+            continue
+        try:
+            hashes[str(path)] = sha256_file(path)
+        except OSError as error:
+            reason = "file not found" if isinstance(error, FileNotFoundError) else f"cannot read ({error})"
+            if strict:
+                raise ImageLoadError(path, reason) from None
+            failures[str(path)] = reason
+    return hashes, failures
+
+
+def _index_rows(
+    rows: list[dict[str, Any]],
+    hashes: dict[str, str],
+    failures: dict[str, str],
+    key_failures: dict[str, str],
+    report: ExtractionReport,
+) -> list[IndexRow]:
+    """The index.csv rows of this manifest; failed images are also added to ``report.failed``."""
     index_rows = []
     for row in rows:
         path = str(row["abspath"])
@@ -330,8 +347,7 @@ def extract_features(
         )
         if error:
             report.failed.append((path, error))
-    store.write_index(index_rows)
-    return report
+    return index_rows
 
 
 MAX_RECORDED_RUNS = 20
