@@ -42,8 +42,9 @@ class TrainSummary:
 
 
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    # `xvision fit` keeps the run's own feature store in RUN_DIR/features; that alone is not a previous run.
-    if run_dir.exists() and any(p.name != "features" for p in run_dir.iterdir()):
+    # `xvision fit` keeps the run's own feature store in RUN_DIR/features and a fine-tuned backbone in
+    # RUN_DIR/finetune; those alone are not a previous run.
+    if run_dir.exists() and any(p.name not in ("features", "finetune") for p in run_dir.iterdir()):
         if not overwrite:
             raise RunError(f"{run_dir}: folder exists and is not empty; choose another -o or pass --overwrite")
         if not (run_dir / "bundle.json").exists() and not (run_dir / "history.csv").exists():

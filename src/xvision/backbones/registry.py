@@ -179,6 +179,18 @@ _REGISTRY: dict[str, BackboneSpec] = {
             license="Apache-2.0",
         ),
         BackboneSpec(
+            name="efficientnet_lite0_512",
+            description="EfficientNet-Lite0 at 512 px, final 1,280-d features max-pooled over the image: the "
+            "network `xvision fit --recipe finetune` trains end to end; ImageNet weights bundled",
+            build=_effnet_lite0,
+            features=lambda m: _MaxPooled(_TimmForwardFeatures(m)),
+            preprocess=PreprocessConfig(
+                input_size=512, interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+            ),
+            weights=_EFFNET_LITE0_WEIGHTS,
+            license="Apache-2.0",
+        ),
+        BackboneSpec(
             name="resnet50",
             description="torchvision ResNet-50, global-average-pooled 2,048-d",
             build=_resnet50,

@@ -36,10 +36,24 @@ def weights_argument(bundle: RunBundle, weights: str | None) -> str | None:
     if weights:
         return weights
     if identity["source"] == "file":
+        tuned = _weights_in_run(bundle, identity)
+        if tuned is not None:
+            return str(tuned)
         raise RunError(
             f"{bundle.root}: this run's backbone used the weights file {identity['name']} "
             f"(SHA-256 {identity['sha256'][:12]}...); pass it with --weights PATH"
         )
+    return None
+
+
+def _weights_in_run(bundle: RunBundle, identity: dict) -> Path | None:
+    """A weights file the run carries itself (a fine-tuned backbone), when its SHA-256 matches."""
+    from xvision._fileio import sha256_file
+    from xvision.finetune.config import FINETUNE_DIR
+
+    candidate = bundle.root / FINETUNE_DIR / str(identity["name"])
+    if candidate.is_file() and sha256_file(candidate) == identity.get("sha256"):
+        return candidate
     return None
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from xvision.data.manifest import read_manifest
+from xvision.errors import XvisionError
 from xvision.features.extract import extract_manifest
 from xvision.heads import MLPClassifier
 from xvision.recipes.registry import DEFAULT_RECIPE, get_recipe
@@ -36,7 +37,9 @@ def fit(
     """Fit ``recipe`` on the manifest's train (and val) split; evaluate on its test split if there is one.
 
     Without a split column every image trains the model (no held-out estimate: use `xvision cv` for one).
-    ``backbone`` overrides the recipe's (e.g. when VGG16 weights are not available offline).
+    ``backbone`` overrides the recipe's (e.g. when VGG16 weights are not available offline). A recipe that
+    fine-tunes trains its backbone first into ``RUN/finetune`` (resumable; ``weights`` then gives the starting
+    weights) and extracts features with the result.
     """
     from xvision.evaluation.evaluate import evaluate_run
     from xvision.training import train_run
@@ -44,6 +47,15 @@ def fit(
     chosen = get_recipe(recipe)
     run = Path(run_dir)
     features = run / "features"
+    if chosen.finetune is not None:
+        if backbone is not None:
+            raise XvisionError(f"recipe {chosen.name!r} fine-tunes {chosen.backbone}; --backbone cannot change it")
+        from xvision.finetune.config import FINETUNE_DIR
+        from xvision.finetune.trainer import finetune
+
+        config = replace(chosen.finetune, seed=seed)
+        tuned = finetune(manifest, run / FINETUNE_DIR, config, weights=weights, restart=overwrite, progress=progress)
+        weights = str(tuned)
     extract_manifest(manifest, features, backbone=backbone or chosen.backbone, weights=weights, progress=progress)
     head = MLPClassifier(**{**chosen.head, "seed": seed})
     train_run(features, run, head=head, overwrite=overwrite, progress=progress)

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xvision.errors import XvisionError
+from xvision.finetune.config import FineTuneConfig
 
 DEFAULT_RECIPE = "best"
 
@@ -16,6 +17,7 @@ class Recipe:
     description: str
     backbone: str
     head: dict[str, Any] = field(default_factory=dict)  # MLPClassifier parameters
+    finetune: FineTuneConfig | None = None  # fine-tune the backbone first (xvision.finetune)
 
 
 _RECIPES = {
@@ -49,6 +51,22 @@ _RECIPES = {
                 "epochs": 60,
                 "standardize": True,
             },
+        ),
+        Recipe(
+            name="finetune",
+            description="EfficientNet-Lite0 at 512 px fine-tuned end to end (last four stages), max-pooled "
+            "features, lesion-supervised where the manifest has lesion_x/lesion_y/lesion_diam; linear head",
+            backbone="efficientnet_lite0_512",
+            head={
+                "hidden": (),
+                "lr": 0.01,
+                "momentum": 0.9,
+                "weight_decay": 1e-1,
+                "batch_size": 20,
+                "epochs": 60,
+                "standardize": True,
+            },
+            finetune=FineTuneConfig(),
         ),
     ]
 }

@@ -1,0 +1,97 @@
+"""Cross-validate a whole recipe (fine-tuning included) on a manifest: the evidence behind docs/recipes.md.
+
+`xvision cv` cross-validates a head on a fixed feature store. A recipe that fine-tunes its backbone must
+retrain the backbone in every fold, so this script runs `xvision fit` once per fold instead: grouped,
+stratified folds; each fold's manifest has the held-out images as its test split; the out-of-fold
+probabilities are pooled and scored with the same code as `xvision evaluate` (bootstrap intervals).
+
+    python benchmarks/jsrt_manifest.py -o jsrt.csv
+    python benchmarks/cv_recipe.py jsrt.csv --recipe finetune --folds 5 -o cv_finetune
+
+Folds already finished are reused when the command is run again (each fold is an ordinary run folder).
+Ends with one line: ``recipe=... auc=... ci_low=... ci_high=... sens_at_90spec=... minutes=...``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from sklearn.model_selection import StratifiedGroupKFold
+
+from xvision.data.manifest import Manifest, read_manifest, write_manifest
+from xvision.evaluation.scoring import score_predictions
+from xvision.evaluation.threshold import default_positive
+from xvision.recipes import fit
+
+
+def sensitivity_at_specificity(y: np.ndarray, score: np.ndarray, specificity: float) -> float:
+    """Sensitivity with the threshold at the ``specificity`` quantile of the negatives' scores."""
+    cut = np.quantile(score[y == 0], specificity)
+    return float(np.mean(score[y == 1] > cut))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("manifest")
+    parser.add_argument("--recipe", default="best")
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("-o", "--out", required=True)
+    parser.add_argument("--only-fold", type=int, help="run just this fold (1-based), e.g. to spread folds over machines")
+    args = parser.parse_args(argv)
+
+    manifest = read_manifest(args.manifest)
+    positive = default_positive(manifest.classes)
+    y = np.array([row.label == positive for row in manifest.rows], dtype=int)
+    groups = [row.group or row.path for row in manifest.rows]
+    folds = StratifiedGroupKFold(args.folds, shuffle=True, random_state=args.seed)
+    out = Path(args.out)
+    started = time.perf_counter()
+    oof = np.full(len(y), np.nan)
+    for number, (_, test) in enumerate(folds.split(np.zeros(len(y)), y, groups), start=1):
+        if args.only_fold and number != args.only_fold:
+            continue
+        test_set = set(test.tolist())
+        rows = [
+            type(row)(row.path, row.label, row.group, "test" if i in test_set else "train", dict(row.extra))
+            for i, row in enumerate(manifest.rows)
+        ]
+        fold_dir = out / f"fold-{number}"
+        fold_manifest = write_manifest(
+            Manifest(rows, manifest.root, manifest.columns + ("split",) * ("split" not in manifest.columns)),
+            fold_dir / "manifest.csv",
+        )
+        run = fold_dir / "run"
+        if not (run / "predictions.csv").exists():
+            fit(fold_manifest, run, recipe=args.recipe, seed=args.seed, overwrite=True)
+        with open(run / "predictions.csv", newline="", encoding="utf-8") as handle:
+            scores = {r["path"]: float(r[f"p_{positive}"]) for r in csv.DictReader(handle)}
+        for i in test:
+            oof[i] = scores[manifest.rows[i].path]
+        print(f"fold {number}: done ({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
+
+    done = ~np.isnan(oof)
+    proba = np.stack([1 - oof[done], oof[done]], axis=1)
+    metrics = score_predictions(
+        y[done], proba, ["other", positive], positive=positive, threshold=None,
+        groups=[groups[i] for i in np.flatnonzero(done)],
+    )
+    auc = metrics["intervals"]["roc_auc"]
+    sens = sensitivity_at_specificity(y[done], oof[done], 0.9)
+    minutes = (time.perf_counter() - started) / 60
+    (out / "summary.json").write_text(json.dumps({"recipe": args.recipe, "roc_auc": auc, "sens_at_90spec": sens,
+                                                  "n": int(done.sum()), "minutes": minutes}, indent=2) + "\n")
+    print(f"recipe={args.recipe} auc={auc['value']:.3f} ci_low={auc['ci_low']:.3f} ci_high={auc['ci_high']:.3f} "
+          f"sens_at_90spec={sens:.2f} "
+          f"n={int(done.sum())} minutes={minutes:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""What a fine-tuning run is made of (kept free of torch so the recipe registry imports it cheaply)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FINETUNE_BACKBONE = "efficientnet_lite0_512"
+WEIGHTS_NAME = "backbone.safetensors"
+FINETUNE_DIR = "finetune"  # inside a run folder; `predict` and `evaluate` find the weights there
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Augmentation ranges; see :mod:`xvision.finetune.augment` for why these and no left-right flip."""
+
+    rotation_deg: float = 8.0
+    scale: tuple[float, float] = (0.9, 1.1)
+    translate: float = 0.05
+    brightness: float = 0.08  # added, in [0, 1] units
+    contrast: tuple[float, float] = (0.85, 1.15)
+    gamma: tuple[float, float] = (0.8, 1.25)
+    noise_std: float = 0.02
+
+
+@dataclass(frozen=True)
+class FineTuneConfig:
+    backbone: str = FINETUNE_BACKBONE
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 3e-4
+    head_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    frozen_stages: int = 3
+    lesion_weight: float = 1.0
+    patience: int = 4
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

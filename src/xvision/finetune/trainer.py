@@ -1,0 +1,324 @@
+"""Fine-tune a backbone end to end on a manifest, resumably; the result is a weights file for the registry.
+
+The network is the registry backbone ``efficientnet_lite0_512`` (EfficientNet-Lite0 at 512 px, final
+1,280-d features max-pooled over the image) with one linear unit on top. Max pooling lets one small lesion
+decide an image. Where the manifest has lesion locations (see :mod:`xvision.finetune.targets`), the same
+linear unit applied at every position of the 16 x 16 feature map is also trained to say "lesion here / not
+here" (a dense auxiliary loss); prediction never needs the locations.
+
+Choices, for small chest X-ray sets on a CPU:
+- the stem and the first three block stages stay frozen (generic edges and textures; freezing them halves
+  the cost of a step); every BatchNorm keeps its ImageNet statistics (batches of 8 are too small to
+  re-estimate them);
+- class balance through the positive class's loss weight (negatives / positives);
+- AdamW, linear warm-up over the first epoch, then cosine decay;
+- bf16 autocast where the hardware runs it natively (AMX/AVX512-BF16 CPUs, recent GPUs), fp32 elsewhere;
+- early stopping on the validation loss when the manifest has a ``val`` split (patience 4), otherwise a
+  fixed number of epochs;
+- a checkpoint after every epoch (model and optimiser, safetensors; the latest and the best are kept) and
+  ``state.json``: re-running the same command resumes after the last finished epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from xvision._fileio import atomic_write, atomic_write_json, sha256_file
+from xvision.data.manifest import Manifest, read_manifest
+from xvision.errors import ImageLoadError, ManifestError, RunError
+from xvision.evaluation.threshold import default_positive
+from xvision.finetune.augment import augment_intensity, random_affine, warp
+from xvision.finetune.config import FINETUNE_DIR, WEIGHTS_NAME, FineTuneConfig
+from xvision.finetune.targets import lesion_map, lesion_of
+from xvision.io import load_image
+
+log = logging.getLogger(__name__)
+
+
+
+@dataclass
+class _Sample:
+    image: torch.Tensor  # (size, size) float16 in [0, 1]
+    target: float
+    lesion: torch.Tensor  # (2, size/4, size/4)
+
+
+class FineTuneNet(nn.Module):
+    """A timm EfficientNet with one linear unit over max-pooled features; also returns the dense logit map."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.classifier = nn.Linear(model.num_features, 1)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.model.forward_features(x)
+        dense = torch.einsum("nchw,c->nhw", features, self.classifier.weight[0]) + self.classifier.bias
+        return self.classifier(features.amax(dim=(2, 3)))[:, 0], dense
+
+    def freeze(self, stages: int) -> None:
+        frozen = [self.model.conv_stem, self.model.bn1, *list(self.model.blocks)[:stages]]
+        for module in frozen:
+            for param in module.parameters():
+                param.requires_grad_(False)
+
+    def train(self, mode: bool = True) -> FineTuneNet:
+        super().train(mode)
+        for module in self.modules():  # keep ImageNet BatchNorm statistics (see the module docstring)
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
+
+
+def _pick_dtype(device: torch.device) -> torch.dtype | None:
+    from xvision.backbones.runtime import detect_hardware
+
+    hardware = detect_hardware()
+    if device.type == "cuda":
+        return torch.bfloat16 if hardware.cuda_bf16 else torch.float16
+    return torch.bfloat16 if hardware.cpu_bf16 else None
+
+
+def _load_samples(manifest: Manifest, rows: list, positive: str, size: int, progress: bool) -> list[_Sample]:
+    """Decode every image once at the training size; a bad image is reported and skipped."""
+    samples = []
+    for row in tqdm(rows, desc="decode", unit="img", disable=not progress):
+        path = manifest.resolve(row)
+        try:
+            image = load_image(path)
+        except ImageLoadError as error:
+            log.warning("skipped: %s", error)
+            continue
+        where = f"{manifest.name}: {row.path}"
+        lesion = lesion_map(row.label == positive, lesion_of(row, where), image.shape, size // 4)
+        tensor = torch.from_numpy(np.ascontiguousarray(image))[None, None]
+        tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        samples.append(_Sample(tensor[0, 0].clamp(0, 1).half(), float(row.label == positive), lesion))
+    return samples
+
+
+def _to_input(images: torch.Tensor) -> torch.Tensor:
+    """(N, 1, S, S) in [0, 1] -> the backbone's normalised 3-channel input (mean = std = 0.5)."""
+    return ((images - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
+
+
+def _dense_loss(dense: torch.Tensor, lesion: torch.Tensor) -> torch.Tensor:
+    grid = dense.shape[-2:]
+    inside = F.adaptive_avg_pool2d(lesion[:, 0:1], grid)[:, 0] > 0.25
+    care = (F.adaptive_avg_pool2d(lesion[:, 1:2], grid)[:, 0] > 0.99) | inside
+    negative = care & ~inside
+    losses = F.binary_cross_entropy_with_logits(dense.float(), inside.float(), reduction="none")
+    total = dense.new_zeros((), dtype=torch.float32)
+    if inside.any():  # lesion cells are a few in thousands: weigh both sides equally
+        total = total + 0.5 * losses[inside].mean()
+    if negative.any():
+        total = total + (0.5 if inside.any() else 1.0) * losses[negative].mean()
+    return total
+
+
+class _Checkpoints:
+    """``epoch-NNN.safetensors`` (model, classifier, optimiser) and ``state.json`` in the fine-tune folder."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.state_path = folder / "state.json"
+
+    def read_state(self) -> dict[str, Any] | None:
+        if not self.state_path.exists():
+            return None
+        return json.loads(self.state_path.read_text(encoding="utf-8"))
+
+    def save(self, epoch: int, net: FineTuneNet, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+        from safetensors.torch import save
+
+        tensors = {f"net.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
+        for index, slots in optimizer.state_dict()["state"].items():
+            for name, value in slots.items():
+                tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().contiguous()
+        payload = save(tensors)
+        atomic_write(self.folder / f"epoch-{epoch:03d}.safetensors", lambda tmp: tmp.write_bytes(payload))
+        atomic_write_json(self.state_path, state)
+        keep = {f"epoch-{epoch:03d}.safetensors", f"epoch-{state.get('best_epoch', epoch):03d}.safetensors"}
+        for old in self.folder.glob("epoch-*.safetensors"):
+            if old.name not in keep:
+                old.unlink()
+
+    def load(self, epoch: int, net: FineTuneNet, optimizer: torch.optim.Optimizer | None) -> None:
+        from safetensors.torch import load_file
+
+        tensors = load_file(self.folder / f"epoch-{epoch:03d}.safetensors")
+        net.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("net.")})
+        if optimizer is not None:
+            slots: dict[int, dict[str, torch.Tensor]] = {}
+            for key, value in tensors.items():
+                if key.startswith("optim."):
+                    _, index, name = key.split(".", 2)
+                    slots.setdefault(int(index), {})[name] = value
+            state = optimizer.state_dict()
+            state["state"] = slots
+            optimizer.load_state_dict(state)
+
+
+def _lr_factor(step: int, steps_per_epoch: int, total_steps: int) -> float:
+    warmup = max(1, steps_per_epoch)
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total_steps - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+@torch.no_grad()
+def _validate(net: FineTuneNet, samples: list[_Sample], batch_size: int, dtype: torch.dtype | None) -> float:
+    net.eval()
+    losses = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        images = torch.stack([s.image.float() for s in chunk])[:, None]
+        targets = torch.tensor([s.target for s in chunk])
+        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            logits, _ = net(_to_input(images))
+        losses.append(F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum").item())
+    return sum(losses) / max(1, len(samples))
+
+
+def finetune(
+    manifest_path: str | Path,
+    out_dir: str | Path,
+    config: FineTuneConfig | None = None,
+    *,
+    weights: str | None = None,
+    restart: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Fine-tune on the manifest's train split (val for early stopping); return the backbone weights file.
+
+    ``out_dir`` holds checkpoints and ``state.json``; calling again with the same manifest and config resumes
+    after the last finished epoch (or returns at once when training had finished). ``weights`` are the
+    starting weights (default: the registry's pretrained ones). ``restart`` discards a previous run in
+    ``out_dir`` made with another manifest or configuration instead of refusing.
+    """
+    from xvision.backbones.registry import create_backbone, get_spec
+
+    config = config or FineTuneConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = read_manifest(manifest_path)
+    classes = manifest.classes
+    if len(classes) != 2:
+        raise ManifestError(f"{manifest.name}: fine-tuning needs exactly two classes, found {classes}")
+    positive = default_positive(classes)
+    identity = {"manifest_sha256": sha256_file(manifest_path), "config": json.loads(json.dumps(config.to_dict()))}
+    checkpoints = _Checkpoints(out)
+    state = checkpoints.read_state()
+    if state is not None and {k: state.get(k) for k in identity} != identity:
+        if not restart:
+            raise RunError(
+                f"{out}: holds a fine-tuning run of another manifest or configuration; "
+                "use another folder or pass --overwrite"
+            )
+        for old in [*out.glob("epoch-*.safetensors"), checkpoints.state_path, out / WEIGHTS_NAME]:
+            old.unlink(missing_ok=True)
+        state = None
+    weights_file = out / WEIGHTS_NAME
+    if state is not None and state.get("finished") and weights_file.exists():
+        return weights_file
+
+    if manifest.has_splits:
+        train_rows = [r for r in manifest.rows if r.split == "train"]
+        val_rows = [r for r in manifest.rows if r.split == "val"]
+    else:
+        train_rows, val_rows = list(manifest.rows), []
+    size = get_spec(config.backbone).preprocess.input_size
+    train = _load_samples(manifest, train_rows, positive, size, progress)
+    val = _load_samples(manifest, val_rows, positive, size, progress)
+    n_pos = sum(s.target for s in train)
+    if n_pos == 0 or n_pos == len(train):
+        raise ManifestError(f"{manifest.name}: the training split needs images of both classes")
+
+    torch.manual_seed(config.seed)
+    backbone = create_backbone(config.backbone, weights=weights)  # resolved as everywhere else
+    if not backbone.pretrained:
+        log.warning("fine-tuning from randomly initialised weights: 148 images cannot train a network from scratch")
+    net = FineTuneNet(backbone.model.body.model).to(memory_format=torch.channels_last)
+    net.freeze(config.frozen_stages)
+    head_params = list(net.classifier.parameters())
+    body_params = [p for p in net.model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        [{"params": body_params, "lr": config.lr}, {"params": head_params, "lr": config.head_lr}],
+        weight_decay=config.weight_decay,
+    )
+    base_lrs = [config.lr, config.head_lr]
+    steps_per_epoch = math.ceil(len(train) / config.batch_size)
+    total_steps = steps_per_epoch * config.epochs
+    pos_weight = torch.tensor((len(train) - n_pos) / n_pos)
+    dtype = _pick_dtype(torch.device("cpu"))
+
+    state = state or {**identity, "epochs_done": 0, "history": [], "best_epoch": None, "best_val_loss": None}
+    if state["epochs_done"]:
+        checkpoints.load(state["epochs_done"], net, optimizer)
+        log.info("resuming fine-tuning after epoch %d", state["epochs_done"])
+
+    for epoch in range(state["epochs_done"] + 1, config.epochs + 1):
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
+        order = torch.randperm(len(train), generator=generator).tolist()
+        net.train()
+        running = []
+        bar = tqdm(total=steps_per_epoch, desc=f"fine-tune {epoch}/{config.epochs}", disable=not progress)
+        for step_in_epoch, start in enumerate(range(0, len(order), config.batch_size)):
+            step = (epoch - 1) * steps_per_epoch + step_in_epoch
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * _lr_factor(step, steps_per_epoch, total_steps)
+            chunk = [train[i] for i in order[start : start + config.batch_size]]
+            images = torch.stack([s.image.float() for s in chunk])[:, None]
+            lesions = torch.stack([s.lesion for s in chunk])
+            targets = torch.tensor([s.target for s in chunk])
+            theta = random_affine(len(chunk), config.augment, generator)
+            images = augment_intensity(warp(images, theta), config.augment, generator)
+            lesions = warp(lesions, theta, mode="nearest")
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                logits, dense = net(_to_input(images))
+            loss = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight)
+            if config.lesion_weight > 0:
+                loss = loss + config.lesion_weight * _dense_loss(dense, lesions)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            running.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(running):.3f}")
+            bar.update()
+        bar.close()
+        record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(running))}
+        if val:
+            record["val_loss"] = _validate(net, val, config.batch_size, dtype)
+            if state["best_val_loss"] is None or record["val_loss"] < state["best_val_loss"]:
+                state["best_val_loss"], state["best_epoch"] = record["val_loss"], epoch
+        else:
+            state["best_epoch"] = epoch
+        state["history"].append(record)
+        state["epochs_done"] = epoch
+        checkpoints.save(epoch, net, optimizer, state)
+        log.info("fine-tune epoch %d: %s", epoch, record)
+        if val and epoch - state["best_epoch"] >= config.patience:
+            log.info("early stop: no better validation loss for %d epochs", config.patience)
+            break
+
+    checkpoints.load(state["best_epoch"], net, None)
+    from safetensors.torch import save
+
+    weights = {k: v.detach().contiguous() for k, v in net.model.state_dict().items()}
+    payload = save(weights, metadata={"format": "xvision-finetuned", "backbone": config.backbone})
+    atomic_write(weights_file, lambda tmp: tmp.write_bytes(payload))
+    state["finished"] = True
+    atomic_write_json(checkpoints.state_path, state)
+    return weights_file

@@ -1,0 +1,171 @@
+"""Fine-tuning: augmentation keeps lesions and images together, lesion maps, resumable training, the recipe."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from xvision.data.manifest import ManifestRow
+from xvision.data.phantoms import make_phantom_dataset
+from xvision.errors import ManifestError, RunError
+from xvision.finetune import AugmentConfig, FineTuneConfig
+from xvision.finetune import trainer as trainer_module
+from xvision.finetune.augment import augment_intensity, random_affine, warp
+from xvision.finetune.targets import lesion_map, lesion_of
+
+TINY = FineTuneConfig(backbone="efficientnet_lite0", epochs=2, batch_size=8)
+
+
+def _centroid(image: torch.Tensor) -> np.ndarray:
+    rows, cols = np.nonzero(image.numpy() > 0.5)
+    return np.array([rows.mean(), cols.mean()])
+
+
+def test_warp_with_identity_returns_the_image() -> None:
+    image = torch.rand(2, 1, 32, 32)
+    identity = torch.tensor([[[1.0, 0, 0], [0, 1.0, 0]]]).repeat(2, 1, 1)
+    assert torch.allclose(warp(image, identity), image, atol=1e-5)
+
+
+def test_the_lesion_map_follows_the_image_under_augmentation() -> None:
+    size = 128
+    yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+    disk = ((yy - 40.0) ** 2 + (xx - 90.0) ** 2 <= 64.0).float()
+    images = disk.expand(4, 1, size, size).clone()
+    lesions = torch.stack([lesion_map(True, (90.0, 40.0, 16.0), (size, size), size) for _ in range(4)])
+    theta = random_affine(4, AugmentConfig(rotation_deg=15, translate=0.1), torch.Generator().manual_seed(3))
+    moved_images, moved_lesions = warp(images, theta), warp(lesions, theta, mode="nearest")
+    assert not torch.allclose(moved_images, images)  # the transform did move things
+    for image, lesion in zip(moved_images, moved_lesions):
+        assert np.abs(_centroid(image[0]) - _centroid(lesion[0])).max() < 1.5
+
+
+def test_intensity_augmentation_stays_in_range_and_is_reproducible() -> None:
+    images = torch.rand(3, 1, 16, 16)
+    first = augment_intensity(images, AugmentConfig(), torch.Generator().manual_seed(1))
+    again = augment_intensity(images, AugmentConfig(), torch.Generator().manual_seed(1))
+    assert first.min() >= 0 and first.max() <= 1
+    assert torch.equal(first, again)
+    assert not torch.allclose(first, images)
+
+
+def test_lesion_map_scales_to_the_map_and_leaves_a_ring_undecided() -> None:
+    maps = lesion_map(True, (512.0, 256.0, 64.0), (2048, 1024), 64)  # 2048 high, 1024 wide: axes scale apart
+    inside, care = maps
+    rows, cols = np.nonzero(inside.numpy())
+    assert abs(rows.mean() - 8) < 1 and abs(cols.mean() - 32) < 1  # y 256/2048*64, x 512/1024*64
+    assert care[8, 32] == 1 and care[8, 32 + 4] == 0  # centre decided, just outside the rim not
+    assert care[60, 5] == 1
+    normal = lesion_map(False, None, (100, 100), 8)
+    assert normal[0].sum() == 0 and normal[1].min() == 1
+    unknown = lesion_map(True, None, (100, 100), 8)
+    assert unknown[1].sum() == 0  # a positive without a location gives no dense supervision
+
+
+def test_lesion_columns_must_be_complete_numbers() -> None:
+    assert lesion_of(ManifestRow("a.png", "nodule"), "m") is None
+    assert lesion_of(ManifestRow("a.png", "nodule", extra={"lesion_x": "1", "lesion_y": "2", "lesion_diam": "3"}), "m")
+    with pytest.raises(ManifestError, match="all set or all empty"):
+        lesion_of(ManifestRow("a.png", "nodule", extra={"lesion_x": "1"}), "m")
+    with pytest.raises(ManifestError, match="numbers"):
+        lesion_of(ManifestRow("a.png", "nodule", extra={"lesion_x": "a", "lesion_y": "2", "lesion_diam": "3"}), "m")
+
+
+@pytest.fixture(scope="module")
+def phantom_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """16 phantoms (8 with a nodule) with lesion columns from the generator's ground truth, one unreadable."""
+    folder = tmp_path_factory.mktemp("phantoms")
+    make_phantom_dataset(folder, n_per_class=8, size=96, seed=4)
+    info = json.loads((folder / "phantoms.json").read_text())
+    (folder / "broken.png").write_bytes(b"not a png")
+    path = folder / "lesions.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "group", "lesion_x", "lesion_y", "lesion_diam"])
+        for image in info["images"]:
+            nodule = image["nodules"][0] if image["nodules"] else None
+            where = [nodule["x"], nodule["y"], nodule["diameter"]] if nodule else ["", "", ""]
+            writer.writerow([image["path"], image["label"], image["group"], *where])
+        writer.writerow(["broken.png", "normal", "Pbroken", "", "", ""])
+    return path
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path)
+
+
+def test_finetune_trains_the_unfrozen_stages_and_skips_bad_images(phantom_manifest, tmp_path, caplog) -> None:
+    from xvision.backbones import create_backbone
+
+    out = trainer_module.finetune(phantom_manifest, tmp_path / "ft", TINY, weights="random", progress=False)
+    assert "broken.png" in caplog.text  # reported, not fatal
+    tuned = _weights(out)
+    start = create_backbone("efficientnet_lite0", weights="random").model.body.model.state_dict()
+    assert torch.equal(tuned["conv_stem.weight"], start["conv_stem.weight"])  # frozen
+    assert torch.equal(tuned["blocks.2.0.conv_pw.weight"], start["blocks.2.0.conv_pw.weight"])
+    assert not torch.equal(tuned["blocks.5.0.conv_pw.weight"], start["blocks.5.0.conv_pw.weight"])
+    loaded = create_backbone("efficientnet_lite0", weights=str(out))  # the registry takes the result
+    assert loaded.weights.source == "file" and loaded.weights.pretrained
+    state = json.loads((tmp_path / "ft" / "state.json").read_text())
+    assert [r["epoch"] for r in state["history"]] == [1, 2] and state["finished"]
+    assert len(list((tmp_path / "ft").glob("epoch-*.safetensors"))) <= 2
+
+
+def test_an_interrupted_finetune_resumes_where_it_stopped(phantom_manifest, tmp_path, monkeypatch) -> None:
+    whole = trainer_module.finetune(phantom_manifest, tmp_path / "whole", TINY, weights="random", progress=False)
+
+    real_save = trainer_module._Checkpoints.save
+
+    def save_then_die(self, epoch, net, optimizer, state):
+        real_save(self, epoch, net, optimizer, state)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module._Checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        trainer_module.finetune(phantom_manifest, tmp_path / "cut", TINY, weights="random", progress=False)
+    assert not (tmp_path / "cut" / "backbone.safetensors").exists()
+    monkeypatch.setattr(trainer_module._Checkpoints, "save", real_save)
+
+    calls = []
+    real_load = trainer_module._Checkpoints.load
+    monkeypatch.setattr(
+        trainer_module._Checkpoints, "load", lambda self, e, n, o: (calls.append(e), real_load(self, e, n, o))
+    )
+    resumed = trainer_module.finetune(phantom_manifest, tmp_path / "cut", TINY, weights="random", progress=False)
+    assert calls[0] == 1  # started from the epoch-1 checkpoint, not from scratch
+    a, b = _weights(whole), _weights(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)  # same result as the uninterrupted run
+
+    with pytest.raises(RunError, match="another manifest or configuration"):
+        trainer_module.finetune(phantom_manifest, tmp_path / "cut", replace(TINY, epochs=3), progress=False)
+
+
+def test_fit_with_a_finetune_recipe_gives_a_run_that_predicts(phantom_manifest, tmp_path, monkeypatch) -> None:
+    from xvision.evaluation.on_images import evaluate_manifest
+    from xvision.inference import Predictor
+    from xvision.recipes import fit, registry
+
+    recipe = registry.get_recipe("finetune")
+    small = replace(recipe, backbone="efficientnet_lite0", finetune=replace(TINY, epochs=1))
+    monkeypatch.setitem(registry._RECIPES, "finetune", small)
+    run = tmp_path / "run"
+    fit(phantom_manifest, run, recipe="finetune", weights="random", progress=False)
+    bundle = json.loads((run / "bundle.json").read_text())
+    assert bundle["backbone"]["weights"]["source"] == "file"
+    assert (run / "finetune" / "backbone.safetensors").is_file()
+    # The run carries its backbone: predicting and evaluating need no --weights.
+    predictor = Predictor(run)
+    images = sorted(phantom_manifest.parent.glob("nodule/*.png"))[:2]
+    results = predictor.predict_paths(images)
+    assert all(r.error is None and r.label in {"normal", "nodule"} for r in results)
+    metrics = evaluate_manifest(run, phantom_manifest, out_dir=tmp_path / "eval", progress=False)
+    assert metrics["n"] == 16
