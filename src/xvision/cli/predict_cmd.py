@@ -59,6 +59,22 @@ def _print_csv(results: list[Prediction], classes: list[str]) -> None:
         )
 
 
+def _write_heatmaps(predictor: Predictor, results: list[Prediction], folder: Path) -> None:
+    from xvision.inference.heatmap import gradcam, save_overlay
+    from xvision.io import load_image
+
+    target = predictor.positive or None
+    names: set[str] = set()
+    for r in results:
+        image = load_image(r.path)
+        stem = Path(r.path).stem
+        name = stem if stem not in names else f"{stem}-{len(names)}"
+        names.add(name)
+        shown = target or r.label
+        title = f"{Path(r.path).name}: {r.label}; Grad-CAM for {shown} (p={r.probabilities[shown]:.2f})"
+        save_overlay(image, gradcam(predictor, image, shown), folder / f"{name}.png", title)
+
+
 @click.command("predict")
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.argument("inputs", nargs=-1, required=True, type=click.Path(path_type=Path))
@@ -70,6 +86,13 @@ def _print_csv(results: list[Prediction], classes: list[str]) -> None:
     default=None,
     help="Also draw a labelled grid of the images (PNG).",
 )
+@click.option(
+    "--heatmaps",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Also write a Grad-CAM heatmap per image into this folder (where the evidence for the positive "
+    "class comes from).",
+)
 @click.option("--weights", default=None, help="Backbone weights file, when the run was made with --weights FILE.")
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
 def predict(
@@ -78,6 +101,7 @@ def predict(
     as_json: bool,
     as_csv: bool,
     grid: Path | None,
+    heatmaps: Path | None,
     weights: str | None,
     batch_size: int,
 ) -> None:
@@ -119,6 +143,9 @@ def predict(
 
         draw_prediction_grid(results, grid, watermark=warning)
         click.echo(f"grid: {grid}", err=True)
+    if heatmaps is not None:
+        _write_heatmaps(predictor, [r for r in results if not r.error], heatmaps)
+        click.echo(f"heatmaps: {heatmaps}", err=True)
     click.echo(f"decision: {decision}", err=True)
     if warning:
         click.secho(f"{warning}: predictions from random features mean nothing.", fg="red", err=True)

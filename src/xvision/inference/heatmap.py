@@ -1,0 +1,85 @@
+"""Grad-CAM heatmaps: where in a radiograph the run's evidence for a class comes from.
+
+Grad-CAM (Selvaraju et al., 2017) on the backbone's last spatial feature map (the one its pooling reads):
+each channel is weighted by the mean gradient of the class score over the map, the weighted sum is kept
+where positive and upsampled to the image. The class score is the head's logit margin of the class over the
+others, before temperature and threshold (they do not move the evidence). Works for every registry backbone
+and any head, since both are differentiable.
+
+A heatmap shows what the model used, not what is right: a hot border or corner is a shortcut warning.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from xvision.inference.predictor import Predictor
+
+
+def _last_spatial_output(model: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run ``model``; return its output and the last 4-D activation with more than one position."""
+    seen: list[torch.Tensor] = []
+
+    def keep(_module: torch.nn.Module, _inputs: object, output: object) -> None:
+        if isinstance(output, torch.Tensor) and output.ndim == 4 and output.shape[-1] * output.shape[-2] > 1:
+            output.retain_grad()
+            seen.append(output)
+
+    handles = [module.register_forward_hook(keep) for module in model.modules()]
+    try:
+        out = model(batch)
+    finally:
+        for handle in handles:
+            handle.remove()
+    if not seen:
+        raise RuntimeError("the backbone has no spatial feature map to explain")
+    return out, seen[-1]
+
+
+def gradcam(predictor: Predictor, image: np.ndarray, target: str | None = None) -> np.ndarray:
+    """A heatmap in [0, 1], the image's shape, for class ``target`` (default: the positive or top class)."""
+    classes = predictor.classes
+    batch = predictor.backbone.preprocess(image)[None].requires_grad_(True)  # gradients reach every activation
+    model = predictor.backbone.model
+    head = predictor.bundle.head.net_.eval()
+    with torch.enable_grad():
+        features, activation = _last_spatial_output(model, batch)
+        logits = head(features.float())[0]
+        if target is None:
+            index = classes.index(predictor.positive) if predictor.positive else int(logits.argmax())
+        else:
+            index = classes.index(target)
+        others = torch.cat([logits[:index], logits[index + 1 :]])
+        score = logits[index] - (others.max() if len(others) else 0.0)
+        score.backward()
+    grad = activation.grad
+    weights = grad.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * activation).sum(dim=1, keepdim=True)).detach()
+    cam = F.interpolate(cam, size=image.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
+    peak = float(cam.max())
+    return cam / peak if peak > 0 else cam
+
+
+def save_overlay(image: np.ndarray, heat: np.ndarray, path: str | Path, title: str = "") -> Path:
+    """Write the radiograph with the heatmap over it (PNG, atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from xvision._fileio import atomic_write
+
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    ax.imshow(image, cmap="gray", vmin=0, vmax=1)
+    ax.imshow(np.ma.masked_less(heat, 0.05), cmap="jet", alpha=0.4, vmin=0, vmax=1)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    fig.tight_layout()
+    try:
+        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
+    finally:
+        plt.close(fig)
