@@ -43,7 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("-o", "--out", required=True)
-    parser.add_argument("--only-fold", type=int, help="run just this fold (1-based), e.g. to spread folds over machines")
+    parser.add_argument(
+        "--only-fold", type=int, help="run just this fold (1-based), e.g. to spread folds over machines"
+    )
     args = parser.parse_args(argv)
 
     manifest = read_manifest(args.manifest)
@@ -79,17 +81,28 @@ def main(argv: list[str] | None = None) -> int:
     done = ~np.isnan(oof)
     proba = np.stack([1 - oof[done], oof[done]], axis=1)
     metrics = score_predictions(
-        y[done], proba, ["other", positive], positive=positive, threshold=None,
+        y[done],
+        proba,
+        ["other", positive],
+        positive=positive,
+        threshold=None,
         groups=[groups[i] for i in np.flatnonzero(done)],
     )
     auc = metrics["intervals"]["roc_auc"]
     sens = sensitivity_at_specificity(y[done], oof[done], 0.9)
     minutes = (time.perf_counter() - started) / 60
-    (out / "summary.json").write_text(json.dumps({"recipe": args.recipe, "roc_auc": auc, "sens_at_90spec": sens,
-                                                  "n": int(done.sum()), "minutes": minutes}, indent=2) + "\n")
-    print(f"recipe={args.recipe} auc={auc['value']:.3f} ci_low={auc['ci_low']:.3f} ci_high={auc['ci_high']:.3f} "
-          f"sens_at_90spec={sens:.2f} "
-          f"n={int(done.sum())} minutes={minutes:.1f}")
+    (out / "summary.json").write_text(
+        json.dumps(
+            {"recipe": args.recipe, "roc_auc": auc, "sens_at_90spec": sens, "n": int(done.sum()), "minutes": minutes},
+            indent=2,
+        )
+        + "\n"
+    )
+    print(
+        f"recipe={args.recipe} auc={auc['value']:.3f} ci_low={auc['ci_low']:.3f} ci_high={auc['ci_high']:.3f} "
+        f"sens_at_90spec={sens:.2f} "
+        f"n={int(done.sum())} minutes={minutes:.1f}"
+    )
     return 0
 
 

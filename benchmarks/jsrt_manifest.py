@@ -36,11 +36,17 @@ def main(argv: list[str] | None = None) -> int:
         for row in csv.DictReader(handle):
             image = (args.jsrt / row["file"]).resolve()
             mask = args.jsrt / "lung_masks" / image.name
-            writer.writerow([
-                image, row["label"], row["study_id"],
-                row.get("nodule_x", ""), row.get("nodule_y", ""), row.get("nodule_diam_px", ""),
-                mask.resolve() if mask.is_file() else "",
-            ])
+            writer.writerow(
+                [
+                    image,
+                    row["label"],
+                    row["study_id"],
+                    row.get("nodule_x", ""),
+                    row.get("nodule_y", ""),
+                    row.get("nodule_diam_px", ""),
+                    mask.resolve() if mask.is_file() else "",
+                ]
+            )
     atomic_write_text(args.out, out.getvalue())
     print(f"wrote {args.out}")
     return 0

@@ -63,8 +63,17 @@ def test_gradcam_is_hot_on_the_planted_mark(marked_run) -> None:
 def test_predict_writes_one_heatmap_per_readable_image(marked_run, tmp_path, capsys) -> None:
     root, run = marked_run
     (tmp_path / "bad.png").write_bytes(b"nope")
-    code = main(["predict", str(run), str(root / "01.png"), str(root / "02.png"), str(tmp_path / "bad.png"),
-                 "--heatmaps", str(tmp_path / "heat")])
+    code = main(
+        [
+            "predict",
+            str(run),
+            str(root / "01.png"),
+            str(root / "02.png"),
+            str(tmp_path / "bad.png"),
+            "--heatmaps",
+            str(tmp_path / "heat"),
+        ]
+    )
     assert code == 1  # the unreadable file is reported, the others still get their heatmaps
     written = sorted(p.name for p in (tmp_path / "heat").iterdir())
     assert written == ["01.png", "02.png"]

@@ -42,7 +42,7 @@ def test_the_lesion_map_follows_the_image_under_augmentation() -> None:
     theta = random_affine(4, AugmentConfig(rotation_deg=15, translate=0.1), torch.Generator().manual_seed(3))
     moved_images, moved_lesions = warp(images, theta), warp(lesions, theta, mode="nearest")
     assert not torch.allclose(moved_images, images)  # the transform did move things
-    for image, lesion in zip(moved_images, moved_lesions):
+    for image, lesion in zip(moved_images, moved_lesions, strict=True):
         assert np.abs(_centroid(image[0]) - _centroid(lesion[0])).max() < 1.5
 
 

@@ -26,6 +26,7 @@ from xvision.backbones.weights import (
     WeightsIdentity,
     from_file,
 )
+from xvision.backbones.xrv import XRV_MEAN, XRV_STD, ConvertedWeights, xrv_densenet121, xrv_resnet50
 from xvision.errors import BackboneError, WeightsNotFoundError
 
 DEFAULT_BACKBONE = "vgg16"
@@ -40,7 +41,7 @@ class BackboneSpec:
     build: Callable[[], nn.Module]
     features: Callable[[nn.Module], nn.Module]
     preprocess: PreprocessConfig
-    weights: UrlWeights | PackageWeights | str  # str: "timm" (timm's own pretrained resolution)
+    weights: UrlWeights | PackageWeights | ConvertedWeights | str  # str: "timm" (timm's own resolution)
     license: str
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -191,6 +192,26 @@ _REGISTRY: dict[str, BackboneSpec] = {
             license="Apache-2.0",
         ),
         BackboneSpec(
+            name="xrv_densenet121_all",
+            description="torchxrayvision DenseNet-121 trained on 8 chest X-ray datasets (224 px, one channel, "
+            "[-1024, 1024] scaling), global-average-pooled 1,024-d; weights converted once (see docs)",
+            build=xrv_densenet121,
+            features=_densenet_features,
+            preprocess=PreprocessConfig(input_size=224, mean=XRV_MEAN, std=XRV_STD, channels=1),
+            weights=ConvertedWeights("densenet121-res224-all", "xrv-densenet121-res224-all.safetensors"),
+            license="Apache-2.0 (torchxrayvision); the training datasets' terms apply to the weights",
+        ),
+        BackboneSpec(
+            name="xrv_resnet50_512_all",
+            description="torchxrayvision ResNet-50 trained on 5 chest X-ray datasets at 512 px (one channel), "
+            "global-average-pooled 2,048-d; weights converted once (see docs)",
+            build=xrv_resnet50,
+            features=_resnet_features,
+            preprocess=PreprocessConfig(input_size=512, mean=XRV_MEAN, std=XRV_STD, channels=1),
+            weights=ConvertedWeights("resnet50-res512-all", "xrv-resnet50-res512-all.safetensors"),
+            license="Apache-2.0 (torchxrayvision); the training datasets' terms apply to the weights",
+        ),
+        BackboneSpec(
             name="resnet50",
             description="torchvision ResNet-50, global-average-pooled 2,048-d",
             build=_resnet50,
@@ -308,6 +329,8 @@ def _resolve(spec: BackboneSpec, model: nn.Module, weights: str | None) -> tuple
         return source.resolve(spec.name)
     if isinstance(source, PackageWeights):
         return source.resolve(spec.name, list(model.state_dict().keys()))
+    if isinstance(source, ConvertedWeights):
+        return source.resolve(spec.name)
     return None, _timm_pretrained(spec, model)
 
 

@@ -15,6 +15,7 @@ stays on the lesion.
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 
@@ -31,9 +32,7 @@ def random_affine(n: int, config: AugmentConfig, generator: torch.Generator) -> 
     scale = _uniform(n, *config.scale, generator)
     shift = _uniform(2 * n, -2 * config.translate, 2 * config.translate, generator).view(n, 2)  # grid is [-1, 1]
     cos, sin = torch.cos(angle) / scale, torch.sin(angle) / scale
-    return torch.stack(
-        [torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1
-    )
+    return torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
 
 
 def warp(batch: torch.Tensor, theta: torch.Tensor, *, mode: str = "bilinear") -> torch.Tensor:

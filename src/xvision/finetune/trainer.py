@@ -39,12 +39,11 @@ from xvision.data.manifest import Manifest, read_manifest
 from xvision.errors import ImageLoadError, ManifestError, RunError
 from xvision.evaluation.threshold import default_positive
 from xvision.finetune.augment import augment_intensity, random_affine, warp
-from xvision.finetune.config import FINETUNE_DIR, WEIGHTS_NAME, FineTuneConfig
+from xvision.finetune.config import WEIGHTS_NAME, FineTuneConfig
 from xvision.finetune.targets import lesion_map, lesion_of
 from xvision.io import load_image
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -277,7 +276,7 @@ def finetune(
         bar = tqdm(total=steps_per_epoch, desc=f"fine-tune {epoch}/{config.epochs}", disable=not progress)
         for step_in_epoch, start in enumerate(range(0, len(order), config.batch_size)):
             step = (epoch - 1) * steps_per_epoch + step_in_epoch
-            for group, base in zip(optimizer.param_groups, base_lrs):
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * _lr_factor(step, steps_per_epoch, total_steps)
             chunk = [train[i] for i in order[start : start + config.batch_size]]
             images = torch.stack([s.image.float() for s in chunk])[:, None]
