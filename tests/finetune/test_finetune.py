@@ -169,3 +169,15 @@ def test_fit_with_a_finetune_recipe_gives_a_run_that_predicts(phantom_manifest, 
     assert all(r.error is None and r.label in {"normal", "nodule"} for r in results)
     metrics = evaluate_manifest(run, phantom_manifest, out_dir=tmp_path / "eval", progress=False)
     assert metrics["n"] == 16
+
+
+def test_a_small_lesion_on_a_cell_corner_still_gets_positive_cells() -> None:
+    # 64 px map, 4 x 4 grid of 16 px cells; a 6 px lesion centred on the corner shared by four cells.
+    lesion = lesion_map(True, (32.0, 32.0, 6.0), (64, 64), 64)[None]
+    silent = torch.full((1, 4, 4), -10.0)
+    assert trainer_module._dense_loss(silent, lesion) > 4.0  # missing the lesion is penalised
+    found = silent.clone()
+    found[0, 1:3, 1:3] = 10.0  # the four cells touching the lesion
+    assert trainer_module._dense_loss(found, lesion) < 0.01
+    normal = lesion_map(False, None, (64, 64), 64)[None]
+    assert trainer_module._dense_loss(silent, normal) < 0.01

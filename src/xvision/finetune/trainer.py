@@ -114,7 +114,9 @@ def _to_input(images: torch.Tensor) -> torch.Tensor:
 
 def _dense_loss(dense: torch.Tensor, lesion: torch.Tensor) -> torch.Tensor:
     grid = dense.shape[-2:]
-    inside = F.adaptive_avg_pool2d(lesion[:, 0:1], grid)[:, 0] > 0.25
+    # A cell is "lesion" when it touches the lesion: a 5 mm nodule covers a fraction of one cell, and a
+    # coverage threshold would leave it without any positive cell when it straddles a cell border.
+    inside = F.adaptive_max_pool2d(lesion[:, 0:1], grid)[:, 0] > 0.5
     care = (F.adaptive_avg_pool2d(lesion[:, 1:2], grid)[:, 0] > 0.99) | inside
     negative = care & ~inside
     losses = F.binary_cross_entropy_with_logits(dense.float(), inside.float(), reduction="none")
