@@ -45,6 +45,8 @@ def fit(
 @click.command("recipes")
 def recipes() -> None:
     """List the recipes `xvision fit` can run."""
-    for recipe in list_recipes():
+    listed = list_recipes()
+    width = max(len(recipe.name) for recipe in listed)
+    for recipe in listed:
         marker = " (default)" if recipe.name == DEFAULT_RECIPE else ""
-        click.echo(f"{recipe.name:8s} {recipe.description}{marker}")
+        click.echo(f"{recipe.name:{width}s}  {recipe.description}{marker}")
