@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from xvision._fileio import atomic_write, atomic_write_json, sha256_file
 from xvision.data.manifest import Manifest, read_manifest
-from xvision.errors import ImageLoadError, ManifestError, RunError
+from xvision.errors import BackboneError, ImageLoadError, ManifestError, RunError
 from xvision.evaluation.threshold import default_positive
 from xvision.finetune.augment import augment_intensity, random_affine, warp
 from xvision.finetune.config import WEIGHTS_NAME, FineTuneConfig
@@ -84,8 +84,8 @@ def _pick_dtype(device: torch.device) -> torch.dtype | None:
     from xvision.backbones.runtime import detect_hardware
 
     hardware = detect_hardware()
-    if device.type == "cuda":
-        return torch.bfloat16 if hardware.cuda_bf16 else torch.float16
+    if device.type == "cuda":  # fp16 would need loss scaling; GPUs without bf16 train in fp32
+        return torch.bfloat16 if hardware.cuda_bf16 else None
     return torch.bfloat16 if hardware.cpu_bf16 else None
 
 
@@ -143,10 +143,10 @@ class _Checkpoints:
     def save(self, epoch: int, net: FineTuneNet, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         from safetensors.torch import save
 
-        tensors = {f"net.{k}": v.detach().contiguous() for k, v in net.state_dict().items()}
+        tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
         for index, slots in optimizer.state_dict()["state"].items():
             for name, value in slots.items():
-                tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().contiguous()
+                tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
         payload = save(tensors)
         atomic_write(self.folder / f"epoch-{epoch:03d}.safetensors", lambda tmp: tmp.write_bytes(payload))
         atomic_write_json(self.state_path, state)
@@ -180,14 +180,16 @@ def _lr_factor(step: int, steps_per_epoch: int, total_steps: int) -> float:
 
 
 @torch.no_grad()
-def _validate(net: FineTuneNet, samples: list[_Sample], batch_size: int, dtype: torch.dtype | None) -> float:
+def _validate(
+    net: FineTuneNet, samples: list[_Sample], batch_size: int, device: torch.device, dtype: torch.dtype | None
+) -> float:
     net.eval()
     losses = []
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
-        images = torch.stack([s.image.float() for s in chunk])[:, None]
-        targets = torch.tensor([s.target for s in chunk])
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+        images = torch.stack([s.image.float() for s in chunk])[:, None].to(device)
+        targets = torch.tensor([s.target for s in chunk], device=device)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits, _ = net(_to_input(images))
         losses.append(F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum").item())
     return sum(losses) / max(1, len(samples))
@@ -219,7 +221,11 @@ def finetune(
     if len(classes) != 2:
         raise ManifestError(f"{manifest.name}: fine-tuning needs exactly two classes, found {classes}")
     positive = default_positive(classes)
-    identity = {"manifest_sha256": sha256_file(manifest_path), "config": json.loads(json.dumps(config.to_dict()))}
+    identity = {
+        "manifest_sha256": sha256_file(manifest_path),
+        "config": json.loads(json.dumps(config.to_dict())),
+        "initial_weights": sha256_file(weights) if weights not in (None, "random") else weights or "pretrained",
+    }
     checkpoints = _Checkpoints(out)
     state = checkpoints.read_state()
     if state is not None and {k: state.get(k) for k in identity} != identity:
@@ -250,8 +256,12 @@ def finetune(
     torch.manual_seed(config.seed)
     backbone = create_backbone(config.backbone, weights=weights)  # resolved as everywhere else
     if not backbone.pretrained:
-        log.warning("fine-tuning from randomly initialised weights: 148 images cannot train a network from scratch")
-    net = FineTuneNet(backbone.model.body.model).to(memory_format=torch.channels_last)
+        log.warning("fine-tuning from randomly initialised weights: a small data set cannot train a network")
+    timm_model = getattr(getattr(backbone.model, "body", None), "model", None)
+    if timm_model is None or not hasattr(timm_model, "blocks"):
+        raise BackboneError(f"fine-tuning supports the EfficientNet backbones of the registry, not '{config.backbone}'")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = FineTuneNet(timm_model).to(device, memory_format=torch.channels_last)
     net.freeze(config.frozen_stages)
     head_params = list(net.classifier.parameters())
     body_params = [p for p in net.model.parameters() if p.requires_grad]
@@ -262,8 +272,9 @@ def finetune(
     base_lrs = [config.lr, config.head_lr]
     steps_per_epoch = math.ceil(len(train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
-    pos_weight = torch.tensor((len(train) - n_pos) / n_pos)
-    dtype = _pick_dtype(torch.device("cpu"))
+    pos_weight = torch.tensor((len(train) - n_pos) / n_pos, device=device)
+    dtype = _pick_dtype(device)
+    log.info("fine-tuning on %s (%s)", device, "fp32" if dtype is None else str(dtype).replace("torch.", ""))
 
     state = state or {**identity, "epochs_done": 0, "history": [], "best_epoch": None, "best_val_loss": None}
     if state["epochs_done"]:
@@ -283,11 +294,11 @@ def finetune(
             chunk = [train[i] for i in order[start : start + config.batch_size]]
             images = torch.stack([s.image.float() for s in chunk])[:, None]
             lesions = torch.stack([s.lesion for s in chunk])
-            targets = torch.tensor([s.target for s in chunk])
+            targets = torch.tensor([s.target for s in chunk], device=device)
             theta = random_affine(len(chunk), config.augment, generator)
-            images = augment_intensity(warp(images, theta), config.augment, generator)
-            lesions = warp(lesions, theta, mode="nearest")
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+            images = augment_intensity(warp(images, theta), config.augment, generator).to(device, non_blocking=True)
+            lesions = warp(lesions, theta, mode="nearest").to(device, non_blocking=True)
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits, dense = net(_to_input(images))
             loss = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight)
             if config.lesion_weight > 0:
@@ -301,7 +312,7 @@ def finetune(
         bar.close()
         record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(running))}
         if val:
-            record["val_loss"] = _validate(net, val, config.batch_size, dtype)
+            record["val_loss"] = _validate(net, val, config.batch_size, device, dtype)
             if state["best_val_loss"] is None or record["val_loss"] < state["best_val_loss"]:
                 state["best_val_loss"], state["best_epoch"] = record["val_loss"], epoch
         else:
@@ -317,8 +328,8 @@ def finetune(
     checkpoints.load(state["best_epoch"], net, None)
     from safetensors.torch import save
 
-    weights = {k: v.detach().contiguous() for k, v in net.model.state_dict().items()}
-    payload = save(weights, metadata={"format": "xvision-finetuned", "backbone": config.backbone})
+    tuned = {k: v.detach().cpu().contiguous() for k, v in net.model.state_dict().items()}
+    payload = save(tuned, metadata={"format": "xvision-finetuned", "backbone": config.backbone})
     atomic_write(weights_file, lambda tmp: tmp.write_bytes(payload))
     state["finished"] = True
     atomic_write_json(checkpoints.state_path, state)
