@@ -12,16 +12,44 @@ The public API, shared with the CLI (each ``xvision`` command is a thin wrapper 
     Predictor(run_dir).predict_paths(paths)            -> predictions
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
 from xvision._version import __version__
-from xvision.backbones import create_backbone, list_backbones
-from xvision.data import assign_splits, build_manifest, check_no_leakage, read_manifest, write_manifest
 from xvision.errors import XvisionError
-from xvision.evaluation.evaluate import evaluate_run
-from xvision.features.extract import extract_manifest
-from xvision.heads import MLPClassifier
-from xvision.inference import Predictor, load_bundle
-from xvision.io import load_image
-from xvision.training import train_run
+
+# The API is imported on first use: `import xvision` (and so `xvision --help`) must not wait for torch.
+_EXPORTS = {
+    "create_backbone": "xvision.backbones",
+    "list_backbones": "xvision.backbones",
+    "assign_splits": "xvision.data",
+    "build_manifest": "xvision.data",
+    "check_no_leakage": "xvision.data",
+    "read_manifest": "xvision.data",
+    "write_manifest": "xvision.data",
+    "evaluate_run": "xvision.evaluation.evaluate",
+    "extract_manifest": "xvision.features.extract",
+    "MLPClassifier": "xvision.heads",
+    "Predictor": "xvision.inference",
+    "load_bundle": "xvision.inference",
+    "load_image": "xvision.io",
+    "train_run": "xvision.training",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'xvision' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
 
 __all__ = [
     "MLPClassifier",

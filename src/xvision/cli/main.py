@@ -16,7 +16,35 @@ from xvision._version import __version__
 from xvision.errors import XvisionError
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A group that imports a command's module only when that command runs (see xvision.cli.commands)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        from xvision.cli.commands import COMMANDS
+
+        return [entry.name for entry in COMMANDS]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        import importlib
+
+        from xvision.cli.commands import COMMANDS
+
+        for entry in COMMANDS:
+            if entry.name == cmd_name:
+                return getattr(importlib.import_module(entry.module), entry.name)
+        return None
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        from xvision.cli.commands import COMMANDS, short_help
+
+        width = max(len(entry.name) for entry in COMMANDS)
+        limit = formatter.width - 6 - width
+        rows = [(entry.name, short_help(entry, limit)) for entry in COMMANDS]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="xvision")
 @click.option("-v", "--verbose", is_flag=True, help="Show debug logging.")
 def cli(verbose: bool) -> None:
@@ -31,17 +59,6 @@ def cli(verbose: bool) -> None:
         stream=sys.stderr,
     )
     logging.captureWarnings(True)
-
-
-def _register() -> None:
-    # Imported here so that each command lives in its own module and `xvision --help` stays cheap to build.
-    from xvision.cli import commands
-
-    for command in commands.ALL:
-        cli.add_command(command)
-
-
-_register()
 
 
 def _interrupt_on_sigterm() -> None:
