@@ -117,3 +117,19 @@ def test_preprocess_squashes_grayscale_to_normalised_three_channels() -> None:
     assert torch.allclose(tensor[0], tensor[2])
     assert tensor[0, 100, 5].item() == pytest.approx(-1.0)  # black -> (0-0.5)/0.5
     assert tensor[0, 100, 218].item() == pytest.approx(1.0)  # white -> (1-0.5)/0.5
+
+
+def test_inside_pooling_ignores_the_film_border() -> None:
+    import torch
+
+    from xvision.backbones.registry import _MaxPooledInside
+
+    pool = _MaxPooledInside(torch.nn.Identity(), margin=0.05)
+    x = torch.zeros(1, 2, 48, 48)
+    x[0, 0, 47, 10] = 9.0  # a bright mark on the bottom edge (3 cells of 48 are the border)
+    x[0, 0, 30, 30] = 1.0
+    x[0, 1, 3, 3] = 2.0  # just inside
+    assert pool(x).tolist() == [[1.0, 2.0]]
+    tiny = torch.zeros(1, 1, 2, 2)
+    tiny[0, 0, 0, 0] = 4.0
+    assert pool(tiny).item() == 4.0  # too small to trim: the whole map

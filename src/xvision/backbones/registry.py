@@ -7,6 +7,7 @@ feature vector per image ("CNN codes"). Names: ``vgg16`` (default, the seed reci
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -71,6 +72,28 @@ class _MaxPooled(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.flatten(nn.functional.adaptive_max_pool2d(self.body(x), 1), 1)
+
+
+class _MaxPooledInside(nn.Module):
+    """Max over the feature map less a border of ``margin`` of each side (rounded up to whole cells).
+
+    A film's outer edge carries the scanner's and the anonymiser's marks (saturated lines, black patches),
+    not pathology; on JSRT, max-pooled features of the outer 2 of 64 cells alone predict "nodule" with a
+    cross-validated AUC of 0.78 (docs/recipes.md). 5% keeps the lung apices and costophrenic angles of a
+    normally centred PA film (JSRT's lung masks start 3% in from the edges).
+    """
+
+    def __init__(self, body: nn.Module, margin: float = 0.05) -> None:
+        super().__init__()
+        self.body = body
+        self.margin = margin
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.body(x)
+        h, w = features.shape[-2:]
+        dy, dx = math.ceil(self.margin * h), math.ceil(self.margin * w)
+        inside = features[..., dy : h - dy, dx : w - dx] if h > 2 * dy and w > 2 * dx else features
+        return torch.flatten(nn.functional.adaptive_max_pool2d(inside, 1), 1)
 
 
 class _EffnetUpToBlock(nn.Module):
@@ -173,6 +196,18 @@ _REGISTRY: dict[str, BackboneSpec] = {
             "image: small lesions survive the pooling; ImageNet weights bundled, works offline",
             build=_effnet_lite0,
             features=lambda m: _MaxPooled(_EffnetUpToBlock(m, 5)),
+            preprocess=PreprocessConfig(
+                input_size=768, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+            ),
+            weights=_EFFNET_LITE0_WEIGHTS,
+            license="Apache-2.0",
+        ),
+        BackboneSpec(
+            name="efficientnet_lite0_768_inside",
+            description="as efficientnet_lite0_768, but max-pooled over the film less a 5% border: the film "
+            "edge carries scanner and anonymisation marks, not pathology",
+            build=_effnet_lite0,
+            features=lambda m: _MaxPooledInside(_EffnetUpToBlock(m, 5)),
             preprocess=PreprocessConfig(
                 input_size=768, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
             ),
