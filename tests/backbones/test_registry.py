@@ -122,9 +122,9 @@ def test_preprocess_squashes_grayscale_to_normalised_three_channels() -> None:
 def test_inside_pooling_ignores_the_film_border() -> None:
     import torch
 
-    from xvision.backbones.registry import _MaxPooledInside
+    from xvision.backbones.registry import MaxPooledInside
 
-    pool = _MaxPooledInside(torch.nn.Identity(), margin=0.05)
+    pool = MaxPooledInside(torch.nn.Identity(), margin=0.05)
     x = torch.zeros(1, 2, 48, 48)
     x[0, 0, 47, 10] = 9.0  # a bright mark on the bottom edge (3 cells of 48 are the border)
     x[0, 0, 30, 30] = 1.0

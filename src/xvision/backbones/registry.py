@@ -74,7 +74,7 @@ class _MaxPooled(nn.Module):
         return torch.flatten(nn.functional.adaptive_max_pool2d(self.body(x), 1), 1)
 
 
-class _MaxPooledInside(nn.Module):
+class MaxPooledInside(nn.Module):
     """Max over the feature map less a border of ``margin`` of each side (rounded up to whole cells).
 
     A film's outer edge carries the scanner's and the anonymiser's marks (saturated lines, black patches),
@@ -207,7 +207,7 @@ _REGISTRY: dict[str, BackboneSpec] = {
             description="as efficientnet_lite0_768, but max-pooled over the film less a 5% border: the film "
             "edge carries scanner and anonymisation marks, not pathology",
             build=_effnet_lite0,
-            features=lambda m: _MaxPooledInside(_EffnetUpToBlock(m, 5)),
+            features=lambda m: MaxPooledInside(_EffnetUpToBlock(m, 5)),
             preprocess=PreprocessConfig(
                 input_size=768, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
             ),
@@ -216,10 +216,10 @@ _REGISTRY: dict[str, BackboneSpec] = {
         ),
         BackboneSpec(
             name="efficientnet_lite0_512",
-            description="EfficientNet-Lite0 at 512 px, final 1,280-d features max-pooled over the image: the "
-            "network `xvision fit --recipe finetune` trains end to end; ImageNet weights bundled",
+            description="EfficientNet-Lite0 at 512 px, final 1,280-d features max-pooled over the film less a 5% "
+            "border: the network `xvision fit --recipe finetune` trains end to end; ImageNet weights bundled",
             build=_effnet_lite0,
-            features=lambda m: _MaxPooled(_TimmForwardFeatures(m)),
+            features=lambda m: MaxPooledInside(_TimmForwardFeatures(m)),
             preprocess=PreprocessConfig(
                 input_size=512, interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
             ),

@@ -1,8 +1,8 @@
 """Fine-tune a backbone end to end on a manifest, resumably; the result is a weights file for the registry.
 
 The network is the registry backbone ``efficientnet_lite0_512`` (EfficientNet-Lite0 at 512 px, final
-1,280-d features max-pooled over the image) with one linear unit on top. Max pooling lets one small lesion
-decide an image. Where the manifest has lesion locations (see :mod:`xvision.finetune.targets`), the same
+1,280-d features max-pooled over the film less its 5% border) with one linear unit on top. Max pooling lets
+one small lesion decide an image. Where the manifest has lesion locations (see :mod:`xvision.finetune.targets`), the same
 linear unit applied at every position of the 16 x 16 feature map is also trained to say "lesion here / not
 here" (a dense auxiliary loss); prediction never needs the locations.
 
@@ -35,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xvision._fileio import atomic_write, atomic_write_json, sha256_file
+from xvision.backbones.registry import MaxPooledInside
 from xvision.data.manifest import Manifest, read_manifest
 from xvision.errors import BackboneError, ImageLoadError, ManifestError, RunError
 from xvision.evaluation.threshold import default_positive
@@ -54,17 +55,23 @@ class _Sample:
 
 
 class FineTuneNet(nn.Module):
-    """A timm EfficientNet with one linear unit over max-pooled features; also returns the dense logit map."""
+    """A timm EfficientNet with one linear unit over max-pooled features; also returns the dense logit map.
+
+    The dense map covers the whole film, so the lesion loss also teaches "no lesion on the border".
+    """
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
         self.model = model
         self.classifier = nn.Linear(model.num_features, 1)
+        # The same pooling as the efficientnet_lite0_512 backbone that extracts features afterwards: the max
+        # over the film less its 5% border (scanner and anonymisation marks live on the edge).
+        self.pool = MaxPooledInside(nn.Identity())
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         features = self.model.forward_features(x)
         dense = torch.einsum("nchw,c->nhw", features, self.classifier.weight[0]) + self.classifier.bias
-        return self.classifier(features.amax(dim=(2, 3)))[:, 0], dense
+        return self.classifier(self.pool(features))[:, 0], dense
 
     def freeze(self, stages: int) -> None:
         frozen = [self.model.conv_stem, self.model.bn1, *list(self.model.blocks)[:stages]]
