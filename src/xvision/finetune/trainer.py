@@ -2,9 +2,10 @@
 
 The network is the registry backbone ``efficientnet_lite0_512`` (EfficientNet-Lite0 at 512 px, final
 1,280-d features max-pooled over the film less its 5% border) with one linear unit on top. Max pooling lets
-one small lesion decide an image. Where the manifest has lesion locations (see :mod:`xvision.finetune.targets`), the same
-linear unit applied at every position of the 16 x 16 feature map is also trained to say "lesion here / not
-here" (a dense auxiliary loss); prediction never needs the locations.
+one small lesion decide an image. Where the manifest has lesion locations (see
+:mod:`xvision.finetune.targets`), the same linear unit applied at every position of the 16 x 16 feature
+map is also trained to say "lesion here / not here" (a dense auxiliary loss); prediction never needs the
+locations.
 
 Choices, for small chest X-ray sets on a CPU:
 - the stem and the first three block stages stay frozen (generic edges and textures; freezing them halves
