@@ -59,20 +59,20 @@ def _print_csv(results: list[Prediction], classes: list[str]) -> None:
         )
 
 
-def _write_heatmaps(predictor: Predictor, results: list[Prediction], folder: Path) -> None:
-    from xvision.inference.heatmap import gradcam, save_overlay
+def _write_heatmaps(predictor: Predictor, results: list[Prediction], folder: Path, watermark: str | None) -> None:
+    from xvision.evaluation.plots import plot_heatmap
+    from xvision.inference.heatmap import gradcam
     from xvision.io import load_image
 
-    target = predictor.positive or None
     names: set[str] = set()
     for r in results:
         image = load_image(r.path)
         stem = Path(r.path).stem
         name = stem if stem not in names else f"{stem}-{len(names)}"
         names.add(name)
-        shown = target or r.label
+        shown = predictor.positive or r.label
         title = f"{Path(r.path).name}: {r.label}; Grad-CAM for {shown} (p={r.probabilities[shown]:.2f})"
-        save_overlay(image, gradcam(predictor, image, shown), folder / f"{name}.png", title)
+        plot_heatmap(image, gradcam(predictor, image, shown), folder / f"{name}.png", title=title, watermark=watermark)
 
 
 @click.command("predict")
@@ -144,7 +144,7 @@ def predict(
         draw_prediction_grid(results, grid, watermark=warning)
         click.echo(f"grid: {grid}", err=True)
     if heatmaps is not None:
-        _write_heatmaps(predictor, [r for r in results if not r.error], heatmaps)
+        _write_heatmaps(predictor, [r for r in results if not r.error], heatmaps, warning)
         click.echo(f"heatmaps: {heatmaps}", err=True)
     click.echo(f"decision: {decision}", err=True)
     if warning:

@@ -281,6 +281,19 @@ def plot_prediction_grid(
     return _save(fig, path, watermark)
 
 
+def plot_heatmap(
+    image: np.ndarray, heat: np.ndarray, path: str | Path, *, title: str = "", watermark: str | None = None
+) -> Path:
+    """Draw a radiograph (2-D, [0, 1]) with a heatmap of the same shape ([0, 1]) over it; faint heat omitted."""
+    fig = _new_figure((5.0, 5.0))
+    ax = fig.add_subplot(1, 1, 1)
+    ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
+    ax.imshow(np.ma.masked_less(heat, 0.05), cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0)
+    ax.set_title(title, fontsize=9)
+    ax.axis("off")
+    return _save(fig, path, watermark)
+
+
 def _new_figure(figsize: tuple[float, float]) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

@@ -11,8 +11,6 @@ A heatmap shows what the model used, not what is right: a hot border or corner i
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -62,24 +60,3 @@ def gradcam(predictor: Predictor, image: np.ndarray, target: str | None = None) 
     cam = F.interpolate(cam, size=image.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
     peak = float(cam.max())
     return cam / peak if peak > 0 else cam
-
-
-def save_overlay(image: np.ndarray, heat: np.ndarray, path: str | Path, title: str = "") -> Path:
-    """Write the radiograph with the heatmap over it (PNG, atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from xvision._fileio import atomic_write
-
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
-    ax.imshow(image, cmap="gray", vmin=0, vmax=1)
-    ax.imshow(np.ma.masked_less(heat, 0.05), cmap="jet", alpha=0.4, vmin=0, vmax=1)
-    ax.set_title(title, fontsize=9)
-    ax.axis("off")
-    fig.tight_layout()
-    try:
-        return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png"))
-    finally:
-        plt.close(fig)
