@@ -181,3 +181,18 @@ def test_a_small_lesion_on_a_cell_corner_still_gets_positive_cells() -> None:
     assert trainer_module._dense_loss(found, lesion) < 0.01
     normal = lesion_map(False, None, (64, 64), 64)[None]
     assert trainer_module._dense_loss(silent, normal) < 0.01
+
+
+def test_a_val_split_scores_every_epoch_and_keeps_the_best(phantom_manifest, tmp_path) -> None:
+    rows = list(csv.DictReader(open(phantom_manifest, newline="")))
+    with open(tmp_path / "split.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0], "split"])
+        writer.writeheader()
+        for i, row in enumerate(rows):
+            path = str(phantom_manifest.parent / row["path"])
+            writer.writerow({**row, "path": path, "split": "val" if i % 4 == 0 else "train"})
+    trainer_module.finetune(tmp_path / "split.csv", tmp_path / "ft", TINY, weights="random", progress=False)
+    state = json.loads((tmp_path / "ft" / "state.json").read_text())
+    losses = [record["val_loss"] for record in state["history"]]
+    assert len(losses) == 2 and all(np.isfinite(losses))
+    assert state["best_epoch"] == 1 + int(np.argmin(losses))

@@ -25,7 +25,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xvision._fileio import atomic_write, atomic_write_json, sha256_file
+from xvision.backbones.preprocess import PreprocessConfig, preprocess_image
 from xvision.backbones.registry import MaxPooledInside
 from xvision.data.manifest import Manifest, read_manifest
 from xvision.errors import BackboneError, ImageLoadError, ManifestError, RunError
@@ -97,8 +98,12 @@ def _pick_dtype(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if hardware.cpu_bf16 else None
 
 
-def _load_samples(manifest: Manifest, rows: list, positive: str, size: int, progress: bool) -> list[_Sample]:
-    """Decode every image once at the training size; a bad image is reported and skipped."""
+def _load_samples(
+    manifest: Manifest, rows: list, positive: str, preprocess: PreprocessConfig, progress: bool
+) -> list[_Sample]:
+    """Decode every image once, resized as the backbone resizes it but kept in [0, 1] with one channel (the
+    augmentation works on that); a bad image is reported and skipped."""
+    resize_only = replace(preprocess, channels=1, mean=(0.0,), std=(1.0,))
     samples = []
     for row in tqdm(rows, desc="decode", unit="img", disable=not progress):
         path = manifest.resolve(row)
@@ -108,16 +113,18 @@ def _load_samples(manifest: Manifest, rows: list, positive: str, size: int, prog
             log.warning("skipped: %s", error)
             continue
         where = f"{manifest.name}: {row.path}"
-        lesion = lesion_map(row.label == positive, lesion_of(row, where), image.shape, size // 4)
-        tensor = torch.from_numpy(np.ascontiguousarray(image))[None, None]
-        tensor = F.interpolate(tensor, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        samples.append(_Sample(tensor[0, 0].clamp(0, 1).half(), float(row.label == positive), lesion))
+        lesion = lesion_map(row.label == positive, lesion_of(row, where), image.shape, preprocess.input_size // 4)
+        resized = preprocess_image(image, resize_only)[0]
+        samples.append(_Sample(resized.half(), float(row.label == positive), lesion))
     return samples
 
 
-def _to_input(images: torch.Tensor) -> torch.Tensor:
-    """(N, 1, S, S) in [0, 1] -> the backbone's normalised 3-channel input (mean = std = 0.5)."""
-    return ((images - 0.5) / 0.5).expand(-1, 3, -1, -1).contiguous(memory_format=torch.channels_last)
+def _to_input(images: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tensor:
+    """(N, 1, S, S) in [0, 1] -> the backbone's normalised input, as its preprocessing would make it."""
+    mean = torch.tensor(preprocess.mean, device=images.device).view(1, -1, 1, 1)
+    std = torch.tensor(preprocess.std, device=images.device).view(1, -1, 1, 1)
+    x = images.expand(-1, preprocess.channels, -1, -1)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
 def _dense_loss(dense: torch.Tensor, lesion: torch.Tensor) -> torch.Tensor:
@@ -189,7 +196,12 @@ def _lr_factor(step: int, steps_per_epoch: int, total_steps: int) -> float:
 
 @torch.no_grad()
 def _validate(
-    net: FineTuneNet, samples: list[_Sample], batch_size: int, device: torch.device, dtype: torch.dtype | None
+    net: FineTuneNet,
+    samples: list[_Sample],
+    preprocess: PreprocessConfig,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype | None,
 ) -> float:
     net.eval()
     losses = []
@@ -198,7 +210,7 @@ def _validate(
         images = torch.stack([s.image.float() for s in chunk])[:, None].to(device)
         targets = torch.tensor([s.target for s in chunk], device=device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits, _ = net(_to_input(images))
+            logits, _ = net(_to_input(images, preprocess))
         losses.append(F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum").item())
     return sum(losses) / max(1, len(samples))
 
@@ -254,9 +266,9 @@ def finetune(
         val_rows = [r for r in manifest.rows if r.split == "val"]
     else:
         train_rows, val_rows = list(manifest.rows), []
-    size = get_spec(config.backbone).preprocess.input_size
-    train = _load_samples(manifest, train_rows, positive, size, progress)
-    val = _load_samples(manifest, val_rows, positive, size, progress)
+    preprocess = get_spec(config.backbone).preprocess
+    train = _load_samples(manifest, train_rows, positive, preprocess, progress)
+    val = _load_samples(manifest, val_rows, positive, preprocess, progress)
     n_pos = sum(s.target for s in train)
     if n_pos == 0 or n_pos == len(train):
         raise ManifestError(f"{manifest.name}: the training split needs images of both classes")
@@ -307,7 +319,7 @@ def finetune(
             images = augment_intensity(warp(images, theta), config.augment, generator).to(device, non_blocking=True)
             lesions = warp(lesions, theta, mode="nearest").to(device, non_blocking=True)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits, dense = net(_to_input(images))
+                logits, dense = net(_to_input(images, preprocess))
             loss = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight)
             if config.lesion_weight > 0:
                 loss = loss + config.lesion_weight * _dense_loss(dense, lesions)
@@ -320,7 +332,7 @@ def finetune(
         bar.close()
         record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(running))}
         if val:
-            record["val_loss"] = _validate(net, val, config.batch_size, device, dtype)
+            record["val_loss"] = _validate(net, val, preprocess, config.batch_size, device, dtype)
             if state["best_val_loss"] is None or record["val_loss"] < state["best_val_loss"]:
                 state["best_val_loss"], state["best_epoch"] = record["val_loss"], epoch
         else:
