@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import StratifiedGroupKFold
 
-from xvision.data.manifest import Manifest, read_manifest, write_manifest
+from xvision.data.manifest import read_manifest, write_manifest
 from xvision.evaluation.scoring import score_predictions
 from xvision.evaluation.threshold import default_positive
 from xvision.recipes import fit
@@ -60,15 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.only_fold and number != args.only_fold:
             continue
         test_set = set(test.tolist())
-        rows = [
-            type(row)(row.path, row.label, row.group, "test" if i in test_set else "train", dict(row.extra))
-            for i, row in enumerate(manifest.rows)
-        ]
+        splits = {row.path: "test" if i in test_set else "train" for i, row in enumerate(manifest.rows)}
         fold_dir = out / f"fold-{number}"
-        fold_manifest = write_manifest(
-            Manifest(rows, manifest.root, manifest.columns + ("split",) * ("split" not in manifest.columns)),
-            fold_dir / "manifest.csv",
-        )
+        fold_manifest = write_manifest(manifest.with_splits(splits), fold_dir / "manifest.csv")
         run = fold_dir / "run"
         if not (run / "predictions.csv").exists():
             fit(fold_manifest, run, recipe=args.recipe, seed=args.seed, overwrite=True)

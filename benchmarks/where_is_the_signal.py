@@ -80,7 +80,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {args.manifest} has no mask column (lung-field masks)", file=sys.stderr)
         return 2
     positive = default_positive(manifest.classes)
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     model = create_backbone("efficientnet_lite0").model.body.model.eval()
     feats, masks, y = [], [], []
     for row in tqdm(manifest.rows, desc="features", unit="img"):
