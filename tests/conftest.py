@@ -19,7 +19,5 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest
 @pytest.fixture
 def jsrt_dir() -> Path:
     if not (JSRT / "labels.csv").exists():
-        pytest.skip(
-            f"real JSRT radiographs not found at {JSRT} (they live beside the repo in ../shared/data)"
-        )
+        pytest.skip(f"real JSRT radiographs not found at {JSRT} (they live beside the repo in ../shared/data)")
     return JSRT

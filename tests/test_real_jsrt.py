@@ -21,9 +21,7 @@ def test_pipeline_on_real_jsrt_radiographs(jsrt_dir, tmp_path, capsys) -> None:
         for row in csv.DictReader(source):
             writer.writerow([str(jsrt_dir / row["file"]), row["label"], row["study_id"]])
     assert main(["split", str(manifest), "--test", "0.2", "--val", "0.15", "--seed", "0"]) == 0
-    assert (
-        main(["extract", str(manifest), "--backbone", "efficientnet_lite0", "-o", str(tmp_path / "f")]) == 0
-    )
+    assert main(["extract", str(manifest), "--backbone", "efficientnet_lite0", "-o", str(tmp_path / "f")]) == 0
     assert main(["train", str(tmp_path / "f"), "-o", str(tmp_path / "run")]) == 0
     assert main(["evaluate", str(tmp_path / "run"), "--features", str(tmp_path / "f")]) == 0
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())

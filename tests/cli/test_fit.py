@@ -39,8 +39,20 @@ def fitted(tmp_path_factory):
             writer.writeheader()
             writer.writerows(subset)
     assert main(["split", str(root / "data" / "fit.csv"), "--test", "0.25", "--val", "0.25", "--seed", "2"]) == 0
-    code = main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "run"), "--recipe", "lite0",
-                 "--backbone", TINY, "--weights", "random"])
+    code = main(
+        [
+            "fit",
+            str(root / "data" / "fit.csv"),
+            "-o",
+            str(root / "run"),
+            "--recipe",
+            "lite0",
+            "--backbone",
+            TINY,
+            "--weights",
+            "random",
+        ]
+    )
     return root, code
 
 

@@ -73,9 +73,7 @@ def test_split_to_another_file_keeps_identical_copies_together(
     capsys.readouterr()
 
 
-def test_split_by_an_extra_column_keeps_other_columns(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_split_by_an_extra_column_keeps_other_columns(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     lines = ["path,label,study_id,lesion_x"]
     for i in range(12):
         _png(tmp_path / f"{i}.png", i)

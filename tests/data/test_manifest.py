@@ -62,6 +62,18 @@ def test_writing_elsewhere_rewrites_paths_to_the_same_files(tmp_path: Path) -> N
     assert read_manifest(moved).paths() == manifest.paths()
 
 
+def test_writing_elsewhere_keeps_mask_columns_on_their_files(tmp_path: Path) -> None:
+    (tmp_path / "data").mkdir()
+    source = _write(tmp_path / "data" / "m.csv", "path,label,mask\na.png,x,masks/a.png\nb.png,y,\n")
+    manifest = read_manifest(source)
+
+    for target in (tmp_path / "m.csv", tmp_path / "elsewhere" / "deep" / "m.csv"):
+        moved = read_manifest(write_manifest(manifest, target))
+        assert moved.resolve_column(moved.rows[0], "mask") == tmp_path / "data" / "masks" / "a.png"
+        assert moved.resolve_column(moved.rows[1], "mask") is None
+    assert read_manifest(tmp_path / "m.csv").rows[0].get("mask") == "data/masks/a.png"
+
+
 def test_absolute_paths_and_bom_are_accepted(tmp_path: Path) -> None:
     image = (tmp_path / "x.png").as_posix()
     manifest = read_manifest(_write(tmp_path / "m.csv", f"path,label\n{image},a\n", encoding="utf-8-sig"))

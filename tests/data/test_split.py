@@ -21,9 +21,7 @@ from xvision.data import (
 from xvision.errors import LeakageError, ManifestError
 
 
-def _manifest(
-    root: Path, groups_per_class: dict[str, int], *, seed: int = 0, max_images: int = 4
-) -> Manifest:
+def _manifest(root: Path, groups_per_class: dict[str, int], *, seed: int = 0, max_images: int = 4) -> Manifest:
     """Rows only (no files): each group has 1..max_images images of one class."""
     rng = np.random.default_rng(seed)
     rows = []
@@ -169,9 +167,7 @@ def test_group_in_two_splits_is_leakage(tmp_path: Path) -> None:
         ManifestRow("d.png", "y", group="p1"),  # unassigned rows are ignored
     ]
     manifest = Manifest(rows=rows, root=tmp_path)
-    with pytest.raises(
-        LeakageError, match=r"group 'p1'.*'a.png' in train, 'b.png' in test.*--group-by group"
-    ):
+    with pytest.raises(LeakageError, match=r"group 'p1'.*'a.png' in train, 'b.png' in test.*--group-by group"):
         check_no_leakage(manifest, check_hashes=False)
     check_no_leakage(manifest, group_by=None, check_hashes=False)
 

@@ -196,3 +196,111 @@ def test_a_val_split_scores_every_epoch_and_keeps_the_best(phantom_manifest, tmp
     losses = [record["val_loss"] for record in state["history"]]
     assert len(losses) == 2 and all(np.isfinite(losses))
     assert state["best_epoch"] == 1 + int(np.argmin(losses))
+
+
+@pytest.fixture(scope="module")
+def masked_manifest(phantom_manifest: Path) -> Path:
+    """The phantom manifest with a ``mask`` column: each phantom's true lung fields, as a PNG."""
+    from PIL import Image
+
+    from xvision.data.phantoms import lung_mask
+
+    folder = phantom_manifest.parent
+    info = {image["path"]: image for image in json.loads((folder / "phantoms.json").read_text())["images"]}
+    (folder / "masks").mkdir(exist_ok=True)
+    rows = list(csv.DictReader(open(phantom_manifest, newline="")))
+    path = folder / "masked.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*rows[0], "mask"])
+        writer.writeheader()
+        for row in rows:
+            mask = ""
+            if row["path"] in info:
+                mask = f"masks/{Path(row['path']).name}"
+                Image.fromarray(lung_mask(info[row["path"]]).astype(np.uint8) * 255).save(folder / mask)
+            writer.writerow({**row, "mask": mask})
+    return path
+
+
+def test_pooled_over_ignores_cells_outside_and_falls_back_when_none_are_marked() -> None:
+    from xvision.backbones.registry import pooled_over
+
+    features = torch.zeros(2, 3, 8, 8)
+    features[:, :, 0, 0] = 100.0  # on the film's edge, outside the lungs
+    features[:, :, 4, 2] = 5.0  # inside
+    cells = torch.zeros(2, 8, 8, dtype=torch.bool)
+    cells[0, 3:6, 1:4] = True
+    pooled = pooled_over(features, cells)
+    assert pooled[0].tolist() == [5.0, 5.0, 5.0]  # the edge value cannot decide
+    assert pooled[1].tolist() == [5.0, 5.0, 5.0]  # no lung cell: the film less its border, still not the edge
+
+
+def test_the_lung_backbone_has_no_published_weights_but_takes_a_finetuned_file() -> None:
+    from xvision.backbones import create_backbone
+    from xvision.backbones.registry import get_spec
+    from xvision.errors import BackboneError, WeightsNotFoundError
+
+    assert get_spec("efficientnet_lite0_512_lung").preprocess == get_spec("efficientnet_lite0_512").preprocess
+    with pytest.raises(WeightsNotFoundError, match="fine-tuning"):
+        create_backbone("efficientnet_lite0_lung")
+    with pytest.raises(BackboneError, match="unknown backbone"):
+        get_spec("vgg16_lung")  # only the EfficientNet entries have a lung variant
+    backbone = create_backbone("efficientnet_lite0_lung", weights="random")
+    assert backbone.feature_dim == 1280 and not backbone.pretrained
+
+
+def test_finetune_learns_the_lung_fields_and_pools_over_them(masked_manifest, tmp_path) -> None:
+    from xvision.backbones import create_backbone
+
+    config = replace(TINY, pool="auto", epochs=4)
+    out = trainer_module.finetune(masked_manifest, tmp_path / "ft", config, weights="random", progress=False)
+    assert trainer_module.tuned_backbone(out) == "efficientnet_lite0_lung"
+    assert {"lung_unit.weight", "lung_unit.bias"} <= set(_weights(out))
+    backbone = create_backbone("efficientnet_lite0_lung", weights=str(out))
+    # The lung unit marks mostly lung cells: compare with the true fields of held-in phantoms.
+    from xvision.backbones.registry import dense_logits
+    from xvision.data.manifest import read_manifest
+
+    manifest = read_manifest(masked_manifest)
+    samples = trainer_module._load_samples(
+        manifest, manifest.rows[:8], "nodule", backbone.preprocess_config, False, lung=True
+    )
+    model = backbone.model.model
+    with torch.no_grad():
+        images = torch.stack([s.image.float() for s in samples])[:, None]
+        features = model.forward_features(trainer_module._to_input(images, backbone.preprocess_config))
+        predicted = dense_logits(features, model.lung_unit) > 0
+    truth = trainer_module._cells_of(torch.stack([s.lesion[2] for s in samples]), predicted.shape[-1])
+    agreement = (predicted == truth).float().mean().item()
+    assert agreement > max(truth.float().mean().item(), 1 - truth.float().mean().item())  # beats a constant
+
+
+def test_lung_pooling_without_masks_warns_or_refuses(phantom_manifest, tmp_path, caplog) -> None:
+    config = replace(TINY, pool="auto", epochs=1)
+    out = trainer_module.finetune(phantom_manifest, tmp_path / "auto", config, weights="random", progress=False)
+    assert "no lung masks" in caplog.text
+    assert trainer_module.tuned_backbone(out) == "efficientnet_lite0"
+    with pytest.raises(ManifestError, match="mask"):
+        trainer_module.finetune(
+            phantom_manifest, tmp_path / "lung", replace(config, pool="lung"), weights="random", progress=False
+        )
+
+
+def test_fit_best_with_masks_predicts_images_without_masks(masked_manifest, tmp_path, monkeypatch) -> None:
+    from xvision.inference import Predictor
+    from xvision.recipes import fit, registry
+
+    recipe = registry.get_recipe("best")
+    small = replace(recipe, backbone="efficientnet_lite0", finetune=replace(recipe.finetune, **_tiny_fields(1)))
+    monkeypatch.setitem(registry._RECIPES, "best", small)
+    run = tmp_path / "run"
+    fit(masked_manifest, run, recipe="best", weights="random", progress=False)
+    bundle = json.loads((run / "bundle.json").read_text())
+    assert bundle["backbone"]["name"] == "efficientnet_lite0_lung"
+    images = sorted(masked_manifest.parent.glob("normal/*.png"))[:2]
+    results = Predictor(run).predict_paths(images)
+    assert all(r.error is None and r.label in {"normal", "nodule"} for r in results)
+
+
+def _tiny_fields(epochs: int) -> dict:
+    return {"backbone": TINY.backbone, "epochs": epochs, "batch_size": TINY.batch_size}

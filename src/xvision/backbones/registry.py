@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ from xvision.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, Preprocess
 from xvision.backbones.weights import (
     RANDOM,
     RANDOM_INIT_SEED,
+    FineTunedOnly,
     PackageWeights,
     StateDict,
     UrlWeights,
@@ -42,7 +43,7 @@ class BackboneSpec:
     build: Callable[[], nn.Module]
     features: Callable[[nn.Module], nn.Module]
     preprocess: PreprocessConfig
-    weights: UrlWeights | PackageWeights | ConvertedWeights | str  # str: "timm" (timm's own resolution)
+    weights: UrlWeights | PackageWeights | ConvertedWeights | FineTunedOnly | str  # str: "timm" (timm's own)
     license: str
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -94,6 +95,65 @@ class MaxPooledInside(nn.Module):
         dy, dx = math.ceil(self.margin * h), math.ceil(self.margin * w)
         inside = features[..., dy : h - dy, dx : w - dx] if h > 2 * dy and w > 2 * dx else features
         return torch.flatten(nn.functional.adaptive_max_pool2d(inside, 1), 1)
+
+
+def pooled_over(features: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
+    """Max of (N, C, h, w) features over the cells where ``cells`` (N, h, w) is true.
+
+    An image with no such cell (a lung unit that sees no lung: not a chest film, or far out of its training
+    range) falls back to the film less its 5% border, so it still gets a prediction.
+    """
+    inside = MaxPooledInside(nn.Identity())(features)
+    masked = features.masked_fill(~cells[:, None], float("-inf")).amax(dim=(-2, -1))
+    empty = ~cells.flatten(1).any(dim=1)
+    return torch.where(empty[:, None], inside, masked)
+
+
+def dense_logits(features: torch.Tensor, unit: nn.Linear) -> torch.Tensor:
+    """A one-output linear unit applied at every position of (N, C, h, w) features: (N, h, w)."""
+    weight, bias = unit.weight[0].to(features.dtype), unit.bias.to(features.dtype)
+    return torch.einsum("nchw,c->nhw", features, weight) + bias
+
+
+LUNG_SUFFIX = "_lung"
+LUNG_UNIT = "lung_unit"
+
+
+class LungPooled(nn.Module):
+    """Final features max-pooled over the cells that the model's lung unit marks as lung field.
+
+    The lung unit (a linear unit on the final features, ``model.lung_unit``) is trained with the backbone by
+    :mod:`xvision.finetune` from the manifest's ``mask`` column; nothing outside the lungs (film border,
+    markers, abdomen) can then decide an image.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.model.forward_features(x)
+        return pooled_over(features, dense_logits(features, getattr(self.model, LUNG_UNIT)) > 0)
+
+
+def with_lung_unit(model: nn.Module) -> nn.Module:
+    """Give a timm model a (fresh) lung unit, unless it has one."""
+    if not hasattr(model, LUNG_UNIT):
+        setattr(model, LUNG_UNIT, nn.Linear(model.num_features, 1))
+    return model
+
+
+def _lung_spec(base: BackboneSpec) -> BackboneSpec:
+    """``<base>_lung``: the base EfficientNet with a lung unit, pooled over the lungs; fine-tuned weights only."""
+    name = base.name + LUNG_SUFFIX
+    return replace(
+        base,
+        name=name,
+        description=f"{base.name} pooled over its predicted lung fields (weights made by fine-tuning)",
+        build=lambda: with_lung_unit(base.build()),
+        features=LungPooled,
+        weights=FineTunedOnly(),
+    )
 
 
 class _EffnetUpToBlock(nn.Module):
@@ -316,6 +376,9 @@ def list_backbones() -> list[BackboneSpec]:
 def get_spec(name: str) -> BackboneSpec:
     if name.startswith("timm:"):
         return _timm_spec(name)
+    base = name.removesuffix(LUNG_SUFFIX)
+    if name != base and base in _REGISTRY and _REGISTRY[base].weights is _EFFNET_LITE0_WEIGHTS:
+        return _lung_spec(_REGISTRY[base])
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -368,7 +431,7 @@ def _resolve(spec: BackboneSpec, model: nn.Module, weights: str | None) -> tuple
         return source.resolve(spec.name)
     if isinstance(source, PackageWeights):
         return source.resolve(spec.name, list(model.state_dict().keys()))
-    if isinstance(source, ConvertedWeights):
+    if isinstance(source, (ConvertedWeights, FineTunedOnly)):
         return source.resolve(spec.name)
     return None, _timm_pretrained(spec, model)
 

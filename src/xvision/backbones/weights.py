@@ -167,3 +167,16 @@ class PackageWeights:
             source=f"package:{self.package}", name=path.name, sha256=sha256_file(path), pretrained=True
         )
         return state, identity
+
+
+@dataclass(frozen=True)
+class FineTunedOnly:
+    """No published weights exist: the network is made by fine-tuning (``xvision fit``), and its weights file
+    lives in that run (``RUN/finetune/backbone.safetensors``)."""
+
+    def resolve(self, backbone: str) -> tuple[StateDict, WeightsIdentity]:
+        raise WeightsNotFoundError(
+            f"backbone '{backbone}' has no published weights: it is made by fine-tuning "
+            f"(`xvision fit --recipe best` on a manifest with a 'mask' column); pass the run's "
+            f"finetune/backbone.safetensors with --weights"
+        )

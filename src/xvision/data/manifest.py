@@ -11,6 +11,9 @@ Format (UTF-8, a BOM is tolerated when reading)::
 - ``group`` (optional): patient or study id; images of one group always land in the same split.
   Empty means the image is its own group.
 - ``split`` (optional): ``train``, ``val`` or ``test``; empty means not assigned yet.
+- ``mask`` (optional): a lung-field mask image for the row (nonzero = lung), relative like ``path``; used
+  by the recipes that pool over the lungs. Like ``path``, it is rewritten when the manifest is written
+  elsewhere.
 - Any other column is carried through untouched, in its original order.
 """
 
@@ -35,6 +38,8 @@ SPLITS: tuple[str, ...] = ("train", "val", "test")
 
 REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label")
 BUILTIN_COLUMNS: tuple[str, ...] = ("path", "label", "group", "split")
+PATH_COLUMNS: tuple[str, ...] = ("mask",)
+"""Optional columns that name a file relative to the manifest, like ``path``."""
 
 # Used only until ``xvision.io`` (the image loader) defines SUPPORTED_SUFFIXES.
 _FALLBACK_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
@@ -124,6 +129,11 @@ class Manifest:
     def resolve(self, row: ManifestRow) -> Path:
         """Absolute, normalised path of a row's file (symlinks are not followed)."""
         return Path(os.path.normpath(self.root / row.path))
+
+    def resolve_column(self, row: ManifestRow, column: str) -> Path | None:
+        """Absolute path of a file named in one of :data:`PATH_COLUMNS` (None when the cell is empty)."""
+        value = row.get(column)
+        return None if value is None else Path(os.path.normpath(self.root / value))
 
     def paths(self) -> list[Path]:
         """Absolute paths of every row, in order."""
@@ -259,8 +269,9 @@ def write_manifest(manifest: Manifest, path: str | Path) -> Path:
     """Write ``manifest`` to ``path`` atomically and return ``path``.
 
     Written into the manifest's own folder, paths are kept exactly as they were. Written elsewhere, each
-    path is rewritten relative to the new folder when the file lies inside it, and absolute otherwise, so
-    the CSV still points at the same files. Extra columns are kept in their order.
+    path (``path`` and the :data:`PATH_COLUMNS`) is rewritten relative to the new folder when the file lies
+    inside it, and absolute otherwise, so the CSV still points at the same files. Extra columns are kept in
+    their order.
     """
     path = Path(path)
     destination = Path(os.path.abspath(path.parent))
@@ -271,6 +282,10 @@ def write_manifest(manifest: Manifest, path: str | Path) -> Path:
     for row in manifest.rows:
         written = row.path if same_root else _relative_or_absolute(manifest.resolve(row), destination)
         values = {"path": written, "label": row.label, "group": row.group or "", "split": row.split or ""}
+        for column in PATH_COLUMNS:
+            file = manifest.resolve_column(row, column)
+            if file is not None and not same_root:
+                values[column] = _relative_or_absolute(file, destination)
         writer.writerow([values[name] if name in values else row.extra.get(name, "") for name in manifest.columns])
     return atomic_write_text(path, buffer.getvalue())
 

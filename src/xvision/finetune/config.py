@@ -33,6 +33,15 @@ class FineTuneConfig:
     weight_decay: float = 1e-4
     frozen_stages: int = 3
     lesion_weight: float = 1.0
+    # "inside": max-pool over the film less its 5% border; "lung": over the cells a lung unit (trained from
+    # the manifest's `mask` column) marks as lung field, so nothing outside the lungs can decide an image;
+    # "auto": "lung" when the training rows have masks, else "inside" (with a warning).
+    pool: str = "inside"
+
+    def __post_init__(self) -> None:
+        if self.pool not in ("inside", "lung", "auto"):
+            raise ValueError(f"pool must be 'inside', 'lung' or 'auto', got {self.pool!r}")
+
     patience: int = 4
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)

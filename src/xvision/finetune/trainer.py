@@ -37,7 +37,14 @@ from tqdm.auto import tqdm
 
 from xvision._fileio import atomic_write, atomic_write_json, sha256_file
 from xvision.backbones.preprocess import PreprocessConfig, preprocess_image
-from xvision.backbones.registry import MaxPooledInside
+from xvision.backbones.registry import (
+    LUNG_SUFFIX,
+    LUNG_UNIT,
+    MaxPooledInside,
+    dense_logits,
+    pooled_over,
+    with_lung_unit,
+)
 from xvision.data.manifest import Manifest, read_manifest
 from xvision.errors import BackboneError, ImageLoadError, ManifestError, RunError
 from xvision.evaluation.threshold import default_positive
@@ -53,27 +60,48 @@ log = logging.getLogger(__name__)
 class _Sample:
     image: torch.Tensor  # (size, size) float16 in [0, 1]
     target: float
-    lesion: torch.Tensor  # (2, size/4, size/4)
+    lesion: torch.Tensor  # (3, size/4, size/4): lesion inside, lesion care, lung field (see _load_samples)
+    has_lung: bool  # the row has a lung mask (channel 2 is meaningful)
 
 
 class FineTuneNet(nn.Module):
     """A timm EfficientNet with one linear unit over max-pooled features; also returns the dense logit map.
 
     The dense map covers the whole film, so the lesion loss also teaches "no lesion on the border".
+    With ``lung=True`` a second linear unit says, at every position, "this cell touches the lung field"
+    (trained from the manifest's ``mask`` column), and the image's features are max-pooled over those cells
+    only; without it, over the film less its 5% border (scanner and anonymisation marks live on the edge).
     """
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, *, lung: bool = False) -> None:
         super().__init__()
-        self.model = model
+        # The lung unit lives on the timm model, so the saved weights fit the registry's `<name>_lung` entry.
+        self.model = with_lung_unit(model) if lung else model
         self.classifier = nn.Linear(model.num_features, 1)
-        # The same pooling as the efficientnet_lite0_512 backbone that extracts features afterwards: the max
-        # over the film less its 5% border (scanner and anonymisation marks live on the edge).
+        # The same pooling as the efficientnet_lite0_512 backbone that extracts features afterwards.
         self.pool = MaxPooledInside(nn.Identity())
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def lung(self) -> nn.Linear | None:
+        return getattr(self.model, LUNG_UNIT, None)
+
+    def forward(
+        self, x: torch.Tensor, known: tuple[torch.Tensor, torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """(image logit, dense lesion logits, dense lung logits or None).
+
+        ``known`` = (cells (N, h, w) bool, which (N,) bool): the true lung cells of the images that have a
+        mask, pooled over instead of the predicted ones (training).
+        """
         features = self.model.forward_features(x)
-        dense = torch.einsum("nchw,c->nhw", features, self.classifier.weight[0]) + self.classifier.bias
-        return self.classifier(self.pool(features))[:, 0], dense
+        dense = dense_logits(features, self.classifier)
+        if self.lung is None:
+            return self.classifier(self.pool(features))[:, 0], dense, None
+        lung = dense_logits(features, self.lung)
+        cells = lung.detach() > 0
+        if known is not None:
+            cells = torch.where(known[1][:, None, None], known[0], cells)
+        return self.classifier(pooled_over(features, cells))[:, 0], dense, lung
 
     def freeze(self, stages: int) -> None:
         frozen = [self.model.conv_stem, self.model.bn1, *list(self.model.blocks)[:stages]]
@@ -99,11 +127,14 @@ def _pick_dtype(device: torch.device) -> torch.dtype | None:
 
 
 def _load_samples(
-    manifest: Manifest, rows: list, positive: str, preprocess: PreprocessConfig, progress: bool
+    manifest: Manifest, rows: list, positive: str, preprocess: PreprocessConfig, progress: bool, *, lung: bool
 ) -> list[_Sample]:
     """Decode every image once, resized as the backbone resizes it but kept in [0, 1] with one channel (the
-    augmentation works on that); a bad image is reported and skipped."""
+    augmentation works on that); a bad image is reported and skipped. With ``lung``, a row's ``mask`` (lung
+    field, nonzero = lung) is read too; a missing or unreadable mask is reported and the row trains without
+    one."""
     resize_only = replace(preprocess, channels=1, mean=(0.0,), std=(1.0,))
+    size = preprocess.input_size // 4
     samples = []
     for row in tqdm(rows, desc="decode", unit="img", disable=not progress):
         path = manifest.resolve(row)
@@ -113,10 +144,28 @@ def _load_samples(
             log.warning("skipped: %s", error)
             continue
         where = f"{manifest.name}: {row.path}"
-        lesion = lesion_map(row.label == positive, lesion_of(row, where), image.shape, preprocess.input_size // 4)
+        lesion = lesion_map(row.label == positive, lesion_of(row, where), image.shape, size)
+        field = _lung_field(manifest, row, size) if lung else None
         resized = preprocess_image(image, resize_only)[0]
-        samples.append(_Sample(resized.half(), float(row.label == positive), lesion))
+        channel = field if field is not None else torch.zeros(size, size)
+        samples.append(
+            _Sample(resized.half(), float(row.label == positive), torch.cat([lesion, channel[None]]), field is not None)
+        )
     return samples
+
+
+def _lung_field(manifest: Manifest, row, size: int) -> torch.Tensor | None:
+    """The row's lung mask as a (size, size) coverage map in [0, 1], or None."""
+    mask_path = manifest.resolve_column(row, "mask")
+    if mask_path is None:
+        return None
+    try:
+        mask = load_image(mask_path)
+    except ImageLoadError as error:
+        log.warning("no lung mask for %s: %s", row.path, error)
+        return None
+    binary = torch.from_numpy((mask > 0).astype(np.float32))[None, None]
+    return F.interpolate(binary, size=(size, size), mode="area")[0, 0]
 
 
 def _to_input(images: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tensor:
@@ -125,6 +174,11 @@ def _to_input(images: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tenso
     std = torch.tensor(preprocess.std, device=images.device).view(1, -1, 1, 1)
     x = images.expand(-1, preprocess.channels, -1, -1)
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
+
+
+def _cells_of(field: torch.Tensor, grid: int) -> torch.Tensor:
+    """(N, s, s) lung coverage -> (N, grid, grid) bool: the cells that touch the lung field."""
+    return F.adaptive_max_pool2d(field[:, None], grid)[:, 0] > 0.5
 
 
 def _dense_loss(dense: torch.Tensor, lesion: torch.Tensor) -> torch.Tensor:
@@ -210,9 +264,17 @@ def _validate(
         images = torch.stack([s.image.float() for s in chunk])[:, None].to(device)
         targets = torch.tensor([s.target for s in chunk], device=device)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            logits, _ = net(_to_input(images, preprocess))
+            logits, _, _ = net(_to_input(images, preprocess))
         losses.append(F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="sum").item())
     return sum(losses) / max(1, len(samples))
+
+
+def tuned_backbone(weights_file: str | Path) -> str:
+    """The registry name to extract features with, for a weights file :func:`finetune` wrote."""
+    from safetensors import safe_open
+
+    with safe_open(str(weights_file), framework="pt") as handle:
+        return (handle.metadata() or {})["backbone"]
 
 
 def finetune(
@@ -267,11 +329,18 @@ def finetune(
     else:
         train_rows, val_rows = list(manifest.rows), []
     preprocess = get_spec(config.backbone).preprocess
-    train = _load_samples(manifest, train_rows, positive, preprocess, progress)
-    val = _load_samples(manifest, val_rows, positive, preprocess, progress)
+    masks = config.pool != "inside"
+    train = _load_samples(manifest, train_rows, positive, preprocess, progress, lung=masks)
+    val = _load_samples(manifest, val_rows, positive, preprocess, progress, lung=masks)
     n_pos = sum(s.target for s in train)
     if n_pos == 0 or n_pos == len(train):
         raise ManifestError(f"{manifest.name}: the training split needs images of both classes")
+    lung = masks and any(s.has_lung for s in train)
+    if masks and not lung:
+        hint = "add a 'mask' column (a lung-field image per row, nonzero = lung)"
+        if config.pool == "lung":
+            raise ManifestError(f"{manifest.name}: pooling over the lung fields needs lung masks to learn them: {hint}")
+        log.warning("%s has no lung masks: pooling over the film less its border (%s)", manifest.name, hint)
 
     torch.manual_seed(config.seed)
     backbone = create_backbone(config.backbone, weights=weights)  # resolved as everywhere else
@@ -281,10 +350,10 @@ def finetune(
     if timm_model is None or not hasattr(timm_model, "blocks"):
         raise BackboneError(f"fine-tuning supports the EfficientNet backbones of the registry, not '{config.backbone}'")
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    net = FineTuneNet(timm_model).to(device, memory_format=torch.channels_last)
+    net = FineTuneNet(timm_model, lung=lung).to(device, memory_format=torch.channels_last)
     net.freeze(config.frozen_stages)
-    head_params = list(net.classifier.parameters())
-    body_params = [p for p in net.model.parameters() if p.requires_grad]
+    head_params = [p for unit in (net.classifier, net.lung) if unit is not None for p in unit.parameters()]
+    body_params = [p for n, p in net.model.named_parameters() if p.requires_grad and not n.startswith(LUNG_UNIT)]
     optimizer = torch.optim.AdamW(
         [{"params": body_params, "lr": config.lr}, {"params": head_params, "lr": config.head_lr}],
         weight_decay=config.weight_decay,
@@ -318,11 +387,18 @@ def finetune(
             theta = random_affine(len(chunk), config.augment, generator)
             images = augment_intensity(warp(images, theta), config.augment, generator).to(device, non_blocking=True)
             lesions = warp(lesions, theta, mode="nearest").to(device, non_blocking=True)
+            known = None
+            if lung:  # the cells touching the true lung field, for the images that have a mask
+                has_lung = torch.tensor([s.has_lung for s in chunk], device=device)
+                known = (_cells_of(lesions[:, 2], images.shape[-1] // 32), has_lung)
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits, dense = net(_to_input(images, preprocess))
+                logits, dense, lung_logits = net(_to_input(images, preprocess), known)
             loss = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight)
             if config.lesion_weight > 0:
-                loss = loss + config.lesion_weight * _dense_loss(dense, lesions)
+                loss = loss + config.lesion_weight * _dense_loss(dense, lesions[:, :2])
+            if known is not None and known[1].any():
+                cells, has = known
+                loss = loss + F.binary_cross_entropy_with_logits(lung_logits[has].float(), cells[has].float())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -349,7 +425,8 @@ def finetune(
     from safetensors.torch import save
 
     tuned = {k: v.detach().cpu().contiguous() for k, v in net.model.state_dict().items()}
-    payload = save(tuned, metadata={"format": "xvision-finetuned", "backbone": config.backbone})
+    extract_with = config.backbone + (LUNG_SUFFIX if lung else "")
+    payload = save(tuned, metadata={"format": "xvision-finetuned", "backbone": extract_with})
     atomic_write(weights_file, lambda tmp: tmp.write_bytes(payload))
     state["finished"] = True
     atomic_write_json(checkpoints.state_path, state)

@@ -51,11 +51,11 @@ def fit(
         if backbone is not None:
             raise XvisionError(f"recipe {chosen.name!r} fine-tunes {chosen.backbone}; --backbone cannot change it")
         from xvision.finetune.config import FINETUNE_DIR
-        from xvision.finetune.trainer import finetune
+        from xvision.finetune.trainer import finetune, tuned_backbone
 
         config = replace(chosen.finetune, seed=seed)
         tuned = finetune(manifest, run / FINETUNE_DIR, config, weights=weights, restart=overwrite, progress=progress)
-        weights = str(tuned)
+        weights, backbone = str(tuned), tuned_backbone(tuned)  # `<name>_lung` when it learnt the lung fields
     extract_manifest(manifest, features, backbone=backbone or chosen.backbone, weights=weights, progress=progress)
     head = MLPClassifier(**{**chosen.head, "seed": seed})
     train_run(features, run, head=head, overwrite=overwrite, progress=progress)
