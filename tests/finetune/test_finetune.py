@@ -300,6 +300,10 @@ def test_fit_best_with_masks_predicts_images_without_masks(masked_manifest, tmp_
     images = sorted(masked_manifest.parent.glob("normal/*.png"))[:2]
     results = Predictor(run).predict_paths(images)
     assert all(r.error is None and r.label in {"normal", "nodule"} for r in results)
+    from xvision.evaluation.report import write_report
+
+    html = write_report(run).read_text()  # the report says what fine-tuning did
+    assert "Backbone fine-tuned" in html and "pool=auto" in html and "1 epochs, kept epoch 1" in html
 
 
 def _tiny_fields(epochs: int) -> dict:

@@ -141,7 +141,7 @@ def build_context(
         "data": _data_summary(index, bundle, store),
         "manifest": manifest,
         "audit": audit,
-        "provenance": _provenance(bundle, meta, store, metrics),
+        "provenance": _provenance(bundle, meta, store, metrics) + _finetune_rows(run_dir),
         "versions": sorted((bundle.get("versions") or {}).items()),
         "training": {
             "best_epoch": bundle.get("best_epoch"),
@@ -341,6 +341,30 @@ def _provenance(
     if metrics:
         rows.append(("Evaluated", f"{metrics.get('split')} split of {metrics.get('features')}"))
     return rows
+
+
+def _finetune_rows(run_dir: Path) -> list[tuple[str, str]]:
+    """What fine-tuning did, from ``RUN/finetune/state.json``, for runs of a fine-tuning recipe."""
+    from xvision.finetune.config import FINETUNE_DIR
+
+    state = _read_json(run_dir / FINETUNE_DIR / "state.json")
+    if not state:
+        return []
+    config = state.get("config") or {}
+    history = state.get("history") or []
+    settings = ", ".join(
+        f"{k}={config[k]}"
+        for k in ("backbone", "pool", "epochs", "lr", "frozen_stages", "lesion_weight")
+        if k in config
+    )
+    losses = "; ".join(
+        f"{r['epoch']}: {r['train_loss']:.3f}" + (f" (val {r['val_loss']:.3f})" if "val_loss" in r else "")
+        for r in history
+    )
+    return [
+        ("Backbone fine-tuned", f"{len(history)} epochs, kept epoch {state.get('best_epoch')}; {settings}"),
+        ("Fine-tuning loss by epoch", losses or "none"),
+    ]
 
 
 _THRESHOLD_KEYS = {
