@@ -37,14 +37,13 @@ class FineTuneConfig:
     # the manifest's `mask` column) marks as lung field, so nothing outside the lungs can decide an image;
     # "auto": "lung" when the training rows have masks, else "inside" (with a warning).
     pool: str = "inside"
+    patience: int = 4
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
         if self.pool not in ("inside", "lung", "auto"):
             raise ValueError(f"pool must be 'inside', 'lung' or 'auto', got {self.pool!r}")
-
-    patience: int = 4
-    seed: int = 0
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
