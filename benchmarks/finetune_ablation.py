@@ -18,7 +18,7 @@ held-out images several ways:
     python benchmarks/finetune_ablation.py jsrt.csv --config base --config lung -o ablation
 
 Per configuration it prints pooled out-of-fold ROC AUC (bootstrap 95% interval) and the per-fold AUCs,
-and writes ``OUT/CONFIG/summary.json``.
+and writes ``OUT/CONFIG/seed-SEED/summary.json``.
 """
 
 from __future__ import annotations
@@ -129,7 +129,7 @@ def run_config(name: str, manifest_path: Path, out: Path, folds: int, seed: int,
     per_fold: dict[str, list[float]] = {}
     started = time.perf_counter()
     for number, (train_idx, test_idx) in enumerate(splitter.split(np.zeros(len(y)), y, groups), start=1):
-        fold_dir = out / name / f"fold-{number}"
+        fold_dir = out / name / f"seed-{seed}" / f"fold-{number}"  # seeds may run side by side
         test_set = set(test_idx.tolist())
         splits = {row.path: "test" if i in test_set else "train" for i, row in enumerate(manifest.rows)}
         fold_manifest = write_manifest(manifest.with_splits(splits), fold_dir / "manifest.csv")
@@ -155,7 +155,8 @@ def run_config(name: str, manifest_path: Path, out: Path, folds: int, seed: int,
                 continue
             scores.setdefault(key, np.full(len(y), np.nan))[test_idx] = values
             per_fold.setdefault(key, []).append(float(roc_auc_score(y[test_idx], values)))
-        print(f"{name} fold {number}: {(time.perf_counter() - started) / 60:.1f} min", flush=True)
+        aucs = " ".join(f"{key}={values[-1]:.3f}" for key, values in per_fold.items())
+        print(f"{name} seed {seed} fold {number}: {aucs} ({(time.perf_counter() - started) / 60:.1f} min)", flush=True)
     summary = {"config": config.to_dict(), "minutes": (time.perf_counter() - started) / 60, "scores": {}}
     for key, values in scores.items():
         auc, low, high = bootstrap_auc(y, values)
@@ -165,7 +166,7 @@ def run_config(name: str, manifest_path: Path, out: Path, folds: int, seed: int,
             f"folds={','.join(f'{v:.2f}' for v in per_fold[key])}",
             flush=True,
         )
-    atomic_write_json(out / name / f"summary-seed{seed}.json", summary)
+    atomic_write_json(out / name / f"seed-{seed}" / "summary.json", summary)
     return summary
 
 
