@@ -304,6 +304,7 @@ def test_fit_best_with_masks_predicts_images_without_masks(masked_manifest, tmp_
 
     html = write_report(run).read_text()  # the report says what fine-tuning did
     assert "Backbone fine-tuned" in html and "pool=auto" in html and "1 epochs, kept epoch 1" in html
+    assert "pooled over the lung fields" in html
 
 
 def _tiny_fields(epochs: int) -> dict:

@@ -362,7 +362,11 @@ def _finetune_rows(run_dir: Path) -> list[tuple[str, str]]:
         for r in history
     )
     return [
-        ("Backbone fine-tuned", f"{len(history)} epochs, kept epoch {state.get('best_epoch')}; {settings}"),
+        (
+            "Backbone fine-tuned",
+            f"{len(history)} epochs, kept epoch {state.get('best_epoch')}, features pooled over the "
+            f"{state.get('pooled_over', 'film')}; {settings}",
+        ),
         ("Fine-tuning loss by epoch", losses or "none"),
     ]
 

@@ -366,6 +366,7 @@ def finetune(
     log.info("fine-tuning on %s (%s)", device, "fp32" if dtype is None else str(dtype).replace("torch.", ""))
 
     state = state or {**identity, "epochs_done": 0, "history": [], "best_epoch": None, "best_val_loss": None}
+    state["pooled_over"] = "lung fields" if lung else "film less its border"
     if state["epochs_done"]:
         checkpoints.load(state["epochs_done"], net, optimizer)
         log.info("resuming fine-tuning after epoch %d", state["epochs_done"])
