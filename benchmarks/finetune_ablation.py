@@ -40,7 +40,7 @@ from sklearn.preprocessing import StandardScaler
 
 from xvision._fileio import atomic_write_json
 from xvision.backbones import registry
-from xvision.backbones.registry import MaxPooledInside, dense_logits, get_spec, pooled_over
+from xvision.backbones.registry import MaxPooledInside, create_backbone, dense_logits, get_spec, pooled_over
 from xvision.data.manifest import read_manifest, write_manifest
 from xvision.evaluation.threshold import default_positive
 from xvision.finetune import trainer
@@ -135,8 +135,6 @@ def run_config(name: str, manifest_path: Path, out: Path, folds: int, seed: int,
         fold_manifest = write_manifest(manifest.with_splits(splits), fold_dir / "manifest.csv")
         trainer.finetune(fold_manifest, fold_dir / "ft", config, progress=False)
         state = json.loads((fold_dir / "ft" / "state.json").read_text())
-        from xvision.backbones.registry import create_backbone
-
         timm_model = create_backbone(config.backbone, weights="random").model.body.model
         net = trainer.FineTuneNet(timm_model, lung=config.pool == "lung").to(device)
         trainer._Checkpoints(fold_dir / "ft").load(state["best_epoch"], net, None)
