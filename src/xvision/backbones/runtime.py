@@ -4,7 +4,7 @@
 to PyTorch eager when an optional engine is missing or fails. The rules (measured, see the README's
 Performance section):
 
-- CUDA when present: bf16 (fp16 on GPUs without bf16), channels-last, batches of 64, pinned host memory and
+- CUDA when present: fp16 (closer to fp32 than bf16), channels-last, batches of 64, pinned host memory and
   non-blocking copies.
 - CPUs with native bf16 (AMX or AVX512-BF16): bf16 + channels-last; OpenVINO when installed
   (``pip install "xvision[fast]"``), else ``torch.compile`` for large jobs, else eager autocast.

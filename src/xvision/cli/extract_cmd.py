@@ -39,7 +39,7 @@ from xvision.features.store import STORAGE_DTYPES
     type=click.Choice(PRECISIONS),
     default="auto",
     show_default=True,
-    help="auto: bf16 on GPUs and on CPUs with native bf16 (AMX/AVX512-BF16), else fp32. "
+    help="auto: fp16 on GPUs, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32. "
     "fp32 forces the reference path (eager PyTorch, full-resolution decoding).",
 )
 @click.option(
