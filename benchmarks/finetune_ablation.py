@@ -40,7 +40,14 @@ from sklearn.preprocessing import StandardScaler
 
 from xvision._fileio import atomic_write_json
 from xvision.backbones import registry
-from xvision.backbones.registry import MaxPooledInside, create_backbone, dense_logits, get_spec, pooled_over
+from xvision.backbones.registry import (
+    MaxPooledInside,
+    create_backbone,
+    dense_logits,
+    get_spec,
+    max_inside,
+    pooled_over,
+)
 from xvision.data.manifest import read_manifest, write_manifest
 from xvision.evaluation.threshold import default_positive
 from xvision.finetune import trainer
@@ -88,10 +95,10 @@ def score_fold(net: trainer.FineTuneNet, samples: list, preprocess, device: torc
         x = trainer._to_input(images, preprocess)
         features = net.model.forward_features(x).float()
         dense = dense_logits(features, net.classifier)
-        cells = trainer._cells_of(lesions[:, 2], dense.shape[-1])
+        cells = trainer.cells_of(lesions[:, 2], dense.shape[-1])
         has = torch.tensor([s.has_lung for s in chunk], device=device)
         if net.lung is None:
-            pooled = net.pool(features)
+            pooled = max_inside(features)
             out["lung_iou"].append(torch.full((len(chunk),), float("nan")))
         else:
             predicted = dense_logits(features, net.lung) > 0
@@ -100,7 +107,7 @@ def score_fold(net: trainer.FineTuneNet, samples: list, preprocess, device: torc
             out["lung_iou"].append(torch.where(has, iou.float(), float("nan")).cpu())
         out["pooled"].append(net.classifier(pooled)[:, 0].cpu())
         out["features"].append(pooled.cpu())
-        inside = MaxPooledInside(torch.nn.Identity())(dense[:, None])[:, 0]
+        inside = max_inside(dense[:, None])[:, 0]
         out["dense_max"].append(inside.cpu())
         cells = torch.where(has[:, None, None], cells, torch.ones_like(cells))
         out["dense_lung"].append(dense.masked_fill(~cells, float("-inf")).amax(dim=(-2, -1)).cpu())

@@ -270,7 +270,7 @@ def test_finetune_learns_the_lung_fields_and_pools_over_them(masked_manifest, tm
         images = torch.stack([s.image.float() for s in samples])[:, None]
         features = model.forward_features(trainer_module._to_input(images, backbone.preprocess_config))
         predicted = dense_logits(features, model.lung_unit) > 0
-    truth = trainer_module._cells_of(torch.stack([s.lesion[2] for s in samples]), predicted.shape[-1])
+    truth = trainer_module.cells_of(torch.stack([s.lesion[2] for s in samples]), predicted.shape[-1])
     agreement = (predicted == truth).float().mean().item()
     assert agreement > max(truth.float().mean().item(), 1 - truth.float().mean().item())  # beats a constant
 

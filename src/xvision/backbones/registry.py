@@ -90,11 +90,15 @@ class MaxPooledInside(nn.Module):
         self.margin = margin
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.body(x)
-        h, w = features.shape[-2:]
-        dy, dx = math.ceil(self.margin * h), math.ceil(self.margin * w)
-        inside = features[..., dy : h - dy, dx : w - dx] if h > 2 * dy and w > 2 * dx else features
-        return torch.flatten(nn.functional.adaptive_max_pool2d(inside, 1), 1)
+        return max_inside(self.body(x), self.margin)
+
+
+def max_inside(features: torch.Tensor, margin: float = 0.05) -> torch.Tensor:
+    """(N, C, h, w) -> (N, C): the max over the map less ``margin`` of each side (see MaxPooledInside)."""
+    h, w = features.shape[-2:]
+    dy, dx = math.ceil(margin * h), math.ceil(margin * w)
+    inside = features[..., dy : h - dy, dx : w - dx] if h > 2 * dy and w > 2 * dx else features
+    return torch.flatten(nn.functional.adaptive_max_pool2d(inside, 1), 1)
 
 
 def pooled_over(features: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
@@ -103,7 +107,7 @@ def pooled_over(features: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     An image with no such cell (a lung unit that sees no lung: not a chest film, or far out of its training
     range) falls back to the film less its 5% border, so it still gets a prediction.
     """
-    inside = MaxPooledInside(nn.Identity())(features)
+    inside = max_inside(features)
     masked = features.masked_fill(~cells[:, None], float("-inf")).amax(dim=(-2, -1))
     empty = ~cells.flatten(1).any(dim=1)
     return torch.where(empty[:, None], inside, masked)
@@ -149,7 +153,7 @@ def _lung_spec(base: BackboneSpec) -> BackboneSpec:
     return replace(
         base,
         name=name,
-        description=f"{base.name} pooled over its predicted lung fields (weights made by fine-tuning)",
+        description=f"{base.name}'s final features pooled over its predicted lung fields (fine-tuned weights)",
         build=lambda: with_lung_unit(base.build()),
         features=LungPooled,
         weights=FineTunedOnly(),

@@ -40,8 +40,8 @@ from xvision.backbones.preprocess import PreprocessConfig, preprocess_image
 from xvision.backbones.registry import (
     LUNG_SUFFIX,
     LUNG_UNIT,
-    MaxPooledInside,
     dense_logits,
+    max_inside,
     pooled_over,
     with_lung_unit,
 )
@@ -78,8 +78,6 @@ class FineTuneNet(nn.Module):
         # The lung unit lives on the timm model, so the saved weights fit the registry's `<name>_lung` entry.
         self.model = with_lung_unit(model) if lung else model
         self.classifier = nn.Linear(model.num_features, 1)
-        # The same pooling as the efficientnet_lite0_512 backbone that extracts features afterwards.
-        self.pool = MaxPooledInside(nn.Identity())
 
     @property
     def lung(self) -> nn.Linear | None:
@@ -90,17 +88,18 @@ class FineTuneNet(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """(image logit, dense lesion logits, dense lung logits or None).
 
-        ``known`` = (cells (N, h, w) bool, which (N,) bool): the true lung cells of the images that have a
-        mask, pooled over instead of the predicted ones (training).
+        ``known`` = (lung coverage (N, s, s) in [0, 1], which (N,) bool): for the images that have a mask, the
+        true lung cells are pooled over instead of the predicted ones (training). Without a lung unit the
+        pooling is the efficientnet_lite0_512 backbone's: the film less its 5% border.
         """
         features = self.model.forward_features(x)
         dense = dense_logits(features, self.classifier)
         if self.lung is None:
-            return self.classifier(self.pool(features))[:, 0], dense, None
+            return self.classifier(max_inside(features))[:, 0], dense, None
         lung = dense_logits(features, self.lung)
         cells = lung.detach() > 0
         if known is not None:
-            cells = torch.where(known[1][:, None, None], known[0], cells)
+            cells = torch.where(known[1][:, None, None], cells_of(known[0], lung.shape[-2:]), cells)
         return self.classifier(pooled_over(features, cells))[:, 0], dense, lung
 
     def freeze(self, stages: int) -> None:
@@ -176,8 +175,8 @@ def _to_input(images: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tenso
     return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
 
 
-def _cells_of(field: torch.Tensor, grid: int) -> torch.Tensor:
-    """(N, s, s) lung coverage -> (N, grid, grid) bool: the cells that touch the lung field."""
+def cells_of(field: torch.Tensor, grid: int | tuple[int, int]) -> torch.Tensor:
+    """(N, s, s) lung coverage -> (N, *grid) bool: the cells that touch the lung field."""
     return F.adaptive_max_pool2d(field[:, None], grid)[:, 0] > 0.5
 
 
@@ -388,18 +387,16 @@ def finetune(
             theta = random_affine(len(chunk), config.augment, generator)
             images = augment_intensity(warp(images, theta), config.augment, generator).to(device, non_blocking=True)
             lesions = warp(lesions, theta, mode="nearest").to(device, non_blocking=True)
-            known = None
-            if lung:  # the cells touching the true lung field, for the images that have a mask
-                has_lung = torch.tensor([s.has_lung for s in chunk], device=device)
-                known = (_cells_of(lesions[:, 2], images.shape[-1] // 32), has_lung)
+            has = torch.tensor([s.has_lung for s in chunk], device=device)
+            known = (lesions[:, 2], has) if lung else None  # the true lung field, where a mask exists
             with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits, dense, lung_logits = net(_to_input(images, preprocess), known)
             loss = F.binary_cross_entropy_with_logits(logits.float(), targets, pos_weight=pos_weight)
             if config.lesion_weight > 0:
                 loss = loss + config.lesion_weight * _dense_loss(dense, lesions[:, :2])
-            if known is not None and known[1].any():
-                cells, has = known
-                loss = loss + F.binary_cross_entropy_with_logits(lung_logits[has].float(), cells[has].float())
+            if lung_logits is not None and has.any():  # the lung unit learns "this cell touches the lung field"
+                truth = cells_of(lesions[has, 2], lung_logits.shape[-2:])
+                loss = loss + F.binary_cross_entropy_with_logits(lung_logits[has].float(), truth.float())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
