@@ -242,7 +242,8 @@ def _check_header(columns: list[str], path: Path) -> tuple[str, ...]:
     if missing:
         raise ManifestError(
             f"{path} line 1: missing required column(s) {', '.join(missing)} (found: {', '.join(columns)}); "
-            "the header must include path,label (optional: group,split)"
+            "the header must include path,label (optional: group, split, mask, lesion_x, lesion_y, lesion_diam; "
+            "rename your columns to these names)"
         )
     return tuple(columns)
 
