@@ -140,11 +140,37 @@ class LungPooled(nn.Module):
         return pooled_over(features, dense_logits(features, getattr(self.model, LUNG_UNIT)) > 0)
 
 
-def with_lung_unit(model: nn.Module) -> nn.Module:
-    """Give a timm model a (fresh) lung unit, unless it has one."""
-    if not hasattr(model, LUNG_UNIT):
-        setattr(model, LUNG_UNIT, nn.Linear(model.num_features, 1))
+def with_unit(model: nn.Module, name: str) -> nn.Module:
+    """Give a timm model a (fresh) one-output linear unit on its final features as ``model.<name>``, unless
+    it has one; the unit is then part of the model's state dict, so fine-tuned weights carry it."""
+    if not hasattr(model, name):
+        setattr(model, name, nn.Linear(model.num_features, 1))
     return model
+
+
+def with_lung_unit(model: nn.Module) -> nn.Module:
+    return with_unit(model, LUNG_UNIT)
+
+
+LESION_UNIT = "lesion_unit"
+LESION_BACKBONE = "efficientnet_lite0_1024_lesion"
+
+
+class LesionScore(nn.Module):
+    """One feature per image: the highest "lesion here" logit of the model's lesion unit over the film less
+    its 5% border (the unit applied at every position of the final feature map, 32 x 32 at 1024 px).
+
+    The unit is trained with the backbone on full-resolution crops by :mod:`xvision.finetune.detector`; the
+    head on top only calibrates this one number.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        features = self.model.forward_features(x)
+        return max_inside(dense_logits(features, getattr(self.model, LESION_UNIT))[:, None])
 
 
 def _lung_spec(base: BackboneSpec) -> BackboneSpec:
@@ -156,7 +182,7 @@ def _lung_spec(base: BackboneSpec) -> BackboneSpec:
         description=f"{base.name}'s final features pooled over its predicted lung fields (fine-tuned weights)",
         build=lambda: with_lung_unit(base.build()),
         features=LungPooled,
-        weights=FineTunedOnly(),
+        weights=FineTunedOnly("`xvision fit --recipe finetune` or `best` on a manifest with a 'mask' column"),
     )
 
 
@@ -293,6 +319,18 @@ _REGISTRY: dict[str, BackboneSpec] = {
             lambda m: MaxPooledInside(_TimmForwardFeatures(m)),
             input_size=512,
             interpolation="bilinear",
+        ),
+        replace(
+            _lite0_spec(
+                LESION_BACKBONE,
+                "EfficientNet-Lite0 at 1024 px with a lesion unit: one feature, the highest 'lesion here' "
+                "logit over the film less its border; made by `xvision fit --recipe detect` (fine-tuned weights)",
+                LesionScore,
+                input_size=1024,
+                interpolation="bilinear",
+            ),
+            build=lambda: with_unit(_effnet_lite0(), LESION_UNIT),
+            weights=FineTunedOnly("`xvision fit --recipe detect` on a manifest with lesion_x,lesion_y,lesion_diam"),
         ),
         BackboneSpec(
             name="xrv_densenet121_all",

@@ -171,12 +171,13 @@ class PackageWeights:
 
 @dataclass(frozen=True)
 class FineTunedOnly:
-    """No published weights exist: the network is made by fine-tuning (``xvision fit``), and its weights file
-    lives in that run (``RUN/finetune/backbone.safetensors``)."""
+    """No published weights exist: the network is made by fine-tuning (``xvision fit``, ``made_by`` says
+    how), and its weights file lives in that run (``RUN/finetune/backbone.safetensors``)."""
+
+    made_by: str
 
     def resolve(self, backbone: str) -> tuple[StateDict, WeightsIdentity]:
         raise WeightsNotFoundError(
-            f"backbone '{backbone}' has no published weights: it is made by fine-tuning "
-            f"(`xvision fit --recipe best` on a manifest with a 'mask' column); pass the run's "
-            f"finetune/backbone.safetensors with --weights"
+            f"backbone '{backbone}' has no published weights: it is made by fine-tuning ({self.made_by}); "
+            "pass the run's finetune/backbone.safetensors with --weights"
         )

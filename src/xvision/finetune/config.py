@@ -47,3 +47,27 @@ class FineTuneConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class DetectorConfig:
+    """Training a lesion detector on full-resolution crops (:mod:`xvision.finetune.detector`).
+
+    A "round" is ``steps_per_round`` steps: the unit of checkpoints, resume and early stopping.
+    """
+
+    backbone: str = "efficientnet_lite0_1024_lesion"
+    rounds: int = 8
+    steps_per_round: int = 50
+    batch_size: int = 12  # half crops holding a lesion, half taken anywhere on the film
+    crop: int = 256
+    lr: float = 3e-4
+    head_lr: float = 1e-3
+    weight_decay: float = 1e-4
+    frozen_stages: int = 3
+    patience: int = 3
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(translate=0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)

@@ -208,7 +208,7 @@ class _Checkpoints:
             return None
         return json.loads(self.state_path.read_text(encoding="utf-8"))
 
-    def save(self, epoch: int, net: FineTuneNet, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    def save(self, epoch: int, net: nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
         from safetensors.torch import save
 
         tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
@@ -223,7 +223,7 @@ class _Checkpoints:
             if old.name not in keep:
                 old.unlink()
 
-    def load(self, epoch: int, net: FineTuneNet, optimizer: torch.optim.Optimizer | None) -> None:
+    def load(self, epoch: int, net: nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
         from safetensors.torch import load_file
 
         tensors = load_file(self.folder / f"epoch-{epoch:03d}.safetensors")
@@ -292,41 +292,18 @@ def finetune(
     starting weights (default: the registry's pretrained ones). ``restart`` discards a previous run in
     ``out_dir`` made with another manifest or configuration instead of refusing.
     """
-    from xvision.backbones.registry import create_backbone, get_spec
+    from xvision.backbones.registry import get_spec
 
     config = config or FineTuneConfig()
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = read_manifest(manifest_path)
-    classes = manifest.classes
-    if len(classes) != 2:
-        raise ManifestError(f"{manifest.name}: fine-tuning needs exactly two classes, found {classes}")
-    positive = default_positive(classes)
-    identity = {
-        "manifest_sha256": sha256_file(manifest_path),
-        "config": json.loads(json.dumps(config.to_dict())),
-        "initial_weights": sha256_file(weights) if weights not in (None, "random") else weights or "pretrained",
-    }
-    checkpoints = _Checkpoints(out)
-    state = checkpoints.read_state()
-    if state is not None and {k: state.get(k) for k in identity} != identity:
-        if not restart:
-            raise RunError(
-                f"{out}: holds a fine-tuning run of another manifest or configuration; "
-                "use another folder or pass --overwrite"
-            )
-        for old in [*out.glob("epoch-*.safetensors"), checkpoints.state_path, out / WEIGHTS_NAME]:
-            old.unlink(missing_ok=True)
-        state = None
+    manifest, positive = _binary_manifest(manifest_path)
+    identity = run_identity(manifest_path, config, weights)
+    checkpoints, state = open_run(out, identity, restart)
     weights_file = out / WEIGHTS_NAME
     if state is not None and state.get("finished") and weights_file.exists():
         return weights_file
 
-    if manifest.has_splits:
-        train_rows = [r for r in manifest.rows if r.split == "train"]
-        val_rows = [r for r in manifest.rows if r.split == "val"]
-    else:
-        train_rows, val_rows = list(manifest.rows), []
+    train_rows, val_rows = split_rows(manifest)
     preprocess = get_spec(config.backbone).preprocess
     masks = config.pool != "inside"
     train = _load_samples(manifest, train_rows, positive, preprocess, progress, lung=masks)
@@ -342,12 +319,7 @@ def finetune(
         log.warning("%s has no lung masks: pooling over the film less its border (%s)", manifest.name, hint)
 
     torch.manual_seed(config.seed)
-    backbone = create_backbone(config.backbone, weights=weights)  # resolved as everywhere else
-    if not backbone.pretrained:
-        log.warning("fine-tuning from randomly initialised weights: a small data set cannot train a network")
-    timm_model = getattr(getattr(backbone.model, "body", None), "model", None)
-    if timm_model is None or not hasattr(timm_model, "blocks"):
-        raise BackboneError(f"fine-tuning supports the EfficientNet backbones of the registry, not '{config.backbone}'")
+    timm_model = timm_body(config.backbone, weights)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     net = FineTuneNet(timm_model, lung=lung).to(device, memory_format=torch.channels_last)
     net.freeze(config.frozen_stages)
@@ -420,11 +392,71 @@ def finetune(
             break
 
     checkpoints.load(state["best_epoch"], net, None)
+    return save_tuned(net.model, config.backbone + (LUNG_SUFFIX if lung else ""), weights_file, checkpoints, state)
+
+
+def timm_body(name: str, weights: str | None) -> nn.Module:
+    """The timm EfficientNet inside registry backbone ``name``, with ``weights`` resolved as everywhere else."""
+    from xvision.backbones.registry import create_backbone
+
+    backbone = create_backbone(name, weights=weights)
+    if not backbone.pretrained:
+        log.warning("fine-tuning from randomly initialised weights: a small data set cannot train a network")
+    timm_model = getattr(getattr(backbone.model, "body", None), "model", None)
+    if timm_model is None or not hasattr(timm_model, "blocks"):
+        raise BackboneError(f"fine-tuning supports the EfficientNet backbones of the registry, not '{name}'")
+    return timm_model
+
+
+def _binary_manifest(manifest_path: str | Path) -> tuple[Manifest, str]:
+    manifest = read_manifest(manifest_path)
+    if len(manifest.classes) != 2:
+        raise ManifestError(f"{manifest.name}: fine-tuning needs exactly two classes, found {manifest.classes}")
+    return manifest, default_positive(manifest.classes)
+
+
+def run_identity(manifest_path: str | Path, config: Any, weights: str | None) -> dict[str, Any]:
+    """What a fine-tuning folder was made from; resuming needs the same."""
+    return {
+        "manifest_sha256": sha256_file(manifest_path),
+        "config": json.loads(json.dumps(config.to_dict())),
+        "initial_weights": sha256_file(weights) if weights not in (None, "random") else weights or "pretrained",
+    }
+
+
+def open_run(out: Path, identity: dict[str, Any], restart: bool) -> tuple[_Checkpoints, dict[str, Any] | None]:
+    """The folder's checkpoints and its state to resume from (None: start afresh). A folder holding another
+    run is refused, or emptied with ``restart``."""
+    out.mkdir(parents=True, exist_ok=True)
+    checkpoints = _Checkpoints(out)
+    state = checkpoints.read_state()
+    if state is not None and {k: state.get(k) for k in identity} != identity:
+        if not restart:
+            raise RunError(
+                f"{out}: holds a fine-tuning run of another manifest or configuration; "
+                "use another folder or pass --overwrite"
+            )
+        for old in [*out.glob("epoch-*.safetensors"), checkpoints.state_path, out / WEIGHTS_NAME]:
+            old.unlink(missing_ok=True)
+        state = None
+    return checkpoints, state
+
+
+def split_rows(manifest: Manifest) -> tuple[list, list]:
+    """(train rows, validation rows): without a split column every row trains."""
+    if not manifest.has_splits:
+        return list(manifest.rows), []
+    return [r for r in manifest.rows if r.split == "train"], [r for r in manifest.rows if r.split == "val"]
+
+
+def save_tuned(
+    model: nn.Module, backbone: str, weights_file: Path, checkpoints: _Checkpoints, state: dict[str, Any]
+) -> Path:
+    """Write the tuned timm model's weights for the registry entry ``backbone``; mark the run finished."""
     from safetensors.torch import save
 
-    tuned = {k: v.detach().cpu().contiguous() for k, v in net.model.state_dict().items()}
-    extract_with = config.backbone + (LUNG_SUFFIX if lung else "")
-    payload = save(tuned, metadata={"format": "xvision-finetuned", "backbone": extract_with})
+    tuned = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    payload = save(tuned, metadata={"format": "xvision-finetuned", "backbone": backbone})
     atomic_write(weights_file, lambda tmp: tmp.write_bytes(payload))
     state["finished"] = True
     atomic_write_json(checkpoints.state_path, state)

@@ -45,16 +45,27 @@ def fit(
     from xvision.training import train_run
 
     chosen = get_recipe(recipe)
+    if chosen.without_lesions and not _has_lesions(manifest):
+        log.warning(
+            "recipe %r learns from lesion locations and %s has none (lesion_x, lesion_y, lesion_diam): "
+            "running recipe %r instead",
+            chosen.name,
+            Path(manifest).name,
+            chosen.without_lesions,
+        )
+        chosen = get_recipe(chosen.without_lesions)
     run = Path(run_dir)
     features = run / "features"
     if chosen.finetune is not None:
         if backbone is not None:
             raise XvisionError(f"recipe {chosen.name!r} fine-tunes {chosen.backbone}; --backbone cannot change it")
-        from xvision.finetune.config import FINETUNE_DIR
+        from xvision.finetune.config import FINETUNE_DIR, DetectorConfig
+        from xvision.finetune.detector import train_detector
         from xvision.finetune.trainer import finetune, tuned_backbone
 
         config = replace(chosen.finetune, seed=seed)
-        tuned = finetune(manifest, run / FINETUNE_DIR, config, weights=weights, restart=overwrite, progress=progress)
+        trainer = train_detector if isinstance(config, DetectorConfig) else finetune
+        tuned = trainer(manifest, run / FINETUNE_DIR, config, weights=weights, restart=overwrite, progress=progress)
         weights, backbone = str(tuned), tuned_backbone(tuned)  # `<name>_lung` when it learnt the lung fields
     extract_manifest(manifest, features, backbone=backbone or chosen.backbone, weights=weights, progress=progress)
     head = MLPClassifier(**{**chosen.head, "seed": seed})
@@ -63,3 +74,11 @@ def fit(
     if any(row.split == "test" for row in read_manifest(manifest).rows):
         metrics = evaluate_run(run, features, split="test")
     return FitResult(run, chosen.name, metrics)
+
+
+def _has_lesions(manifest: str | Path) -> bool:
+    """Whether any row of the manifest's training rows carries a lesion location."""
+    from xvision.finetune.targets import LESION_COLUMNS
+
+    rows = read_manifest(manifest).rows
+    return any(row.split in (None, "", "train") and row.get(LESION_COLUMNS[0]) is not None for row in rows)

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from xvision.errors import XvisionError
-from xvision.finetune.config import FineTuneConfig
+from xvision.finetune.config import DetectorConfig, FineTuneConfig
 
 DEFAULT_RECIPE = "best"
 
@@ -17,7 +17,10 @@ class Recipe:
     description: str
     backbone: str
     head: dict[str, Any] = field(default_factory=dict)  # MLPClassifier parameters
-    finetune: FineTuneConfig | None = None  # fine-tune the backbone first (xvision.finetune)
+    # Train the backbone first (xvision.finetune): end to end on whole films, or as a lesion detector on crops.
+    finetune: FineTuneConfig | DetectorConfig | None = None
+    # The recipe to run instead, with a warning, when the manifest has no lesion locations to learn from.
+    without_lesions: str | None = None
 
 
 # A linear head, standardised and strongly regularised: 150 images cannot support a 512-512 MLP.
@@ -66,6 +69,16 @@ _RECIPES = {
             head=_LINEAR_HEAD,
         ),
         _FINETUNE,
+        Recipe(
+            name="detect",
+            description="a nodule detector: EfficientNet-Lite0 trained at 1024 px on 256 px crops to say "
+            "'lesion here' at every position (needs lesion_x/lesion_y/lesion_diam to train, not to predict); "
+            "the image's score is its highest position over the film less its border; linear head",
+            backbone="efficientnet_lite0_1024_lesion",
+            head=_LINEAR_HEAD,
+            finetune=DetectorConfig(),
+            without_lesions="best",
+        ),
         # The default. Pooling over predicted lung fields measured no worse than over the film (within noise,
         # docs/recipes.md) and makes the evidence lie in the lungs by construction: no film border, marker
         # or abdomen can decide an image. Without masks in the manifest it is `finetune`, with a warning.

@@ -1,0 +1,237 @@
+"""Train a lesion detector on full-resolution crops; the result is a weights file for the registry.
+
+The network is EfficientNet-Lite0 (the bundled ImageNet weights) with a lesion unit: a linear unit applied at
+every position of its final feature map says "lesion here / not here". It is trained at 1024 px, where a
+5-30 mm nodule spans 15-85 pixels, on 256 px crops:
+- half of each batch are crops that hold a lesion (from the manifest's ``lesion_x,lesion_y,lesion_diam``),
+  placed **anywhere** in the crop: a lesion always at the same place teaches the network that place (through
+  the zero padding at the crop's edge) instead of the lesion; this was measured (flat maps, chance AUC);
+- the other half are taken anywhere on any training film (the film less its 5% border), so every kind of
+  normal tissue is seen as "no lesion";
+- the loss is fine-tuning's dense lesion loss (:func:`xvision.finetune.trainer._dense_loss`: cells the lesion
+  touches are "here", a ring around them undecided, everything else "not here", both sides weighted
+  equally), with the same chest-film augmentation (no left-right flip), stem and first three stages frozen,
+  ImageNet BatchNorm statistics kept, AdamW with warm-up and cosine decay, bf16 where native.
+An image's score is the highest lesion logit over the film less its border (the registry entry
+``efficientnet_lite0_1024_lesion``); prediction needs no lesion columns.
+
+Training runs in rounds of ``steps_per_round`` steps (the checkpoint unit; ``state.json`` calls them epochs):
+a checkpoint after each, and re-running the same command resumes after the last finished round. With a
+``val`` split, each round is scored there (ROC AUC of the image scores) and the best round is kept (early
+stop after ``patience`` rounds without a better one).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from xvision.backbones.registry import LESION_UNIT, dense_logits, get_spec, max_inside, with_unit
+from xvision.errors import ManifestError
+from xvision.finetune.augment import augment_intensity, random_affine, warp
+from xvision.finetune.config import WEIGHTS_NAME, DetectorConfig
+from xvision.finetune.trainer import (
+    _binary_manifest,
+    _dense_loss,
+    _load_samples,
+    _lr_factor,
+    _pick_dtype,
+    _Sample,
+    _to_input,
+    open_run,
+    run_identity,
+    save_tuned,
+    split_rows,
+    timm_body,
+)
+
+log = logging.getLogger(__name__)
+
+START_BACKBONE = "efficientnet_lite0"  # the ImageNet network the detector starts from
+MARGIN = 48  # crops are cut this much larger on each side, warped, then trimmed (no black warp corners)
+
+
+class DetectorNet(nn.Module):
+    """A timm EfficientNet with a lesion unit; returns the dense lesion logits (N, h, w)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = with_unit(model, LESION_UNIT)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return dense_logits(self.model.forward_features(x), getattr(self.model, LESION_UNIT))
+
+    def train(self, mode: bool = True) -> DetectorNet:
+        super().train(mode)
+        for module in self.modules():  # keep ImageNet BatchNorm statistics (as fine-tuning does)
+            if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                module.eval()
+        return self
+
+
+def lesion_centre(sample: _Sample) -> tuple[int, int] | None:
+    """(x, y) in pixels of the resized image, from the sample's lesion map, or None."""
+    inside = sample.lesion[0].nonzero()
+    if len(inside) == 0:
+        return None
+    y, x = inside.float().mean(dim=0).tolist()
+    return int(4 * x + 2), int(4 * y + 2)
+
+
+def sample_crop(
+    sample: _Sample, centre: tuple[int, int] | None, crop: int, generator: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (crop + 2 * MARGIN)-px square of the image and its (2, ...) lesion map; holding the lesion anywhere
+    at least 16 px inside the final crop when ``centre`` is given, else anywhere on the film less its border."""
+    size = sample.image.shape[-1]
+    big = crop + 2 * MARGIN
+
+    def pick(low: int, high: int) -> int:
+        return int(torch.randint(low, max(low + 1, high), (1,), generator=generator))
+
+    if centre is not None:
+        left = centre[0] - MARGIN - pick(16, crop - 16)
+        top = centre[1] - MARGIN - pick(16, crop - 16)
+    else:
+        border = int(0.05 * size)
+        left = pick(border - MARGIN, size - border - crop - MARGIN)
+        top = pick(border - MARGIN, size - border - crop - MARGIN)
+    left, top = (min(max(v, 0), size - big) // 4 * 4 for v in (left, top))  # the lesion map is at 1/4 scale
+    image = sample.image[top : top + big, left : left + big].float()
+    lesion = sample.lesion[:2, top // 4 : (top + big) // 4, left // 4 : (left + big) // 4]
+    return image, lesion
+
+
+@torch.no_grad()
+def image_scores(net: DetectorNet, samples: list[_Sample], preprocess, device: torch.device, dtype) -> np.ndarray:
+    """Each whole image's score: its highest lesion logit over the film less its border."""
+    net.eval()
+    scores = []
+    for sample in samples:
+        x = _to_input(sample.image.float()[None, None].to(device), preprocess)
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            dense = net(x)
+        scores.append(float(max_inside(dense.float()[:, None])[0, 0]))
+    return np.array(scores)
+
+
+def train_detector(
+    manifest_path: str | Path,
+    out_dir: str | Path,
+    config: DetectorConfig | None = None,
+    *,
+    weights: str | None = None,
+    restart: bool = False,
+    progress: bool = True,
+) -> Path:
+    """Train the detector on the manifest's train split (val, if any, picks the best round); return the
+    weights file. Resumable like :func:`xvision.finetune.trainer.finetune`; ``weights`` are starting weights
+    for EfficientNet-Lite0 (default: the bundled ImageNet ones)."""
+    from sklearn.metrics import roc_auc_score
+
+    config = config or DetectorConfig()
+    out = Path(out_dir)
+    manifest, positive = _binary_manifest(manifest_path)
+    checkpoints, state = open_run(out, run_identity(manifest_path, config, weights), restart)
+    weights_file = out / WEIGHTS_NAME
+    if state is not None and state.get("finished") and weights_file.exists():
+        return weights_file
+
+    train_rows, val_rows = split_rows(manifest)
+    preprocess = get_spec(config.backbone).preprocess
+    if preprocess.input_size < config.crop + 2 * MARGIN:
+        raise ValueError(f"crop {config.crop} px does not fit {config.backbone}'s {preprocess.input_size} px input")
+    train = _load_samples(manifest, train_rows, positive, preprocess, progress, lung=False)
+    val = _load_samples(manifest, val_rows, positive, preprocess, progress, lung=False)
+    located = [(s, c) for s in train if (c := lesion_centre(s)) is not None]
+    if not located:
+        raise ManifestError(
+            f"{manifest.name}: the detector learns from lesion locations, and no '{positive}' training row has "
+            "lesion_x, lesion_y, lesion_diam (pixels of the image); add them or use --recipe finetune"
+        )
+    if not any(s.target == 0 for s in train):
+        raise ManifestError(f"{manifest.name}: the training split needs images of both classes")
+    judge = len({s.target for s in val}) == 2  # early stopping needs both classes in val
+
+    torch.manual_seed(config.seed)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    net = DetectorNet(timm_body(START_BACKBONE, weights)).to(device, memory_format=torch.channels_last)
+    model = net.model
+    for module in [model.conv_stem, model.bn1, *list(model.blocks)[: config.frozen_stages]]:
+        module.requires_grad_(False)
+    unit = getattr(model, LESION_UNIT)
+    body_params = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith(LESION_UNIT)]
+    optimizer = torch.optim.AdamW(
+        [{"params": body_params, "lr": config.lr}, {"params": unit.parameters(), "lr": config.head_lr}],
+        weight_decay=config.weight_decay,
+    )
+    base_lrs = [config.lr, config.head_lr]
+    total_steps = config.rounds * config.steps_per_round
+    dtype = _pick_dtype(device)
+    log.info("training the lesion detector on %s (%s)", device, "fp32" if dtype is None else str(dtype)[6:])
+
+    identity = run_identity(manifest_path, config, weights)
+    state = state or {**identity, "epochs_done": 0, "history": [], "best_epoch": None, "best_val_auc": None}
+    state["trained"] = "lesion detector on full-resolution crops"
+    if state["epochs_done"]:
+        checkpoints.load(state["epochs_done"], net, optimizer)
+        log.info("resuming the detector after round %d", state["epochs_done"])
+
+    half = config.batch_size // 2
+    for round_ in range(state["epochs_done"] + 1, config.rounds + 1):
+        generator = torch.Generator().manual_seed(config.seed * 100_003 + round_)
+        net.train()
+        losses: list[float] = []
+        bar = tqdm(total=config.steps_per_round, desc=f"detector {round_}/{config.rounds}", disable=not progress)
+        for step_in_round in range(config.steps_per_round):
+            step = (round_ - 1) * config.steps_per_round + step_in_round
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                group["lr"] = base * _lr_factor(step, config.steps_per_round, total_steps)
+            crops = []
+            for k in range(config.batch_size):
+                if k < half:
+                    sample, centre = located[int(torch.randint(len(located), (1,), generator=generator))]
+                else:
+                    sample, centre = train[int(torch.randint(len(train), (1,), generator=generator))], None
+                crops.append(sample_crop(sample, centre, config.crop, generator))
+            images = torch.stack([c[0] for c in crops])[:, None]
+            maps = torch.stack([c[1] for c in crops])
+            theta = random_affine(len(crops), config.augment, generator)
+            images = augment_intensity(warp(images, theta), config.augment, generator)
+            maps = warp(maps, theta, mode="nearest")
+            q = MARGIN // 4
+            images, maps = images[..., MARGIN:-MARGIN, MARGIN:-MARGIN], maps[..., q:-q, q:-q]
+            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                dense = net(_to_input(images.to(device, non_blocking=True), preprocess))
+            loss = _dense_loss(dense, maps.to(device, non_blocking=True))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+            bar.update()
+        bar.close()
+        record: dict[str, Any] = {"epoch": round_, "train_loss": float(np.mean(losses))}
+        if judge:
+            scores = image_scores(net, val, preprocess, device, dtype)
+            record["val_auc"] = float(roc_auc_score([s.target for s in val], scores))
+            if state["best_val_auc"] is None or record["val_auc"] > state["best_val_auc"]:
+                state["best_val_auc"], state["best_epoch"] = record["val_auc"], round_
+        else:
+            state["best_epoch"] = round_
+        state["history"].append(record)
+        state["epochs_done"] = round_
+        checkpoints.save(round_, net, optimizer, state)
+        log.info("detector round %d: %s", round_, record)
+        if judge and round_ - state["best_epoch"] >= config.patience:
+            log.info("early stop: no better validation AUC for %d rounds", config.patience)
+            break
+
+    checkpoints.load(state["best_epoch"], net, None)
+    return save_tuned(net.model, config.backbone, weights_file, checkpoints, state)

@@ -1,0 +1,159 @@
+"""The lesion detector: crops hold their lesion anywhere, training is resumable, the recipe gives a working run."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from xvision.backbones.registry import LESION_BACKBONE, LESION_UNIT
+from xvision.data.phantoms import make_phantom_dataset
+from xvision.errors import ManifestError, WeightsNotFoundError
+from xvision.finetune import detector
+from xvision.finetune import trainer as trainer_module
+from xvision.finetune.config import DetectorConfig
+from xvision.finetune.targets import lesion_map
+from xvision.finetune.trainer import _Sample
+
+TINY = DetectorConfig(rounds=2, steps_per_round=2, batch_size=4, crop=32)
+
+
+@pytest.fixture(scope="module")
+def lesion_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """12 phantoms (6 with a nodule) with lesion columns from the generator's ground truth."""
+    folder = tmp_path_factory.mktemp("phantoms")
+    make_phantom_dataset(folder, n_per_class=6, size=96, seed=5)
+    info = json.loads((folder / "phantoms.json").read_text())
+    path = folder / "lesions.csv"
+    with open(path, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "group", "lesion_x", "lesion_y", "lesion_diam"])
+        for image in info["images"]:
+            nodule = image["nodules"][0] if image["nodules"] else None
+            where = [nodule["x"], nodule["y"], nodule["diameter"]] if nodule else ["", "", ""]
+            writer.writerow([image["path"], image["label"], image["group"], *where])
+    return path
+
+
+def _sample(size: int, lesion: tuple[float, float, float]) -> _Sample:
+    maps = lesion_map(True, lesion, (size, size), size // 4)
+    return _Sample(torch.zeros(size, size).half(), 1.0, torch.cat([maps, torch.zeros(1, size // 4, size // 4)]), False)
+
+
+def test_lesion_crops_hold_the_lesion_at_varying_places_inside_the_trimmed_crop() -> None:
+    crop, margin = 128, detector.MARGIN
+    sample = _sample(512, (300.0, 200.0, 20.0))
+    centre = detector.lesion_centre(sample)
+    assert centre is not None and abs(centre[0] - 300) <= 4 and abs(centre[1] - 200) <= 4
+    generator = torch.Generator().manual_seed(0)
+    places = set()
+    for _ in range(40):
+        image, maps = detector.sample_crop(sample, centre, crop, generator)
+        assert image.shape == (crop + 2 * margin,) * 2 and maps.shape[-1] == image.shape[-1] // 4
+        q = margin // 4
+        inside = maps[0, q:-q, q:-q].nonzero()
+        assert len(inside) > 0  # the lesion survives the trim
+        places.add(tuple((inside.float().mean(0) // 8).tolist()))
+    # A lesion always at the crop's centre teaches the network a position instead of a lesion.
+    assert len(places) >= 10
+
+
+def test_random_crops_stay_off_the_film_border() -> None:
+    sample = _sample(1024, (500.0, 500.0, 30.0))
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(50):
+        image, _ = detector.sample_crop(sample, None, 256, generator)
+        assert image.shape == (352, 352)
+
+
+def test_the_detector_trains_resumes_and_saves_for_the_registry(lesion_manifest, tmp_path, monkeypatch) -> None:
+    from xvision.backbones import create_backbone
+
+    whole = detector.train_detector(lesion_manifest, tmp_path / "whole", TINY, weights="random", progress=False)
+    tuned = _load(whole)
+    start = create_backbone("efficientnet_lite0", weights="random").model.body.model.state_dict()
+    assert torch.equal(tuned["conv_stem.weight"], start["conv_stem.weight"])  # frozen
+    assert not torch.equal(tuned["blocks.5.0.conv_pw.weight"], start["blocks.5.0.conv_pw.weight"])
+    assert f"{LESION_UNIT}.weight" in tuned
+    assert trainer_module.tuned_backbone(whole) == LESION_BACKBONE
+    backbone = create_backbone(LESION_BACKBONE, weights=str(whole))
+    assert backbone.feature_dim == 1
+    features = backbone.extract(torch.zeros(1, 3, 1024, 1024))
+    assert features.shape == (1, 1)
+
+    real_save = trainer_module._Checkpoints.save
+
+    def save_then_die(self, epoch, net, optimizer, state):
+        real_save(self, epoch, net, optimizer, state)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer_module._Checkpoints, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        detector.train_detector(lesion_manifest, tmp_path / "cut", TINY, weights="random", progress=False)
+    monkeypatch.setattr(trainer_module._Checkpoints, "save", real_save)
+    resumed = detector.train_detector(lesion_manifest, tmp_path / "cut", TINY, weights="random", progress=False)
+    state = json.loads((tmp_path / "cut" / "state.json").read_text())
+    assert [r["epoch"] for r in state["history"]] == [1, 2] and state["finished"]
+    a, b = _load(whole), _load(resumed)
+    assert all(torch.allclose(a[k], b[k], atol=1e-4) for k in a)  # the same as the uninterrupted run
+
+
+def test_the_detector_needs_lesion_locations(tmp_path) -> None:
+    folder = tmp_path / "phantoms"
+    make_phantom_dataset(folder, n_per_class=3, size=64, seed=6)
+    manifest = folder / "manifest.csv"
+    info = json.loads((folder / "phantoms.json").read_text())
+    manifest.write_text(
+        "path,label\n" + "".join(f"{image['path']},{image['label']}\n" for image in info["images"]), encoding="utf-8"
+    )
+    with pytest.raises(ManifestError, match="lesion_x, lesion_y, lesion_diam"):
+        detector.train_detector(manifest, tmp_path / "det", TINY, weights="random", progress=False)
+
+
+def test_the_lesion_backbone_has_no_published_weights() -> None:
+    from xvision.backbones import create_backbone
+
+    with pytest.raises(WeightsNotFoundError, match="--recipe detect"):
+        create_backbone(LESION_BACKBONE)
+
+
+def test_fit_detect_gives_a_run_that_predicts_and_falls_back_without_lesions(
+    lesion_manifest, tmp_path, monkeypatch, caplog
+) -> None:
+    from xvision.inference import Predictor
+    from xvision.recipes import fit, registry
+
+    monkeypatch.setitem(registry._RECIPES, "detect", replace(registry.get_recipe("detect"), finetune=TINY))
+    run = tmp_path / "run"
+    result = fit(lesion_manifest, run, recipe="detect", weights="random", progress=False)
+    assert result.recipe == "detect"
+    bundle = json.loads((run / "bundle.json").read_text())
+    assert bundle["backbone"]["name"] == LESION_BACKBONE
+    images = sorted(lesion_manifest.parent.glob("nodule/*.png"))[:2]
+    results = Predictor(run).predict_paths(images)  # no lesion columns, no --weights
+    assert all(r.error is None and r.label in {"normal", "nodule"} for r in results)
+
+    bare = tmp_path / "bare.csv"
+    with open(lesion_manifest, newline="") as handle:
+        rows = [(r["path"], r["label"]) for r in csv.DictReader(handle)]
+    bare.write_text(
+        "path,label\n" + "".join(f"{lesion_manifest.parent / p},{label}\n" for p, label in rows), encoding="utf-8"
+    )
+    fallback = replace(registry.get_recipe("finetune"), backbone="efficientnet_lite0")
+    fallback = replace(fallback, finetune=replace(fallback.finetune, backbone="efficientnet_lite0", epochs=1))
+    monkeypatch.setitem(registry._RECIPES, "best", replace(fallback, name="best"))
+    with caplog.at_level(logging.WARNING):
+        result = fit(bare, tmp_path / "run2", recipe="detect", weights="random", progress=False)
+    assert result.recipe == "best" and "running recipe 'best' instead" in caplog.text
+
+
+def _load(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(path)
