@@ -145,12 +145,15 @@ def test_fit_detect_gives_a_run_that_predicts_and_falls_back_without_lesions(
     bare.write_text(
         "path,label\n" + "".join(f"{lesion_manifest.parent / p},{label}\n" for p, label in rows), encoding="utf-8"
     )
-    fallback = replace(registry.get_recipe("finetune"), backbone="efficientnet_lite0")
-    fallback = replace(fallback, finetune=replace(fallback.finetune, backbone="efficientnet_lite0", epochs=1))
-    monkeypatch.setitem(registry._RECIPES, "best", replace(fallback, name="best"))
+    lung = registry.get_recipe("finetune_lung")
+    small = replace(lung.finetune, backbone="efficientnet_lite0", epochs=1)
+    monkeypatch.setitem(
+        registry._RECIPES, "finetune_lung", replace(lung, backbone="efficientnet_lite0", finetune=small)
+    )
     with caplog.at_level(logging.WARNING):
         result = fit(bare, tmp_path / "run2", recipe="detect", weights="random", progress=False)
-    assert result.recipe == "best" and "running recipe 'best' instead" in caplog.text
+    assert result.recipe == "finetune_lung" and "running recipe 'finetune_lung' instead" in caplog.text
+    assert registry.get_recipe("best").without_lesions == "finetune_lung"  # the default falls back alike
 
 
 def _load(path: Path) -> dict[str, torch.Tensor]:

@@ -286,15 +286,15 @@ def test_lung_pooling_without_masks_warns_or_refuses(phantom_manifest, tmp_path,
         )
 
 
-def test_fit_best_with_masks_predicts_images_without_masks(masked_manifest, tmp_path, monkeypatch) -> None:
+def test_fit_finetune_lung_with_masks_predicts_images_without_masks(masked_manifest, tmp_path, monkeypatch) -> None:
     from xvision.inference import Predictor
     from xvision.recipes import fit, registry
 
-    recipe = registry.get_recipe("best")
+    recipe = registry.get_recipe("finetune_lung")
     small = replace(recipe, backbone="efficientnet_lite0", finetune=replace(recipe.finetune, **_tiny_fields(1)))
-    monkeypatch.setitem(registry._RECIPES, "best", small)
+    monkeypatch.setitem(registry._RECIPES, "finetune_lung", small)
     run = tmp_path / "run"
-    fit(masked_manifest, run, recipe="best", weights="random", progress=False)
+    fit(masked_manifest, run, recipe="finetune_lung", weights="random", progress=False)
     bundle = json.loads((run / "bundle.json").read_text())
     assert bundle["backbone"]["name"] == "efficientnet_lite0_lung"
     images = sorted(masked_manifest.parent.glob("normal/*.png"))[:2]

@@ -182,7 +182,7 @@ def _lung_spec(base: BackboneSpec) -> BackboneSpec:
         description=f"{base.name}'s final features pooled over its predicted lung fields (fine-tuned weights)",
         build=lambda: with_lung_unit(base.build()),
         features=LungPooled,
-        weights=FineTunedOnly("`xvision fit --recipe finetune` or `best` on a manifest with a 'mask' column"),
+        weights=FineTunedOnly("`xvision fit --recipe finetune_lung` on a manifest with a 'mask' column"),
     )
 
 
