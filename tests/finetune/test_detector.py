@@ -138,6 +138,10 @@ def test_fit_detect_gives_a_run_that_predicts_and_falls_back_without_lesions(
     images = sorted(lesion_manifest.parent.glob("nodule/*.png"))[:2]
     results = Predictor(run).predict_paths(images)  # no lesion columns, no --weights
     assert all(r.error is None and r.label in {"normal", "nodule"} for r in results)
+    from xvision.evaluation.report import write_report
+
+    html = write_report(run).read_text()  # the report says what training did
+    assert "lesion detector on full-resolution crops: 2 rounds, kept round 2" in html
 
     bare = tmp_path / "bare.csv"
     with open(lesion_manifest, newline="") as handle:

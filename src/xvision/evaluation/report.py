@@ -354,21 +354,34 @@ def _finetune_rows(run_dir: Path) -> list[tuple[str, str]]:
     history = state.get("history") or []
     settings = ", ".join(
         f"{k}={config[k]}"
-        for k in ("backbone", "pool", "epochs", "lr", "frozen_stages", "lesion_weight")
+        for k in (
+            "backbone",
+            "pool",
+            "epochs",
+            "rounds",
+            "steps_per_round",
+            "crop",
+            "lr",
+            "frozen_stages",
+            "lesion_weight",
+        )
         if k in config
     )
-    losses = "; ".join(
-        f"{r['epoch']}: {r['train_loss']:.3f}" + (f" (val {r['val_loss']:.3f})" if "val_loss" in r else "")
-        for r in history
-    )
-    return [
-        (
-            "Backbone fine-tuned",
+
+    def validation(record: dict[str, Any]) -> str:
+        if "val_loss" in record:
+            return f" (val {record['val_loss']:.3f})"
+        return f" (val AUC {record['val_auc']:.3f})" if "val_auc" in record else ""
+
+    losses = "; ".join(f"{r['epoch']}: {r['train_loss']:.3f}{validation(r)}" for r in history)
+    if state.get("trained"):  # the lesion detector counts rounds of steps, not epochs
+        what = f"{state['trained']}: {len(history)} rounds, kept round {state.get('best_epoch')}; {settings}"
+    else:
+        what = (
             f"{len(history)} epochs, kept epoch {state.get('best_epoch')}, features pooled over the "
-            f"{state.get('pooled_over', 'film')}; {settings}",
-        ),
-        ("Fine-tuning loss by epoch", losses or "none"),
-    ]
+            f"{state.get('pooled_over', 'film')}; {settings}"
+        )
+    return [("Backbone fine-tuned", what), ("Fine-tuning loss by epoch", losses or "none")]
 
 
 _THRESHOLD_KEYS = {
