@@ -51,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         heat = gradcam(predictor, image)
         x, y, _ = lesion
         at = heat[min(int(y), heat.shape[0] - 1), min(int(x), heat.shape[1] - 1)]
-        percentile = 100.0 * float(np.mean(heat[lungs] <= at))
+        lung_heat = heat[lungs]  # mid-rank for ties: a sparse map is zero over most of the lungs, and "<=" would
+        # rank a cold nodule centre as hot as the zeros' top
+        percentile = 100.0 * float(np.mean(lung_heat < at) + 0.5 * np.mean(lung_heat == at))
         percentiles.append(percentile)
         print(f"{row.path}: heat at the nodule centre = percentile {percentile:.0f} of the lungs' heat", flush=True)
     if not percentiles:
