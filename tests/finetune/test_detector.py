@@ -164,3 +164,23 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
     from safetensors.torch import load_file
 
     return load_file(path)
+
+
+def test_a_val_split_scores_every_round_and_keeps_the_best_auc(lesion_manifest, tmp_path) -> None:
+    with open(lesion_manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    seen: dict[str, int] = {}
+    for row in rows:  # two images of each class in val, the rest train
+        seen[row["label"]] = seen.get(row["label"], 0) + 1
+        row["split"] = "val" if seen[row["label"]] <= 2 else "train"
+        row["path"] = str(lesion_manifest.parent / row["path"])
+    split = tmp_path / "split.csv"
+    with open(split, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    detector.train_detector(split, tmp_path / "det", replace(TINY, rounds=3), weights="random", progress=False)
+    state = json.loads((tmp_path / "det" / "state.json").read_text())
+    aucs = [r["val_auc"] for r in state["history"]]
+    assert len(aucs) == 3 and all(0.0 <= a <= 1.0 for a in aucs)
+    assert state["best_val_auc"] == max(aucs) and aucs[state["best_epoch"] - 1] == max(aucs)

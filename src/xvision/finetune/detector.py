@@ -44,6 +44,7 @@ from xvision.finetune.trainer import (
     _pick_dtype,
     _Sample,
     _to_input,
+    end_epoch,
     open_run,
     run_identity,
     save_tuned,
@@ -221,15 +222,11 @@ def train_detector(
         if judge:
             scores = image_scores(net, val, preprocess, device, dtype)
             record["val_auc"] = float(roc_auc_score([s.target for s in val], scores))
-            if state["best_val_auc"] is None or record["val_auc"] > state["best_val_auc"]:
-                state["best_val_auc"], state["best_epoch"] = record["val_auc"], round_
-        else:
-            state["best_epoch"] = round_
-        state["history"].append(record)
-        state["epochs_done"] = round_
-        checkpoints.save(round_, net, optimizer, state)
+        stop = end_epoch(
+            state, record, "val_auc", checkpoints, net, optimizer, patience=config.patience, higher_is_better=True
+        )
         log.info("detector round %d: %s", round_, record)
-        if judge and round_ - state["best_epoch"] >= config.patience:
+        if stop:
             log.info("early stop: no better validation AUC for %d rounds", config.patience)
             break
 

@@ -379,20 +379,40 @@ def finetune(
         record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(running))}
         if val:
             record["val_loss"] = _validate(net, val, preprocess, config.batch_size, device, dtype)
-            if state["best_val_loss"] is None or record["val_loss"] < state["best_val_loss"]:
-                state["best_val_loss"], state["best_epoch"] = record["val_loss"], epoch
-        else:
-            state["best_epoch"] = epoch
-        state["history"].append(record)
-        state["epochs_done"] = epoch
-        checkpoints.save(epoch, net, optimizer, state)
+        stop = end_epoch(state, record, "val_loss", checkpoints, net, optimizer, patience=config.patience)
         log.info("fine-tune epoch %d: %s", epoch, record)
-        if val and epoch - state["best_epoch"] >= config.patience:
+        if stop:
             log.info("early stop: no better validation loss for %d epochs", config.patience)
             break
 
     checkpoints.load(state["best_epoch"], net, None)
     return save_tuned(net.model, config.backbone + (LUNG_SUFFIX if lung else ""), weights_file, checkpoints, state)
+
+
+def end_epoch(
+    state: dict[str, Any],
+    record: dict[str, Any],
+    key: str,
+    checkpoints: _Checkpoints,
+    net: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    *,
+    patience: int,
+    higher_is_better: bool = False,
+) -> bool:
+    """Record a finished epoch, keep the best one by ``record[key]`` (the latest when the record has no
+    ``key``: no validation), checkpoint; True when ``patience`` epochs passed without a better one."""
+    epoch, value = record["epoch"], record.get(key)
+    if value is None:
+        state["best_epoch"] = epoch
+    else:
+        best = state.get(f"best_{key}")
+        if best is None or (value > best if higher_is_better else value < best):
+            state[f"best_{key}"], state["best_epoch"] = value, epoch
+    state["history"].append(record)
+    state["epochs_done"] = epoch
+    checkpoints.save(epoch, net, optimizer, state)
+    return value is not None and epoch - state["best_epoch"] >= patience
 
 
 def timm_body(name: str, weights: str | None) -> nn.Module:
