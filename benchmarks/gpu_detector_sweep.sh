@@ -7,7 +7,8 @@
 #   .devdata/jsrt/{images,lung_masks,labels.csv}   a copy of ../shared/data/jsrt
 #   .devdata/lite0_fp16.safetensors                 create_backbone("efficientnet_lite0") weights, fp16
 #
-#   OUT=/tmp/sweep bash benchmarks/gpu_detector_sweep.sh
+#   OUT=/tmp/sweep bash benchmarks/gpu_detector_sweep.sh                      # the settings below
+#   bash benchmarks/gpu_detector_sweep.sh "rounds4:--set rounds=4" "seed2:--set seed=2"   # NAME:ARGUMENTS each
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -26,11 +27,13 @@ run() {  # name, then crop_detector.py arguments
   timeout "${LIMIT:-480}" python3 benchmarks/crop_detector.py /tmp/jsrt.csv -o "/tmp/sweep-$name" --folds 5 \
     --weights .devdata/lite0_fp16.safetensors --threads 2 "$@" >"$OUT/$name.log" 2>&1
 }
-run base &
-run seed1 --set seed=1 &
-run rounds16 --set rounds=16 &
-run batch24 --set batch_size=24 &
-run lr1e-3 --set lr=0.001 &
-run frozen2 --set frozen_stages=2 &
+if [ $# -eq 0 ]; then
+  set -- base: "seed1:--set seed=1" "rounds16:--set rounds=16" "batch24:--set batch_size=24" \
+    "lr1e-3:--set lr=0.001" "frozen2:--set frozen_stages=2"
+fi
+for setting in "$@"; do
+  # shellcheck disable=SC2086  # the arguments after NAME: are meant to split
+  run "${setting%%:*}" ${setting#*:} &
+done
 wait
 grep -h "^folds=" "$OUT"/*.log
