@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     groups = [row.group or row.path for row in manifest.rows]
     out = Path(args.out)
 
-    fold_aucs, hits, times, pooled = [], [], [], []
+    fold_aucs, hits, times, pooled, held_out = [], [], [], [], []
     for repeat in range(args.repeats):
         folds = StratifiedGroupKFold(args.folds, shuffle=True, random_state=args.seed + repeat)
         labels_r, scores_r = [], []
@@ -122,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             scores_r.append(scores)
             hits += on_nodule
             fold_aucs.append(roc_auc_score(labels, scores))
+            held_out.append(
+                {"repeat": repeat + 1, "fold": number, "labels": labels.tolist(), "scores": scores.tolist()}
+            )
             print(
                 f"repeat {repeat + 1} fold {number}: AUC {fold_aucs[-1]:.3f}, top position on the nodule "
                 f"{sum(on_nodule)}/{len(on_nodule)} ({times[-1]:.0f} s)",
@@ -136,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         "mean_fold_auc": float(np.mean(fold_aucs)),
         "oof_auc_per_repeat": [list(p) for p in pooled],
         "top_on_nodule": float(np.mean(hits)),
+        "held_out": held_out,  # per fold, the test images' labels and scores (manifest order), for ensembles
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(
