@@ -67,6 +67,9 @@ class DetectorConfig:
     frozen_stages: int = 3
     patience: int = 3
     seed: int = 0
+    # Share of the lesion crops made by transplanting a training nodule onto another training film
+    # (:mod:`xvision.finetune.transplant`); the rest show the nodules where they are.
+    paste: float = 0.0
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(translate=0.0))
 
     def to_dict(self) -> dict[str, Any]:

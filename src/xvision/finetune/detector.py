@@ -24,6 +24,7 @@ stop after ``patience`` rounds without a better one).
 from __future__ import annotations
 
 import logging
+import math
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +52,7 @@ from xvision.finetune.trainer import (
     split_rows,
     timm_body,
 )
+from xvision.finetune.transplant import nodule_signal, paste
 
 log = logging.getLogger(__name__)
 
@@ -85,10 +87,15 @@ def lesion_centre(sample: _Sample) -> tuple[int, int] | None:
     return int(4 * x + 2), int(4 * y + 2)
 
 
+def lesion_radius(sample: _Sample) -> float:
+    """The lesion's radius in pixels of the resized image, from the area of its (1/4-scale) lesion map."""
+    return 4 * math.sqrt(float(sample.lesion[0].sum()) / math.pi)
+
+
 def sample_crop(
     sample: _Sample, centre: tuple[int, int] | None, crop: int, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """A (crop + 2 * MARGIN)-px square of the image and its (2, ...) lesion map; holding the lesion anywhere
+    """A (crop + 2 * MARGIN)-px square of the image and its (3, ...) lesion map; holding the lesion anywhere
     at least 16 px inside the final crop when ``centre`` is given, else anywhere on the film less its border."""
     size = sample.image.shape[-1]
     big = crop + 2 * MARGIN
@@ -105,7 +112,7 @@ def sample_crop(
         top = pick(border - MARGIN, size - border - crop - MARGIN)
     left, top = (min(max(v, 0), size - big) // 4 * 4 for v in (left, top))  # the lesion map is at 1/4 scale
     image = sample.image[top : top + big, left : left + big].float()
-    lesion = sample.lesion[:2, top // 4 : (top + big) // 4, left // 4 : (left + big) // 4]
+    lesion = sample.lesion[:, top // 4 : (top + big) // 4, left // 4 : (left + big) // 4]
     return image, lesion
 
 
@@ -148,7 +155,8 @@ def train_detector(
     preprocess = get_spec(config.backbone).preprocess
     if preprocess.input_size < config.crop + 2 * MARGIN:
         raise ValueError(f"crop {config.crop} px does not fit {config.backbone}'s {preprocess.input_size} px input")
-    train = _load_samples(manifest, train_rows, positive, preprocess, progress, lung=False)
+    lung = config.paste > 0  # transplants go into the lung field where a row has a mask
+    train = _load_samples(manifest, train_rows, positive, preprocess, progress, lung=lung)
     val = _load_samples(manifest, val_rows, positive, preprocess, progress, lung=False)
     located = [(s, c) for s in train if (c := lesion_centre(s)) is not None]
     if not located:
@@ -159,6 +167,7 @@ def train_detector(
     if not any(s.target == 0 for s in train):
         raise ManifestError(f"{manifest.name}: the training split needs images of both classes")
     judge = len({s.target for s in val}) == 2  # early stopping needs both classes in val
+    donors = [(nodule_signal(s.image, c, r), r) for s, c in located if (r := lesion_radius(s)) > 0]
 
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -196,13 +205,23 @@ def train_detector(
                 group["lr"] = base * _lr_factor(step, config.steps_per_round, total_steps)
             crops = []
             for k in range(config.batch_size):
-                if k < half:
+                transplant = (
+                    k < half
+                    and config.paste > 0
+                    and donors
+                    and float(torch.rand((), generator=generator)) < config.paste
+                )
+                if k < half and not transplant:
                     sample, centre = located[int(torch.randint(len(located), (1,), generator=generator))]
                 else:
                     sample, centre = train[int(torch.randint(len(train), (1,), generator=generator))], None
-                crops.append(sample_crop(sample, centre, config.crop, generator))
+                crop = sample_crop(sample, centre, config.crop, generator)
+                if transplant:
+                    signal, radius = donors[int(torch.randint(len(donors), (1,), generator=generator))]
+                    crop = paste(*crop, signal, radius, MARGIN + 16, generator)
+                crops.append(crop)
             images = torch.stack([c[0] for c in crops])[:, None]
-            maps = torch.stack([c[1] for c in crops])
+            maps = torch.stack([c[1][:2] for c in crops])
             theta = random_affine(len(crops), config.augment, generator)
             images = augment_intensity(warp(images, theta), config.augment, generator)
             maps = warp(maps, theta, mode="nearest")

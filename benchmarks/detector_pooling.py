@@ -1,0 +1,94 @@
+"""Would the detector gain from looking only inside the lungs? Pool its map several ways on held-out films.
+
+The `detect` recipe scores a film by the highest "lesion here" logit over the film less its 5% border. Its
+top position lies on the nodule in only about a quarter of nodule films; if the other maxima sit outside the
+lungs (shoulders, abdomen, the mediastinum), pooling over the lung fields would help, and would be worth a
+lung model at prediction time. This script measures that upper bound with the manifest's true lung masks
+(``mask`` column), on the fold runs that ``benchmarks/cv_recipe.py`` leaves (each fold's detector was
+trained without its test films):
+
+    python benchmarks/cv_recipe.py jsrt.csv --recipe best --folds 5 -o cv_best
+    python benchmarks/detector_pooling.py cv_best
+
+Pooling ways: ``inside`` (the product's), ``lung`` (max over cells a dilated true lung mask touches),
+``top4`` (mean of the 4 highest cells inside), ``lse`` (log-sum-exp inside). Prints per-fold ROC AUC for each
+and the mean over folds, ending with one line ``inside=... lung=... top4=... lse=...`` (mean fold AUC).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import roc_auc_score
+
+from xvision.backbones.preprocess import preprocess_image
+from xvision.backbones.registry import LESION_BACKBONE, create_backbone, get_spec, max_inside
+from xvision.data.manifest import read_manifest
+from xvision.evaluation.threshold import default_positive
+from xvision.finetune.config import FINETUNE_DIR, WEIGHTS_NAME
+from xvision.finetune.detector import DetectorNet
+from xvision.finetune.trainer import _lung_field
+from xvision.io import load_image
+
+WAYS = ("inside", "lung", "top4", "lse")
+
+
+def pool(dense: torch.Tensor, lung: torch.Tensor | None) -> dict[str, float]:
+    """dense: (n, n) logits; lung: (n, n) coverage in [0, 1] or None."""
+    n = dense.shape[-1]
+    d = int(np.ceil(0.05 * n))
+    inside = dense[d : n - d, d : n - d].flatten()
+    out = {
+        "inside": float(max_inside(dense[None, None])[0, 0]),
+        "top4": float(inside.topk(4).values.mean()),
+        "lse": float(torch.logsumexp(inside, 0)),
+    }
+    if lung is not None:
+        cells = F.max_pool2d((lung > 0)[None, None].float(), 3, 1, 1)[0, 0] > 0  # one cell of slack
+        out["lung"] = float(dense[cells].max()) if cells.any() else out["inside"]
+    return out
+
+
+@torch.no_grad()
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("cv_dir", type=Path, help="a benchmarks/cv_recipe.py output folder of the detect recipe")
+    args = parser.parse_args(argv)
+    folds = sorted(args.cv_dir.glob("fold-*"))
+    if not folds:
+        print(f"error: no fold-* folders in {args.cv_dir}", file=sys.stderr)
+        return 2
+    preprocess = get_spec(LESION_BACKBONE).preprocess
+    per_fold: dict[str, list[float]] = {way: [] for way in WAYS}
+    for fold in folds:
+        weights = fold / "run" / FINETUNE_DIR / WEIGHTS_NAME
+        manifest = read_manifest(fold / "manifest.csv")
+        positive = default_positive(manifest.classes)
+        net = DetectorNet(create_backbone(LESION_BACKBONE, weights=str(weights)).model.model).eval()
+        labels, scores = [], {way: [] for way in WAYS}
+        for row in (r for r in manifest.rows if r.split == "test"):
+            x = preprocess_image(load_image(manifest.resolve(row)), preprocess)[None]  # as `predict` does
+            dense = net(x)[0]
+            lung = _lung_field(manifest, row, dense.shape[-1])
+            pooled = pool(dense, lung)
+            for way in WAYS:
+                scores[way].append(pooled.get(way, np.nan))
+            labels.append(int(row.label == positive))
+        line = []
+        for way in WAYS:
+            values = np.array(scores[way])
+            auc = roc_auc_score(labels, values) if not np.isnan(values).any() else np.nan
+            per_fold[way].append(auc)
+            line.append(f"{way} {auc:.3f}")
+        print(f"{fold.name}: " + ", ".join(line), flush=True)
+    print(" ".join(f"{way}={np.nanmean(per_fold[way]):.3f}" for way in WAYS))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
