@@ -31,9 +31,9 @@ def tiny():
     return create_backbone("timm:mobilenetv3_small_050", weights="random")
 
 
-def test_avx2_cpu_runs_fp32_nchw_with_reduced_decoding() -> None:
+def test_avx2_cpu_runs_fp32_channels_last_with_reduced_decoding() -> None:
     plan = choose_plan(1000, hardware=AVX2, threads=2)
-    assert (plan.device, plan.precision, plan.engine, plan.channels_last) == ("cpu", "fp32", "eager", False)
+    assert (plan.device, plan.precision, plan.engine, plan.channels_last) == ("cpu", "fp32", "eager", True)
     assert plan.reduced_decode and plan.workers >= 1 and not plan.is_reference
 
 

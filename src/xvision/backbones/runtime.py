@@ -9,7 +9,8 @@ Performance section):
 - CPUs with native bf16 (AMX or AVX512-BF16): bf16 + channels-last; OpenVINO when installed
   (``pip install "xvision[fast]"``), else ``torch.compile`` for large jobs, else eager autocast.
 - Other CPUs (AVX2): fp32; OpenVINO when installed (about 2x PyTorch eager on VGG16), else PyTorch eager
-  NCHW (channels-last fp32 does not pay there).
+  channels-last (``benchmarks/layout.py``, torch 2.14, 2-core AVX2 EPYC, idle: 1.23x NCHW for VGG16, 1.27x for
+  EfficientNet-Lite0 at 224 px, 1.61x at 1024 px; an earlier torch measured no gain).
 - compute threads: one when the machine is already busy (OpenMP spin-waits badly under contention, see
   :mod:`xvision._threads`), else PyTorch's setting;
 - ``precision="fp32"`` forces the reference path: PyTorch eager, fp32, NCHW, full-resolution decoding,
@@ -238,7 +239,7 @@ def choose_plan(
     return ExecutionPlan(
         device="cpu",
         precision=prec,
-        channels_last=prec != "fp32" or engine == "compile",
+        channels_last=engine != "openvino" or prec != "fp32",  # OpenVINO picks its own layout
         engine=engine,
         batch_size=batch_size or CPU_BATCH,
         workers=default_workers(n_images, hw.cpu_count) if workers is None else workers,
