@@ -59,8 +59,16 @@ def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.where(both_zero, 1.0, cosine)
 
 
+FEW_DIMS = 8
+"""Below this many features per image, one image's cosine says little (with one feature, such as the
+detector's lesion score, it is only the sign: 1 or -1), so the sample is compared as one vector."""
+
+
 def evaluate_guard(fast: np.ndarray, reference: np.ndarray, threshold: float = MIN_COSINE) -> GuardResult:
-    """Compare fast-path features with reference features of the same images."""
+    """Compare fast-path features with reference features of the same images (per image; for features of
+    fewer than :data:`FEW_DIMS` dimensions, the whole sample's values as one vector)."""
+    if fast.ndim == 2 and fast.shape[1] < FEW_DIMS:
+        fast, reference = fast.reshape(1, -1), np.asarray(reference).reshape(1, -1)
     cosine = cosine_rows(fast, reference)
     return GuardResult(
         n=len(cosine), cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()), threshold=threshold
