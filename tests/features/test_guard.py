@@ -21,6 +21,6 @@ def test_a_one_number_feature_is_judged_over_the_sample_not_by_its_sign() -> Non
     reference = np.array([[2.5], [-1.0], [1e-7], [0.8], [-3.0]])
     close = reference + np.array([[1e-4], [-1e-4], [-2e-7], [1e-4], [0.0]])  # one sign flips at 1e-7
     result = evaluate_guard(close, reference)
-    assert result.passed and result.cosine_min > 0.99999
+    assert result.passed and result.cosine_min > 0.99999 and result.n == 5
     shuffled = reference[[4, 2, 0, 1, 3]]  # every sign may agree by chance, the values do not
     assert not evaluate_guard(shuffled, reference).passed

@@ -67,11 +67,12 @@ detector's lesion score, it is only the sign: 1 or -1), so the sample is compare
 def evaluate_guard(fast: np.ndarray, reference: np.ndarray, threshold: float = MIN_COSINE) -> GuardResult:
     """Compare fast-path features with reference features of the same images (per image; for features of
     fewer than :data:`FEW_DIMS` dimensions, the whole sample's values as one vector)."""
+    n = len(fast)
     if fast.ndim == 2 and fast.shape[1] < FEW_DIMS:
         fast, reference = fast.reshape(1, -1), np.asarray(reference).reshape(1, -1)
     cosine = cosine_rows(fast, reference)
     return GuardResult(
-        n=len(cosine), cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()), threshold=threshold
+        n=n, cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()), threshold=threshold
     )
 
 

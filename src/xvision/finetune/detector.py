@@ -12,6 +12,8 @@ every position of its final feature map says "lesion here / not here". It is tra
   touches are "here", a ring around them undecided, everything else "not here", both sides weighted
   equally), with the same chest-film augmentation (no left-right flip), stem and first three stages frozen,
   ImageNet BatchNorm statistics kept, AdamW with warm-up and cosine decay, bf16 where native.
+Optionally (``DetectorConfig.paste``, off: measured worse, see docs/recipes.md) some lesion crops are made by
+transplanting a training nodule into another film (:mod:`xvision.finetune.transplant`).
 An image's score is the highest lesion logit over the film less its border (the registry entry
 ``efficientnet_lite0_1024_lesion``); prediction needs no lesion columns.
 
@@ -167,7 +169,7 @@ def train_detector(
     if not any(s.target == 0 for s in train):
         raise ManifestError(f"{manifest.name}: the training split needs images of both classes")
     judge = len({s.target for s in val}) == 2  # early stopping needs both classes in val
-    donors = [(nodule_signal(s.image, c, r), r) for s, c in located if (r := lesion_radius(s)) > 0]
+    donors = [(nodule_signal(s.image, c, r), r) for s, c in located if (r := lesion_radius(s)) > 0] if lung else []
 
     torch.manual_seed(config.seed)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -205,12 +207,7 @@ def train_detector(
                 group["lr"] = base * _lr_factor(step, config.steps_per_round, total_steps)
             crops = []
             for k in range(config.batch_size):
-                transplant = (
-                    k < half
-                    and config.paste > 0
-                    and donors
-                    and float(torch.rand((), generator=generator)) < config.paste
-                )
+                transplant = k < half and bool(donors) and float(torch.rand((), generator=generator)) < config.paste
                 if k < half and not transplant:
                     sample, centre = located[int(torch.randint(len(located), (1,), generator=generator))]
                 else:
