@@ -167,3 +167,45 @@ def test_a_val_split_scores_every_round_and_keeps_the_best_auc(lesion_manifest, 
     aucs = [r["val_auc"] for r in state["history"]]
     assert len(aucs) == 3 and all(0.0 <= a <= 1.0 for a in aucs)
     assert state["best_val_auc"] == max(aucs) and aucs[state["best_epoch"] - 1] == max(aucs)
+
+
+class _FixedMap(torch.nn.Module):
+    """Stands in for the detector: the same (1, n, n) logits for any input."""
+
+    def __init__(self, dense: torch.Tensor) -> None:
+        super().__init__()
+        self.dense = dense
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dense[None].expand(len(x), -1, -1)
+
+
+def test_hot_spots_are_the_hottest_places_inside_the_border_in_image_pixels() -> None:
+    from xvision.backbones.registry import get_spec
+
+    dense = torch.zeros(32, 32)
+    dense[0, 5] = 9.0  # on the border: never a hot spot (the detector's score leaves it out too)
+    dense[10, 20] = 5.0
+    dense[25, 3] = 4.0
+    dense[7, 7] = 3.0
+    sample = _sample(1024, (500.0, 500.0, 30.0))
+    preprocess = get_spec(LESION_BACKBONE).preprocess
+    spots = detector.hot_spots(_FixedMap(dense), [sample], preprocess, torch.device("cpu"), None, per_image=3)
+    assert [centre for _, centre in spots] == [(656, 336), (112, 816), (240, 240)]  # cell centres, 32 px cells
+    assert all(s is sample for s, _ in spots)
+
+
+def test_the_detector_mines_hard_negatives_from_the_second_round(lesion_manifest, tmp_path, monkeypatch) -> None:
+    mined_rounds = []
+    real = detector.hot_spots
+
+    def recording(net, samples, *args, **kwargs):
+        mined_rounds.append(len(samples))
+        return real(net, samples, *args, **kwargs)
+
+    monkeypatch.setattr(detector, "hot_spots", recording)
+    detector.train_detector(lesion_manifest, tmp_path / "plain", TINY, weights="random", progress=False)
+    assert not mined_rounds  # off unless asked for
+    hard = replace(TINY, rounds=3, hard_negatives=1.0)
+    detector.train_detector(lesion_manifest, tmp_path / "hard", hard, weights="random", progress=False)
+    assert mined_rounds == [6, 6]  # rounds 2 and 3, over the six lesion-free films

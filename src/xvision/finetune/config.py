@@ -71,6 +71,9 @@ class DetectorConfig:
     # (:mod:`xvision.finetune.transplant`); the rest show the nodules where they are. Off: with 0.5 the
     # held-out AUC fell from 0.65 to 0.58 on JSRT (docs/recipes.md).
     paste: float = 0.0
+    # Share of the other crops taken at the detector's current hottest places on lesion-free training films
+    # (re-mined at the start of every round from the second on; ribs, vessel crossings, the chest wall).
+    hard_negatives: float = 0.0
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(translate=0.0))
 
     def to_dict(self) -> dict[str, Any]:

@@ -119,16 +119,37 @@ def sample_crop(
 
 
 @torch.no_grad()
-def image_scores(net: DetectorNet, samples: list[_Sample], preprocess, device: torch.device, dtype) -> np.ndarray:
-    """Each whole image's score: its highest lesion logit over the film less its border."""
+def _dense_maps(net: DetectorNet, samples: list[_Sample], preprocess, device: torch.device, dtype):
+    """Each whole image's (n, n) lesion logits."""
     net.eval()
-    scores = []
     for sample in samples:
         x = _to_input(sample.image.float()[None, None].to(device), preprocess)
         with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            dense = net(x)
-        scores.append(float(max_inside(dense.float()[:, None])[0, 0]))
-    return np.array(scores)
+            yield net(x).float()[0]
+
+
+def image_scores(net: DetectorNet, samples: list[_Sample], preprocess, device: torch.device, dtype) -> np.ndarray:
+    """Each whole image's score: its highest lesion logit over the film less its border."""
+    return np.array(
+        [float(max_inside(dense[None, None])[0, 0]) for dense in _dense_maps(net, samples, preprocess, device, dtype)]
+    )
+
+
+def hot_spots(
+    net: DetectorNet, samples: list[_Sample], preprocess, device: torch.device, dtype, per_image: int = 3
+) -> list[tuple[_Sample, tuple[int, int]]]:
+    """The detector's ``per_image`` hottest places (x, y in pixels of the resized image) on each of
+    ``samples``, inside the film's 5% border: on films without a lesion, its current false positives."""
+    spots = []
+    for sample, dense in zip(samples, _dense_maps(net, samples, preprocess, device, dtype), strict=True):
+        n = dense.shape[-1]
+        d = math.ceil(0.05 * n)
+        inner = dense[d : n - d, d : n - d]
+        cell = sample.image.shape[-1] / n
+        for index in inner.flatten().topk(min(per_image, inner.numel())).indices.tolist():
+            row, col = divmod(index, inner.shape[-1])
+            spots.append((sample, (int((col + d + 0.5) * cell), int((row + d + 0.5) * cell))))
+    return spots
 
 
 def train_detector(
@@ -196,8 +217,11 @@ def train_detector(
         log.info("resuming the detector after round %d", state["epochs_done"])
 
     half = config.batch_size // 2
+    normals = [s for s in train if s.target == 0]
     for round_ in range(state["epochs_done"] + 1, config.rounds + 1):
         generator = torch.Generator().manual_seed(config.seed * 100_003 + round_)
+        # hard negatives: from round 2 on, the current detector's hottest places on lesion-free films
+        mined = hot_spots(net, normals, preprocess, device, dtype) if config.hard_negatives > 0 and round_ > 1 else []
         net.train()
         losses: list[float] = []
         bar = tqdm(total=config.steps_per_round, desc=f"detector {round_}/{config.rounds}", disable=not progress)
@@ -208,8 +232,11 @@ def train_detector(
             crops = []
             for k in range(config.batch_size):
                 transplant = k < half and bool(donors) and float(torch.rand((), generator=generator)) < config.paste
+                hard = k >= half and bool(mined) and float(torch.rand((), generator=generator)) < config.hard_negatives
                 if k < half and not transplant:
                     sample, centre = located[int(torch.randint(len(located), (1,), generator=generator))]
+                elif hard:
+                    sample, centre = mined[int(torch.randint(len(mined), (1,), generator=generator))]
                 else:
                     sample, centre = train[int(torch.randint(len(train), (1,), generator=generator))], None
                 crop = sample_crop(sample, centre, config.crop, generator)
