@@ -71,9 +71,7 @@ def evaluate_guard(fast: np.ndarray, reference: np.ndarray, threshold: float = M
     if fast.ndim == 2 and fast.shape[1] < FEW_DIMS:
         fast, reference = fast.reshape(1, -1), np.asarray(reference).reshape(1, -1)
     cosine = cosine_rows(fast, reference)
-    return GuardResult(
-        n=n, cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()), threshold=threshold
-    )
+    return GuardResult(n=n, cosine_min=float(cosine.min()), cosine_mean=float(cosine.mean()), threshold=threshold)
 
 
 def warn_if_failed(result: GuardResult, what: str) -> None:
