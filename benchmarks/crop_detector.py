@@ -42,8 +42,8 @@ from xvision.backbones.registry import LESION_BACKBONE, create_backbone, get_spe
 from xvision.data.manifest import read_manifest, write_manifest
 from xvision.evaluation.threshold import default_positive
 from xvision.finetune import DetectorConfig, train_detector
-from xvision.finetune.detector import DetectorNet, lesion_centre
-from xvision.finetune.trainer import _load_samples, _pick_dtype, _to_input
+from xvision.finetune.detector import DetectorNet, _dense_maps, lesion_centre, lesion_radius
+from xvision.finetune.trainer import _load_samples, _pick_dtype
 
 
 def configure(overrides: list[str]) -> DetectorConfig:
@@ -57,7 +57,6 @@ def configure(overrides: list[str]) -> DetectorConfig:
     return config
 
 
-@torch.no_grad()
 def score_fold(weights: Path, manifest_path: Path) -> tuple[np.ndarray, np.ndarray, list[bool]]:
     """(labels, scores, top position on the nodule for each nodule film) for the test rows."""
     manifest = read_manifest(manifest_path)
@@ -70,18 +69,14 @@ def score_fold(weights: Path, manifest_path: Path) -> tuple[np.ndarray, np.ndarr
     tuned = create_backbone(LESION_BACKBONE, weights=str(weights))  # as `predict` loads it
     net = DetectorNet(tuned.model.model).to(device).eval()
     scores, on_nodule = [], []
-    for sample in samples:
-        x = _to_input(sample.image.float()[None, None].to(device), preprocess)
-        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-            dense = net(x).float()
-        scores.append(float(max_inside(dense[:, None])[0, 0]))
+    for sample, dense in zip(samples, _dense_maps(net, samples, preprocess, device, dtype), strict=True):
+        scores.append(float(max_inside(dense[None, None])[0, 0]))  # as image_scores, the detector's own
         centre = lesion_centre(sample)
         if centre is not None:
             n, size = dense.shape[-1], sample.image.shape[-1]
-            row, col = divmod(int(dense[0].argmax()), n)
-            radius = float(sample.lesion[0].sum().sqrt()) * 4 / math.sqrt(math.pi)  # from the lesion's area
+            row, col = divmod(int(dense.argmax()), n)
             distance = math.hypot((col + 0.5) * size / n - centre[0], (row + 0.5) * size / n - centre[1])
-            on_nodule.append(distance <= max(radius, size / n))
+            on_nodule.append(distance <= max(lesion_radius(sample), size / n))
     return np.array([s.target for s in samples], dtype=int), np.array(scores), on_nodule
 
 

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from xvision.data.manifest import ManifestRow
-from xvision.data.phantoms import make_phantom_dataset
 from xvision.errors import ManifestError, RunError
 from xvision.finetune import AugmentConfig, FineTuneConfig
 from xvision.finetune import trainer as trainer_module
@@ -78,22 +77,9 @@ def test_lesion_columns_must_be_complete_numbers() -> None:
 
 
 @pytest.fixture(scope="module")
-def phantom_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def phantom_manifest(tmp_path_factory: pytest.TempPathFactory, make_lesion_manifest) -> Path:
     """16 phantoms (8 with a nodule) with lesion columns from the generator's ground truth, one unreadable."""
-    folder = tmp_path_factory.mktemp("phantoms")
-    make_phantom_dataset(folder, n_per_class=8, size=96, seed=4)
-    info = json.loads((folder / "phantoms.json").read_text())
-    (folder / "broken.png").write_bytes(b"not a png")
-    path = folder / "lesions.csv"
-    with open(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["path", "label", "group", "lesion_x", "lesion_y", "lesion_diam"])
-        for image in info["images"]:
-            nodule = image["nodules"][0] if image["nodules"] else None
-            where = [nodule["x"], nodule["y"], nodule["diameter"]] if nodule else ["", "", ""]
-            writer.writerow([image["path"], image["label"], image["group"], *where])
-        writer.writerow(["broken.png", "normal", "Pbroken", "", "", ""])
-    return path
+    return make_lesion_manifest(tmp_path_factory.mktemp("phantoms"), 8, 4, broken=True)
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
