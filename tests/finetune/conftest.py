@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 from pathlib import Path
@@ -39,3 +40,25 @@ def make_lesion_manifest():
 def lesion_manifest(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """12 phantoms (6 with a nodule) with lesion columns."""
     return write_lesion_manifest(tmp_path_factory.mktemp("phantoms"), 6, 5)
+
+
+@pytest.fixture
+def interrupted_after_round_1(monkeypatch: pytest.MonkeyPatch):
+    """A context manager: training run inside it saves its round-1 checkpoint and is then interrupted
+    (Ctrl-C, ``KeyboardInterrupt``, which the context expects); outside it, checkpoints are saved as usual."""
+    from xvision.finetune import trainer
+
+    real_save = trainer._Checkpoints.save
+
+    def save_then_die(self, epoch, net, optimizer, state):
+        real_save(self, epoch, net, optimizer, state)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def interrupted():
+        with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+            patch.setattr(trainer._Checkpoints, "save", save_then_die)
+            yield
+
+    return interrupted

@@ -54,7 +54,9 @@ def test_random_crops_stay_off_the_film_border() -> None:
         assert image.shape == (352, 352)
 
 
-def test_the_detector_trains_resumes_and_saves_for_the_registry(lesion_manifest, tmp_path, monkeypatch) -> None:
+def test_the_detector_trains_resumes_and_saves_for_the_registry(
+    lesion_manifest, tmp_path, interrupted_after_round_1
+) -> None:
     from xvision.backbones import create_backbone
 
     whole = detector.train_detector(lesion_manifest, tmp_path / "whole", TINY, weights="random", progress=False)
@@ -69,17 +71,8 @@ def test_the_detector_trains_resumes_and_saves_for_the_registry(lesion_manifest,
     features = backbone.extract(torch.zeros(1, 3, 1024, 1024))
     assert features.shape == (1, 1)
 
-    real_save = trainer_module._Checkpoints.save
-
-    def save_then_die(self, epoch, net, optimizer, state):
-        real_save(self, epoch, net, optimizer, state)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_module._Checkpoints, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_round_1():
         detector.train_detector(lesion_manifest, tmp_path / "cut", TINY, weights="random", progress=False)
-    monkeypatch.setattr(trainer_module._Checkpoints, "save", real_save)
     resumed = detector.train_detector(lesion_manifest, tmp_path / "cut", TINY, weights="random", progress=False)
     state = json.loads((tmp_path / "cut" / "state.json").read_text())
     assert [r["epoch"] for r in state["history"]] == [1, 2] and state["finished"]
@@ -195,17 +188,36 @@ def test_hot_spots_are_the_hottest_places_inside_the_border_in_image_pixels() ->
     assert all(s is sample for s, _ in spots)
 
 
-def test_the_detector_mines_hard_negatives_from_the_second_round(lesion_manifest, tmp_path, monkeypatch) -> None:
-    mined_rounds = []
-    real = detector.hot_spots
+def test_hard_negatives_put_the_mined_false_positives_into_the_crops(lesion_manifest, tmp_path, monkeypatch) -> None:
+    mined, crops = [], []
+    real_hot_spots, real_crop = detector.hot_spots, detector.sample_crop
 
-    def recording(net, samples, *args, **kwargs):
-        mined_rounds.append(len(samples))
-        return real(net, samples, *args, **kwargs)
+    def mining(*args, **kwargs):
+        spots = real_hot_spots(*args, **kwargs)
+        mined.append(spots)
+        return spots
 
-    monkeypatch.setattr(detector, "hot_spots", recording)
+    def cropping(sample, centre, *args):
+        crops.append((sample, centre))
+        return real_crop(sample, centre, *args)
+
+    monkeypatch.setattr(detector, "hot_spots", mining)
+    monkeypatch.setattr(detector, "sample_crop", cropping)
     detector.train_detector(lesion_manifest, tmp_path / "plain", TINY, weights="random", progress=False)
-    assert not mined_rounds  # off unless asked for
+    assert not mined  # off unless asked for
+
+    crops.clear()
     hard = replace(TINY, rounds=3, hard_negatives=1.0)
     detector.train_detector(lesion_manifest, tmp_path / "hard", hard, weights="random", progress=False)
-    assert mined_rounds == [6, 6]  # rounds 2 and 3, over the six lesion-free films
+    assert [len({id(s) for s, _ in spots}) for spots in mined] == [6, 6]  # rounds 2 and 3, the 6 normal films
+    per_round = hard.steps_per_round * hard.batch_size
+    half = hard.batch_size // 2
+    for round_ in range(3):
+        others = [
+            c for i, c in enumerate(crops[round_ * per_round : (round_ + 1) * per_round]) if i % hard.batch_size >= half
+        ]
+        if round_ == 0:  # nothing mined yet: anywhere on any training film
+            assert all(centre is None for _, centre in others)
+        else:  # every one holds a place mined at the start of this round
+            spots = {(id(s), c) for s, c in mined[round_ - 1]}
+            assert others and all((id(s), c) in spots and s.target == 0 for s, c in others)

@@ -105,21 +105,14 @@ def test_finetune_trains_the_unfrozen_stages_and_skips_bad_images(phantom_manife
     assert len(list((tmp_path / "ft").glob("epoch-*.safetensors"))) <= 2
 
 
-def test_an_interrupted_finetune_resumes_where_it_stopped(phantom_manifest, tmp_path, monkeypatch) -> None:
+def test_an_interrupted_finetune_resumes_where_it_stopped(
+    phantom_manifest, tmp_path, monkeypatch, interrupted_after_round_1
+) -> None:
     whole = trainer_module.finetune(phantom_manifest, tmp_path / "whole", TINY, weights="random", progress=False)
 
-    real_save = trainer_module._Checkpoints.save
-
-    def save_then_die(self, epoch, net, optimizer, state):
-        real_save(self, epoch, net, optimizer, state)
-        if epoch == 1:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(trainer_module._Checkpoints, "save", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
+    with interrupted_after_round_1():
         trainer_module.finetune(phantom_manifest, tmp_path / "cut", TINY, weights="random", progress=False)
     assert not (tmp_path / "cut" / "backbone.safetensors").exists()
-    monkeypatch.setattr(trainer_module._Checkpoints, "save", real_save)
 
     calls = []
     real_load = trainer_module._Checkpoints.load
