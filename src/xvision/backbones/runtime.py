@@ -138,7 +138,8 @@ class ExecutionPlan:
         decode = "reduced" if self.reduced_decode else "full"
         return (
             f"{self.engine} {self.precision} {layout} on {self.device}, batch {self.batch_size}, "
-            f"{self.workers} decode workers, {self.threads} threads, {decode} decoding"
+            f"{self.workers} decode worker{'s' * (self.workers != 1)}, "
+            f"{self.threads} thread{'s' * (self.threads != 1)}, {decode} decoding"
         )
 
 

@@ -44,7 +44,8 @@ class GuardResult:
         return {**asdict(self), "passed": self.passed}
 
     def describe(self) -> str:
-        return f"cosine to fp32 reference: min {self.cosine_min:.6f}, mean {self.cosine_mean:.6f} ({self.n} images)"
+        images = f"{self.n} image{'s' * (self.n != 1)}"
+        return f"cosine to fp32 reference: min {self.cosine_min:.6f}, mean {self.cosine_mean:.6f} ({images})"
 
 
 def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
