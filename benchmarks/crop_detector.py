@@ -43,7 +43,7 @@ from xvision.data.manifest import read_manifest, write_manifest
 from xvision.evaluation.threshold import default_positive
 from xvision.finetune import DetectorConfig, train_detector
 from xvision.finetune.detector import DetectorNet, _dense_maps, lesion_centre, lesion_radius
-from xvision.finetune.trainer import _load_samples, _pick_dtype
+from xvision.finetune.trainer import _load_samples, _pick_dtype, tuned_backbone
 
 
 def configure(overrides: list[str]) -> DetectorConfig:
@@ -66,11 +66,14 @@ def score_fold(weights: Path, manifest_path: Path) -> tuple[np.ndarray, np.ndarr
     samples = _load_samples(manifest, rows, positive, preprocess, False, lung=False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _pick_dtype(device)
-    tuned = create_backbone(LESION_BACKBONE, weights=str(weights))  # as `predict` loads it
-    net = DetectorNet(tuned.model.model).to(device).eval()
+    tuned = create_backbone(tuned_backbone(weights), weights=str(weights))  # as `predict` loads it
+    members = tuned.model.model.members if hasattr(tuned.model.model, "members") else [tuned.model.model]
+    nets = [DetectorNet(member).to(device).eval() for member in members]  # several: the mean of their scores
+    maps = zip(*(_dense_maps(net, samples, preprocess, device, dtype) for net in nets), strict=True)
     scores, on_nodule = [], []
-    for sample, dense in zip(samples, _dense_maps(net, samples, preprocess, device, dtype), strict=True):
-        scores.append(float(max_inside(dense[None, None])[0, 0]))  # as image_scores, the detector's own
+    for sample, member_maps in zip(samples, maps, strict=True):
+        dense = torch.stack(member_maps).mean(0)  # where to look for the nodule: the members' mean map
+        scores.append(float(max_inside(torch.stack(member_maps)[None]).mean()))  # as the registry's score
         centre = lesion_centre(sample)
         if centre is not None:
             n, size = dense.shape[-1], sample.image.shape[-1]

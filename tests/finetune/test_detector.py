@@ -8,6 +8,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -134,6 +135,56 @@ def test_fit_detect_gives_a_run_that_predicts_and_falls_back_without_lesions(
         result = fit(bare, tmp_path / "run2", recipe="detect", weights="random", progress=False)
     assert result.recipe == "finetune_lung" and "running recipe 'finetune_lung' instead" in caplog.text
     assert registry.get_recipe("best").without_lesions == "finetune_lung"  # the default falls back alike
+
+
+def test_several_detectors_score_as_their_mean_and_share_their_frozen_stages(
+    lesion_manifest, tmp_path, monkeypatch
+) -> None:
+    from xvision.backbones import create_backbone
+    from xvision.evaluation.report import write_report
+    from xvision.inference import Predictor
+    from xvision.inference.heatmap import _last_spatial_output, gradcam
+    from xvision.io import load_image
+    from xvision.recipes import fit, registry
+
+    pair = replace(TINY, members=2, seed=3)
+    monkeypatch.setitem(registry._RECIPES, "detect", replace(registry.get_recipe("detect"), finetune=pair))
+    run = tmp_path / "run"
+    fit(lesion_manifest, run, recipe="detect", weights="random", seed=3, progress=False)
+    assert json.loads((run / "bundle.json").read_text())["backbone"]["name"] == LESION_BACKBONE + "_x2"
+    folder = run / "finetune"
+    seeds = [json.loads((folder / f"member-{k}" / "state.json").read_text())["config"]["seed"] for k in (1, 2)]
+    assert seeds == [3, 4]
+
+    both = create_backbone(LESION_BACKBONE + "_x2", weights=str(folder / "backbone.safetensors"))
+    one, two = (
+        create_backbone(LESION_BACKBONE, weights=str(folder / f"member-{k}/backbone.safetensors")) for k in (1, 2)
+    )
+    assert both.model.shared_stages == 1 + TINY.frozen_stages  # the stem and the frozen stages run once
+    x = torch.randn(1, 3, 1024, 1024)
+    with torch.no_grad():
+        a, b, mean = one.extract(x), two.extract(x), both.extract(x)
+    assert not np.allclose(a, b)  # two different detectors
+    assert np.allclose(mean, (a + b) / 2, atol=1e-5)
+
+    image = sorted(lesion_manifest.parent.glob("nodule/*.png"))[0]
+    predictor = Predictor(run)
+    assert predictor.predict_paths([image])[0].error is None
+    heat = gradcam(predictor, load_image(image))
+    assert heat.shape == load_image(image).shape and np.isfinite(heat).all()
+    with torch.enable_grad():  # Grad-CAM explains both members' final features, not only the last one's
+        _, explained = _last_spatial_output(both.model, x.requires_grad_(True))
+    assert explained.shape[1] == 2 * one.model.model.num_features
+    html = write_report(run).read_text()
+    assert "(detector 1 of 2)" in html and "(detector 2 of 2)" in html
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished member was trained again")
+
+    monkeypatch.setattr(detector, "_load_samples", no_training)  # finished members are reused as they are
+    detector.train_detector(lesion_manifest, folder, pair, weights="random", progress=False)
+    with pytest.raises(ValueError, match="members"):
+        detector.train_detector(lesion_manifest, tmp_path / "four", replace(TINY, members=4), weights="random")
 
 
 def _load(path: Path) -> dict[str, torch.Tensor]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from xvision.backbones.lesion_ensemble import (
+    LESION_ENSEMBLE_SIZES,
+    LesionEnsembleScore,
+    LesionMembers,
+    lesion_ensemble_name,
+)
 from xvision.backbones.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessConfig, preprocess_image
 from xvision.backbones.weights import (
     RANDOM,
@@ -171,6 +178,10 @@ class LesionScore(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.model.forward_features(x)
         return max_inside(dense_logits(features, getattr(self.model, LESION_UNIT))[:, None])
+
+
+def _lesion_member() -> nn.Module:
+    return with_unit(_effnet_lite0(), LESION_UNIT)
 
 
 def _lung_spec(base: BackboneSpec) -> BackboneSpec:
@@ -329,8 +340,23 @@ _REGISTRY: dict[str, BackboneSpec] = {
                 input_size=1024,
                 interpolation="bilinear",
             ),
-            build=lambda: with_unit(_effnet_lite0(), LESION_UNIT),
+            build=_lesion_member,
             weights=FineTunedOnly("`xvision fit --recipe detect` on a manifest with lesion_x,lesion_y,lesion_diam"),
+        ),
+        *(
+            replace(
+                _lite0_spec(
+                    lesion_ensemble_name(LESION_BACKBONE, n),
+                    f"{n} lesion detectors as {LESION_BACKBONE} (trained with different seeds): one feature, "
+                    "the mean of their image scores; made by `xvision fit --recipe detect` (fine-tuned weights)",
+                    LesionEnsembleScore,
+                    input_size=1024,
+                    interpolation="bilinear",
+                ),
+                build=partial(LesionMembers, _lesion_member, n),
+                weights=FineTunedOnly("`xvision fit --recipe detect` on a manifest with lesion columns"),
+            )
+            for n in LESION_ENSEMBLE_SIZES
         ),
         BackboneSpec(
             name="xrv_densenet121_all",

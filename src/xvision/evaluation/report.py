@@ -344,12 +344,23 @@ def _provenance(
 
 
 def _finetune_rows(run_dir: Path) -> list[tuple[str, str]]:
-    """What fine-tuning did, from ``RUN/finetune/state.json``, for runs of a fine-tuning recipe."""
+    """What fine-tuning did, from ``RUN/finetune/state.json`` (or each ``member-<k>/state.json`` of several
+    detectors), for runs of a fine-tuning recipe."""
     from xvision.finetune.config import FINETUNE_DIR
 
-    state = _read_json(run_dir / FINETUNE_DIR / "state.json")
-    if not state:
-        return []
+    folder = run_dir / FINETUNE_DIR
+    members = [state for path in sorted(folder.glob("member-*/state.json")) if (state := _read_json(path))]
+    if members:
+        return [
+            (f"{what} (detector {k} of {len(members)})", text)
+            for k, state in enumerate(members, start=1)
+            for what, text in _finetune_state_rows(state)
+        ]
+    state = _read_json(folder / "state.json")
+    return _finetune_state_rows(state) if state else []
+
+
+def _finetune_state_rows(state: dict[str, Any]) -> list[tuple[str, str]]:
     config = state.get("config") or {}
     history = state.get("history") or []
     settings = ", ".join(
@@ -364,6 +375,8 @@ def _finetune_rows(run_dir: Path) -> list[tuple[str, str]]:
             "lr",
             "frozen_stages",
             "lesion_weight",
+            "hard_negatives",
+            "seed",
         )
         if k in config
     )

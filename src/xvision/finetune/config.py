@@ -75,6 +75,10 @@ class DetectorConfig:
     # (re-mined at the start of every round from the second on; ribs, vessel crossings, the chest wall).
     # Off: with 0.5, one five-fold run gave mean fold AUC 0.677 against 0.650, inside seed noise (docs).
     hard_negatives: float = 0.0
+    # Detectors trained one after another with seeds seed, seed + 1, ... (in member-<k> folders); the image
+    # score is the mean of theirs (registry ``<backbone>_x<members>``, 2 or 3): averaging removes part of the
+    # +-0.05 that one detector's held-out AUC owes to its seed alone. Costs training time per member.
+    members: int = 1
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(translate=0.0))
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,7 +17,9 @@ transplanting a training nodule into another film (:mod:`xvision.finetune.transp
 (``DetectorConfig.hard_negatives``, off: one run, a gain inside seed noise) some of the other crops hold the
 detector's current hottest places on lesion-free training films (:func:`hot_spots`, re-mined every round).
 An image's score is the highest lesion logit over the film less its border (the registry entry
-``efficientnet_lite0_1024_lesion``); prediction needs no lesion columns.
+``efficientnet_lite0_1024_lesion``); prediction needs no lesion columns. With ``DetectorConfig.members`` > 1,
+that many detectors are trained with consecutive seeds and the score is the mean of theirs
+(:mod:`xvision.backbones.lesion_ensemble`).
 
 Training runs in rounds of ``steps_per_round`` steps (the checkpoint unit; ``state.json`` calls them epochs):
 a checkpoint after each, and re-running the same command resumes after the last finished round. With a
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import math
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from xvision._fileio import atomic_write
 from xvision.backbones.registry import LESION_UNIT, dense_logits, get_spec, max_inside, with_unit
 from xvision.errors import ManifestError
 from xvision.finetune.augment import augment_intensity, random_affine, warp
@@ -169,6 +173,8 @@ def train_detector(
     from sklearn.metrics import roc_auc_score
 
     config = config or DetectorConfig()
+    if config.members != 1:
+        return _train_members(manifest_path, Path(out_dir), config, weights, restart, progress)
     out = Path(out_dir)
     manifest, positive = _binary_manifest(manifest_path)
     checkpoints, state = open_run(out, run_identity(manifest_path, config, weights), restart)
@@ -277,3 +283,29 @@ def train_detector(
 
     checkpoints.load(state["best_epoch"], net, None)
     return save_tuned(net.model, config.backbone, weights_file, checkpoints, state)
+
+
+def _train_members(
+    manifest_path: str | Path, out: Path, config: DetectorConfig, weights: str | None, restart: bool, progress: bool
+) -> Path:
+    """``config.members`` detectors with seeds ``seed``, ``seed + 1``, ... in ``out/member-<k>`` (each one
+    resumable on its own), then their weights as one file for the registry's ``<backbone>_x<members>``."""
+    from safetensors.torch import load_file, save
+
+    from xvision.backbones.lesion_ensemble import LESION_ENSEMBLE_SIZES, lesion_ensemble_name
+
+    if config.members not in LESION_ENSEMBLE_SIZES:
+        raise ValueError(f"DetectorConfig.members must be 1 or one of {LESION_ENSEMBLE_SIZES}, not {config.members}")
+    state = {}
+    for k in range(config.members):
+        log.info("lesion detector %d of %d", k + 1, config.members)
+        member = replace(config, members=1, seed=config.seed + k)
+        file = train_detector(
+            manifest_path, out / f"member-{k + 1}", member, weights=weights, restart=restart, progress=progress
+        )
+        state.update({f"members.{k}.{key}": value for key, value in load_file(file).items()})
+    name = lesion_ensemble_name(config.backbone, config.members)
+    payload = save(state, metadata={"format": "xvision-finetuned", "backbone": name})
+    weights_file = out / WEIGHTS_NAME
+    atomic_write(weights_file, lambda tmp: tmp.write_bytes(payload))
+    return weights_file
