@@ -57,6 +57,12 @@ def configure(overrides: list[str]) -> DetectorConfig:
     return config
 
 
+def detector_nets(weights: Path) -> list[DetectorNet]:
+    """The detector(s) in a weights file ``train_detector`` wrote, loaded as `predict` loads them."""
+    tuned = create_backbone(tuned_backbone(weights), weights=str(weights)).model.model
+    return [DetectorNet(member).eval() for member in getattr(tuned, "members", [tuned])]
+
+
 def score_fold(weights: Path, manifest_path: Path) -> tuple[np.ndarray, np.ndarray, list[bool]]:
     """(labels, scores, top position on the nodule for each nodule film) for the test rows."""
     manifest = read_manifest(manifest_path)
@@ -66,9 +72,7 @@ def score_fold(weights: Path, manifest_path: Path) -> tuple[np.ndarray, np.ndarr
     samples = _load_samples(manifest, rows, positive, preprocess, False, lung=False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _pick_dtype(device)
-    tuned = create_backbone(tuned_backbone(weights), weights=str(weights))  # as `predict` loads it
-    members = tuned.model.model.members if hasattr(tuned.model.model, "members") else [tuned.model.model]
-    nets = [DetectorNet(member).to(device).eval() for member in members]  # several: the mean of their scores
+    nets = [net.to(device) for net in detector_nets(weights)]  # several: the mean of their scores
     maps = zip(*(_dense_maps(net, samples, preprocess, device, dtype) for net in nets), strict=True)
     scores, on_nodule = [], []
     for sample, member_maps in zip(samples, maps, strict=True):

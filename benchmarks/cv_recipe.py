@@ -7,6 +7,7 @@ probabilities are pooled and scored with the same code as `xvision evaluate` (bo
 
     python benchmarks/jsrt_manifest.py -o jsrt.csv
     python benchmarks/cv_recipe.py jsrt.csv --recipe finetune --folds 5 -o cv_finetune
+    python benchmarks/cv_recipe.py jsrt.csv --recipe best --members 1 -o cv_best_one   # one detector
 
 Folds already finished are reused when the command is run again (each fold is an ordinary run folder).
 Ends with one line: ``recipe=... auc=... ci_low=... ci_high=... sens_at_90spec=... minutes=...``.
@@ -46,7 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--only-fold", type=int, help="run just this fold (1-based), e.g. to spread folds over machines"
     )
+    parser.add_argument(
+        "--members", type=int, help="detectors of a detect/best run (default: the recipe's; 1 = one detector)"
+    )
     args = parser.parse_args(argv)
+    if args.members is not None:
+        from dataclasses import replace
+
+        from xvision.recipes import registry
+
+        recipe = registry.get_recipe(args.recipe)
+        registry._RECIPES[args.recipe] = replace(recipe, finetune=replace(recipe.finetune, members=args.members))
 
     manifest = read_manifest(args.manifest)
     positive = default_positive(manifest.classes)

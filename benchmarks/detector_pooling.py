@@ -24,18 +24,24 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from crop_detector import detector_nets
 from sklearn.metrics import roc_auc_score
 
 from xvision.backbones.preprocess import preprocess_image
-from xvision.backbones.registry import LESION_BACKBONE, create_backbone, get_spec, max_inside
+from xvision.backbones.registry import LESION_BACKBONE, get_spec, max_inside
 from xvision.data.manifest import read_manifest
 from xvision.evaluation.threshold import default_positive
 from xvision.finetune.config import FINETUNE_DIR, WEIGHTS_NAME
-from xvision.finetune.detector import DetectorNet
 from xvision.finetune.trainer import _lung_field
 from xvision.io import load_image
 
 WAYS = ("inside", "lung", "top4", "lse")
+
+
+def pool_members(maps: list[torch.Tensor], lung: torch.Tensor | None) -> dict[str, float]:
+    """Each way's score averaged over the detectors of the run (as the registry averages their scores)."""
+    pooled = [pool(dense, lung) for dense in maps]
+    return {way: float(np.mean([p[way] for p in pooled])) for way in pooled[0]}
 
 
 def pool(dense: torch.Tensor, lung: torch.Tensor | None) -> dict[str, float]:
@@ -69,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         weights = fold / "run" / FINETUNE_DIR / WEIGHTS_NAME
         manifest = read_manifest(fold / "manifest.csv")
         positive = default_positive(manifest.classes)
-        net = DetectorNet(create_backbone(LESION_BACKBONE, weights=str(weights)).model.model).eval()
+        nets = detector_nets(weights)
         labels, scores = [], {way: [] for way in WAYS}
         for row in (r for r in manifest.rows if r.split == "test"):
             x = preprocess_image(load_image(manifest.resolve(row)), preprocess)[None]  # as `predict` does
-            dense = net(x)[0]
-            lung = _lung_field(manifest, row, dense.shape[-1])
-            pooled = pool(dense, lung)
+            maps = [net(x)[0] for net in nets]
+            lung = _lung_field(manifest, row, maps[0].shape[-1])
+            pooled = pool_members(maps, lung)
             for way in WAYS:
                 scores[way].append(pooled.get(way, np.nan))
             labels.append(int(row.label == positive))
