@@ -72,12 +72,12 @@ def score_fold(weights: Path, manifest_path: Path) -> tuple[np.ndarray, np.ndarr
     samples = _load_samples(manifest, rows, positive, preprocess, False, lung=False)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dtype = _pick_dtype(device)
-    nets = [net.to(device) for net in detector_nets(weights)]  # several: the mean of their scores
+    nets = [net.to(device) for net in detector_nets(weights)]
     maps = zip(*(_dense_maps(net, samples, preprocess, device, dtype) for net in nets), strict=True)
     scores, on_nodule = [], []
     for sample, member_maps in zip(samples, maps, strict=True):
-        dense = torch.stack(member_maps).mean(0)  # where to look for the nodule: the members' mean map
-        scores.append(float(max_inside(torch.stack(member_maps)[None]).mean()))  # as the registry's score
+        dense = torch.stack(member_maps).mean(0)  # several: their mean map, as the registry pools them
+        scores.append(float(max_inside(dense[None, None])[0, 0]))  # as image_scores, the detector's own
         centre = lesion_centre(sample)
         if centre is not None:
             n, size = dense.shape[-1], sample.image.shape[-1]

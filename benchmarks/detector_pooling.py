@@ -38,12 +38,6 @@ from xvision.io import load_image
 WAYS = ("inside", "lung", "top4", "lse")
 
 
-def pool_members(maps: list[torch.Tensor], lung: torch.Tensor | None) -> dict[str, float]:
-    """Each way's score averaged over the detectors of the run (as the registry averages their scores)."""
-    pooled = [pool(dense, lung) for dense in maps]
-    return {way: float(np.mean([p[way] for p in pooled])) for way in pooled[0]}
-
-
 def pool(dense: torch.Tensor, lung: torch.Tensor | None) -> dict[str, float]:
     """dense: (n, n) logits; lung: (n, n) coverage in [0, 1] or None."""
     n = dense.shape[-1]
@@ -81,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
             x = preprocess_image(load_image(manifest.resolve(row)), preprocess)[None]  # as `predict` does
             maps = [net(x)[0] for net in nets]
             lung = _lung_field(manifest, row, maps[0].shape[-1])
-            pooled = pool_members(maps, lung)
+            pooled = pool(torch.stack(maps).mean(0), lung)  # several detectors: their mean map, as the registry
             for way in WAYS:
                 scores[way].append(pooled.get(way, np.nan))
             labels.append(int(row.label == positive))

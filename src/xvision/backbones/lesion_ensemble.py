@@ -1,10 +1,10 @@
-"""Several lesion detectors as one backbone: the image's feature is the mean of their image scores.
+"""Several lesion detectors as one backbone: the image's feature is the highest place of their mean map.
 
 Trained on ~150 films, one detector's held-out ROC AUC moves by +-0.05 with its random seed alone (crop
 sampling and the lesion unit's start; docs/recipes.md). Averaging detectors trained with different seeds
 removes part of that variance, as ensembles do. The members start from the same ImageNet weights and never
 train their stem and first stages (``DetectorConfig.frozen_stages``), so those are identical: they run once
-for all members, and a second member costs about 40% of one network at prediction time, not 100%.
+for all members, and a second member adds about half of one network's prediction time, not all of it.
 
 Weights: one safetensors file whose keys are ``members.<k>.<timm key>`` (written by
 :func:`xvision.finetune.detector.train_detector` with ``DetectorConfig.members``), registry name
@@ -50,8 +50,12 @@ def _same(a: nn.Module, b: nn.Module) -> bool:
 
 
 class LesionEnsembleScore(nn.Module):
-    """One feature per image: the mean over the members of each one's highest lesion logit over the film less
-    its 5% border (each member's own :class:`xvision.backbones.registry.LesionScore`).
+    """One feature per image: the highest position, over the film less its 5% border, of the members' mean
+    lesion map (their lesion logits averaged position by position).
+
+    Averaging the maps, not each member's own highest position, asks the members to agree on a place: a
+    nodule is where both look, while each seed's false positives (a rib crossing, the chest wall) tend to lie
+    in different places (on JSRT the two are the same within noise: docs/recipes.md).
 
     Leading stages whose weights are the same in every member (found when the weights are loaded) run once.
     """
@@ -81,4 +85,4 @@ class LesionEnsembleScore(nn.Module):
         features = self.features(torch.cat(features, dim=1)).split(features[0].shape[1], dim=1)
         units = [getattr(member, LESION_UNIT) for member in self.model.members]
         maps = torch.stack([dense_logits(f, unit) for f, unit in zip(features, units, strict=True)], dim=1)
-        return max_inside(maps).mean(dim=1, keepdim=True)
+        return max_inside(maps.mean(dim=1, keepdim=True))

@@ -348,7 +348,8 @@ _REGISTRY: dict[str, BackboneSpec] = {
                 _lite0_spec(
                     lesion_ensemble_name(LESION_BACKBONE, n),
                     f"{n} lesion detectors as {LESION_BACKBONE} (trained with different seeds): one feature, "
-                    "the mean of their image scores; made by `xvision fit --recipe detect` (fine-tuned weights)",
+                    "the highest place of their mean lesion map; made by `xvision fit --recipe detect` "
+                    "(fine-tuned weights)",
                     LesionEnsembleScore,
                     input_size=1024,
                     interpolation="bilinear",

@@ -76,8 +76,8 @@ class DetectorConfig:
     # Off: with 0.5, one five-fold run gave mean fold AUC 0.677 against 0.650, inside seed noise (docs).
     hard_negatives: float = 0.0
     # Detectors trained one after another with seeds seed, seed + 1, ... (in member-<k> folders); the image
-    # score is the mean of theirs (registry ``<backbone>_x<members>``, 2 or 3): averaging removes part of the
-    # +-0.05 that one detector's held-out AUC owes to its seed alone. Costs training time per member.
+    # score is the highest place of their mean lesion map (registry ``<backbone>_x<members>``, 2 or 3):
+    # averaging removes part of the +-0.05 that one detector's held-out AUC owes to its seed alone.
     members: int = 1
     augment: AugmentConfig = field(default_factory=lambda: AugmentConfig(translate=0.0))
 

@@ -18,8 +18,8 @@ transplanting a training nodule into another film (:mod:`xvision.finetune.transp
 detector's current hottest places on lesion-free training films (:func:`hot_spots`, re-mined every round).
 An image's score is the highest lesion logit over the film less its border (the registry entry
 ``efficientnet_lite0_1024_lesion``); prediction needs no lesion columns. With ``DetectorConfig.members`` > 1,
-that many detectors are trained with consecutive seeds and the score is the mean of theirs
-(:mod:`xvision.backbones.lesion_ensemble`).
+that many detectors are trained with consecutive seeds and the score is the highest place of their mean
+map (:mod:`xvision.backbones.lesion_ensemble`).
 
 Training runs in rounds of ``steps_per_round`` steps (the checkpoint unit; ``state.json`` calls them epochs):
 a checkpoint after each, and re-running the same command resumes after the last finished round. With a
