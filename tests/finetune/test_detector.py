@@ -137,7 +137,7 @@ def test_fit_detect_gives_a_run_that_predicts_and_falls_back_without_lesions(
     assert registry.get_recipe("best").without_lesions == "finetune_lung"  # the default falls back alike
 
 
-def test_several_detectors_score_as_their_mean_and_share_their_frozen_stages(
+def test_several_detectors_score_their_mean_map_and_share_their_frozen_stages(
     lesion_manifest, tmp_path, monkeypatch
 ) -> None:
     from xvision.backbones import create_backbone
