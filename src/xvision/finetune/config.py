@@ -73,7 +73,8 @@ class DetectorConfig:
     paste: float = 0.0
     # Share of the other crops taken at the detector's current hottest places on lesion-free training films
     # (re-mined at the start of every round from the second on; ribs, vessel crossings, the chest wall).
-    # Off: with 0.5, one five-fold run gave mean fold AUC 0.677 against 0.650, inside seed noise (docs).
+    # Off: with 0.5, five folds gave mean fold AUC 0.677 against 0.650, and a second seed did not repeat it
+    # (0.589 and 0.796 on its first two folds): seed noise (docs/recipes.md).
     hard_negatives: float = 0.0
     # Detectors trained one after another with seeds seed, seed + 1, ... (in member-<k> folders); the image
     # score is the highest place of their mean lesion map (registry ``<backbone>_x<members>``, 2 or 3):

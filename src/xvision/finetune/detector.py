@@ -14,7 +14,7 @@ every position of its final feature map says "lesion here / not here". It is tra
   ImageNet BatchNorm statistics kept, AdamW with warm-up and cosine decay, bf16 where native.
 Optionally (``DetectorConfig.paste``, off: measured worse, see docs/recipes.md) some lesion crops are made by
 transplanting a training nodule into another film (:mod:`xvision.finetune.transplant`), and
-(``DetectorConfig.hard_negatives``, off: one run, a gain inside seed noise) some of the other crops hold the
+(``DetectorConfig.hard_negatives``, off: a gain a second seed did not repeat) some of the other crops hold the
 detector's current hottest places on lesion-free training films (:func:`hot_spots`, re-mined every round).
 An image's score is the highest lesion logit over the film less its border (the registry entry
 ``efficientnet_lite0_1024_lesion``); prediction needs no lesion columns. With ``DetectorConfig.members`` > 1,
