@@ -19,7 +19,8 @@ seeds, since with ~150 images one split's figure moves by +-0.05.
     python benchmarks/crop_detector.py jsrt.csv -o cv_detector --folds 5
     python benchmarks/crop_detector.py jsrt.csv -o cv_detector_800 --set rounds=16
 
-Fold runs already finished are reused (each is an ordinary resumable detector folder).
+Fold runs already finished are reused (each is an ordinary resumable detector folder): run the folds side by
+side with ``--only-fold K``, then once more without it to score them all together.
 """
 
 from __future__ import annotations
@@ -97,6 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a DetectorConfig field")
     parser.add_argument("--weights", help="starting weights for EfficientNet-Lite0 (default: the bundled ones)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (for several runs side by side)")
+    parser.add_argument(
+        "--only-fold", type=int, help="train and score just this fold (1-based), e.g. one process per fold"
+    )
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -112,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         folds = StratifiedGroupKFold(args.folds, shuffle=True, random_state=args.seed + repeat)
         labels_r, scores_r = [], []
         for number, (_, test) in enumerate(folds.split(np.zeros(len(y)), y, groups), start=1):
+            if args.only_fold and number != args.only_fold:
+                continue
             start = time.perf_counter()
             test_set = set(test.tolist())
             splits = {row.path: "test" if i in test_set else "train" for i, row in enumerate(manifest.rows)}

@@ -50,6 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--members", type=int, help="detectors of a detect/best run (default: the recipe's; 1 = one detector)"
     )
+    parser.add_argument("--weights", help="starting weights for the recipe's backbone (default: its usual ones)")
     args = parser.parse_args(argv)
     if args.members is not None:
         from dataclasses import replace
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         fold_manifest = write_manifest(manifest.with_splits(splits), fold_dir / "manifest.csv")
         run = fold_dir / "run"
         if not (run / "predictions.csv").exists():
-            fit(fold_manifest, run, recipe=args.recipe, seed=args.seed, overwrite=True)
+            fit(fold_manifest, run, recipe=args.recipe, weights=args.weights, seed=args.seed, overwrite=True)
         with open(run / "predictions.csv", newline="", encoding="utf-8") as handle:
             scores = {r["path"]: float(r[f"p_{positive}"]) for r in csv.DictReader(handle)}
         for i in test:
