@@ -21,7 +21,9 @@ export PYTHONPATH="$PWD/src:$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH}" PYTHONUN
 OUT=${OUT:-/tmp/sweep}
 FOLDS=${FOLDS:-5}
 WEIGHTS=.devdata/lite0_fp16.safetensors
-WORK=/tmp/sweep-work
+# A fresh working folder per call: a setting name reused with other arguments on a warm machine would find
+# the earlier fold runs, which the detector refuses to resume under another configuration.
+WORK=$(mktemp -d /tmp/sweep-XXXXXX)
 mkdir -p "$OUT" "$WORK/logs"
 {
   nvidia-smi --query-gpu=name,memory.total --format=csv,noheader
