@@ -11,6 +11,7 @@ from PIL import Image
 
 from xvision.cli.main import main
 from xvision.data.phantoms import make_phantom_dataset
+from xvision.features.store import FeatureStore
 
 TINY = "timm:mobilenetv3_small_050"
 
@@ -98,7 +99,12 @@ def test_predict_matches_evaluate_on_the_same_image(pipeline, capsys) -> None:
     capsys.readouterr()
     main(["predict", str(root / "run"), str(manifest_dir / path), "--csv"])
     out = capsys.readouterr().out.splitlines()
-    assert float(out[1].split(",")[2]) == pytest.approx(float(p_nodule), abs=1e-4)
+    # Extracted in fp32, the stored features are the predictor's to rounding. On a CPU with native bf16 the
+    # default extraction is bf16, which agrees with fp32 within the accuracy guard's bar (cosine 0.999):
+    # the head's probability then moves by up to about 0.01.
+    plan = FeatureStore(root / "feats").read_meta()["extraction"]["plan"]
+    tolerance = 1e-4 if plan["precision"] == "fp32" else 1e-2
+    assert float(out[1].split(",")[2]) == pytest.approx(float(p_nodule), abs=tolerance)
 
 
 def test_predict_reports_bad_files_and_continues(pipeline, capsys, tmp_path) -> None:

@@ -102,7 +102,11 @@ def test_strict_makes_a_bad_image_fatal(tmp_path, backbone) -> None:
 
 def test_interrupted_extraction_resumes_without_redoing_work(tmp_path, backbone, monkeypatch) -> None:
     manifest = _write_set(tmp_path / "data", 6)
-    reference = extract_manifest(manifest, tmp_path / "ref", backbone=backbone, progress=False, batch_size=2)
+    # fp32 throughout, so that the resumed store must equal the reference whatever this CPU's default
+    # precision is (bf16 where it is native; tests/features/test_fast_path.py covers that path).
+    reference = extract_manifest(
+        manifest, tmp_path / "ref", backbone=backbone, progress=False, batch_size=2, precision="fp32"
+    )
     assert reference.extracted == 12
 
     calls = {"n": 0}
@@ -127,7 +131,9 @@ def test_interrupted_extraction_resumes_without_redoing_work(tmp_path, backbone,
         )
     assert len(FeatureStore(tmp_path / "feats").keys()) == 6  # three finished batches survived
     monkeypatch.setattr(backbone, "extract", original)
-    resumed = extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False, batch_size=2)
+    resumed = extract_manifest(
+        manifest, tmp_path / "feats", backbone=backbone, progress=False, batch_size=2, precision="fp32"
+    )
     assert resumed.reused == 6 and resumed.extracted == 6
     X, rows = FeatureStore(tmp_path / "feats").load()
     X_ref, rows_ref = FeatureStore(tmp_path / "ref").load()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from xvision.backbones.runtime import ExecutionPlan
 from xvision.errors import AccuracyGuardError
 from xvision.features import extract as extract_module
 from xvision.features.extract import extract_manifest
-from xvision.features.guard import AccuracyWarning
+from xvision.features.guard import AccuracyWarning, cosine_rows
 from xvision.features.store import FeatureStore
 from xvision.io import load_image
 
@@ -106,8 +107,8 @@ class _NoisyRunner:
 def test_accuracy_guard_warns_on_a_bad_engine(tmp_path, dataset, backbone, monkeypatch) -> None:
     manifest, _ = dataset
     monkeypatch.setattr(extract_module, "make_runner", lambda model, extract, plan: _NoisyRunner(backbone))
-    with pytest.warns(AccuracyWarning, match="ACCURACY GUARD FAILED"):
-        report = extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)
+    with pytest.warns(AccuracyWarning, match="ACCURACY GUARD FAILED"):  # asked for: kept, and warned about
+        report = extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False, precision="bf16")
     assert report.guard["passed"] is False and report.guard["cosine_min"] < 0.999
     meta = FeatureStore(tmp_path / "feats").read_meta()
     assert meta["extraction"]["accuracy_guard"]["passed"] is False
@@ -119,9 +120,40 @@ def test_strict_fails_when_the_guard_fails(tmp_path, dataset, backbone, monkeypa
     runner = _NoisyRunner(backbone)
     monkeypatch.setattr(extract_module, "make_runner", lambda model, extract, plan: runner)
     with pytest.warns(AccuracyWarning), pytest.raises(AccuracyGuardError, match="--precision fp32"):
-        extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False, strict=True)
+        extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False, strict=True, precision="bf16")
     assert runner.calls == 1  # only the guard's sample ran; nothing else was extracted
     assert not FeatureStore(tmp_path / "feats").keys()
+
+
+def test_automatic_precision_falls_back_to_fp32_when_the_guard_fails(
+    tmp_path, dataset, backbone, monkeypatch, caplog
+) -> None:
+    manifest, names = dataset
+    real_make_runner = extract_module.make_runner
+    noisy = _NoisyRunner(backbone)
+    noisy.plan = ExecutionPlan(precision="bf16", channels_last=True, reduced_decode=True, workers=0)
+    built = []
+
+    def make_runner(model, extract, plan):
+        built.append(plan)
+        return noisy if len(built) == 1 else real_make_runner(model, extract, plan)
+
+    monkeypatch.setattr(extract_module, "make_runner", make_runner)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AccuracyWarning)  # the automatic choice must not end in a failed guard
+        report = extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)
+    assert built[1] == replace(noisy.plan, precision="fp32")  # the same path otherwise
+    assert "extracting in fp32 instead" in caplog.text
+    assert report.plan["precision"] == "fp32" and report.guard["passed"]
+    assert report.rejected["plan"]["precision"] == "bf16" and not report.rejected["accuracy_guard"]["passed"]
+    meta = FeatureStore(tmp_path / "feats").read_meta()
+    assert meta["extraction"]["rejected_plan"] == report.rejected
+    assert meta["extraction"]["plan"]["precision"] == "fp32"
+    X, rows = FeatureStore(tmp_path / "feats").load()
+    images = [load_image(tmp_path / "images" / name) for name in names]
+    reference = backbone.extract(torch.stack([backbone.preprocess(image) for image in images]))
+    order = [names.index(Path(row.path).name) for row in rows]
+    assert cosine_rows(X, reference[order]).min() > 0.999  # none of the noisy runner's features were kept
 
 
 def test_second_manifest_extracts_only_new_content(tmp_path, backbone, monkeypatch) -> None:

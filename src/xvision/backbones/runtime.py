@@ -7,7 +7,8 @@ Performance section):
 - CUDA when present: fp16 (closer to fp32 than bf16), channels-last, batches of 64, pinned host memory and
   non-blocking copies.
 - CPUs with native bf16 (AMX or AVX512-BF16): bf16 + channels-last; OpenVINO when installed
-  (``pip install "xvision[fast]"``), else ``torch.compile`` for large jobs, else eager autocast.
+  (``pip install "xvision[fast]"``), else ``torch.compile`` for large jobs, else eager autocast. Where bf16
+  fails the accuracy guard (EfficientNet-Lite0 does), extraction switches to fp32 (:func:`fp32_fallback`).
 - Other CPUs (AVX2): fp32; OpenVINO when installed (about 2x PyTorch eager on VGG16), else PyTorch eager
   channels-last (``benchmarks/layout.py``, torch 2.14, 2-core AVX2 EPYC, idle: 1.23x NCHW for VGG16, 1.27x for
   EfficientNet-Lite0 at 224 px, 1.61x at 1024 px; an earlier torch measured no gain).
@@ -141,6 +142,13 @@ class ExecutionPlan:
             f"{self.workers} decode worker{'s' * (self.workers != 1)}, "
             f"{self.threads} thread{'s' * (self.threads != 1)}, {decode} decoding"
         )
+
+
+def fp32_fallback(plan: ExecutionPlan) -> ExecutionPlan:
+    """``plan`` in fp32, for when its reduced precision fails the accuracy guard: the same device, layout,
+    decoding and workers; ``torch.compile`` (chosen only for bf16) becomes eager, OpenVINO stays (in fp32)."""
+    engine = "eager" if plan.engine == "compile" else plan.engine
+    return replace(plan, precision="fp32", engine=engine, channels_last=engine != "openvino")
 
 
 def default_workers(n_images: int, cpu_count: int | None = None) -> int:
