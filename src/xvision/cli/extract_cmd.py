@@ -117,10 +117,10 @@ def extract(
         rate = f", {report.extracted / report.seconds:.1f} images/s" if report.seconds > 0 else ""
         click.echo(f"  path: {ExecutionPlan(**report.plan).describe()}{rate}")
         if report.rejected is not None:
-            cosine = report.rejected["accuracy_guard"]["cosine_min"]
+            guard = report.rejected["accuracy_guard"]
             click.echo(
-                f"  (fp32: {report.rejected['plan']['precision']} reached only cosine {cosine:.6f} to the fp32 "
-                "reference on the guard's sample)"
+                f"  fp32 instead of {report.rejected['plan']['precision']}, which reached only cosine "
+                f"{guard['cosine_min']:.6f} to the fp32 reference (below {guard['threshold']})"
             )
     if report.guard is not None:
         from xvision.features.guard import GuardResult

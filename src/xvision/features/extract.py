@@ -177,7 +177,7 @@ def _guarded_runner(
     """Run the accuracy guard. When the precision was chosen automatically (``precision="auto"``) and the
     reduced precision fails it, the same path in fp32 replaces it and is guarded in turn: an automatic
     choice never trades agreement with the reference for speed. (EfficientNet-Lite0's depthwise layers lose
-    more in bf16 than VGG16's: cosine 0.996-0.997 on AVX512-BF16 CPUs and an H200, against the 0.999 bar.)
+    more in bf16 than VGG16's: cosine 0.992-0.997 on an AVX512-BF16 EPYC and an H200, against the 0.999 bar.)
     An explicit ``--precision bf16``/``fp16`` is kept, and a failure is warned about.
 
     Returns the runner to use, its guard result, the sample's keys and features, and the rejected plan with
