@@ -9,6 +9,16 @@
 #   .devdata/jsrt/{images,lung_masks,labels.csv}   a copy of ../shared/data/jsrt
 #   .devdata/lite0_fp16.safetensors                 create_backbone("efficientnet_lite0") weights, fp16
 #
+# made here, in the repository root, with:
+#
+#   mkdir -p .devdata && echo /.devdata/ >> .git/info/exclude && cp -r ../shared/data/jsrt .devdata/
+#   python -c 'from safetensors.torch import save_file; from xvision.backbones import create_backbone
+#   m = create_backbone("efficientnet_lite0").model
+#   save_file({k.removeprefix("body.model."): v.half().contiguous() for k, v in m.state_dict().items()},
+#             ".devdata/lite0_fp16.safetensors")'
+#
+# and carried with the device tool's `carry: [".devdata"]` (about 61 MB with the repository).
+#
 #   OUT=/tmp/sweep bash benchmarks/gpu_detector_sweep.sh                      # the settings below
 #   bash benchmarks/gpu_detector_sweep.sh "rounds4:--set rounds=4" "seed2:--set seed=2"   # NAME:ARGUMENTS each
 #   PIPELINE=best bash benchmarks/gpu_detector_sweep.sh "pair:--set members=2"
