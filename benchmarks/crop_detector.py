@@ -102,6 +102,8 @@ def main(argv: list[str] | None = None) -> int:
         "--only-fold", type=int, help="train and score just this fold (1-based), e.g. one process per fold"
     )
     args = parser.parse_args(argv)
+    if args.only_fold is not None and not 1 <= args.only_fold <= args.folds:
+        parser.error(f"--only-fold {args.only_fold}: choose 1 to {args.folds}")
     if args.threads:
         torch.set_num_threads(args.threads)
     config = configure(args.set)

@@ -52,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--weights", help="starting weights for the recipe's backbone (default: its usual ones)")
     args = parser.parse_args(argv)
+    if args.only_fold is not None and not 1 <= args.only_fold <= args.folds:
+        parser.error(f"--only-fold {args.only_fold}: choose 1 to {args.folds}")
     if args.members is not None:
         from dataclasses import replace
 
