@@ -69,11 +69,12 @@ wait
 # Score each setting's folds together: finished fold runs are reused; an unfinished one is left to the limit.
 for setting in "$@"; do
   # shellcheck disable=SC2086
-  detector "${SCORE_LIMIT:-90}" "${setting%%:*}" "" ${setting#*:} &
+  detector "${SCORE_LIMIT:-120}" "${setting%%:*}" "" ${setting#*:} &
 done
-[ -n "${PIPELINE:-}" ] && pipeline "${SCORE_LIMIT:-90}" "" &
+[ -n "${PIPELINE:-}" ] && pipeline "${SCORE_LIMIT:-120}" "" &
 wait
 for log in "$WORK"/logs/*.log; do
   case $log in *-fold*) ;; *) grep -h "^folds=\|^recipe=" "$log" ;; esac  # the fold processes' lines are partial
 done
-(cd "$WORK" && tar czf "$OUT/sweep.tgz" logs ./*/summary.json ./cv-*/fold-*/run/predictions.csv 2>/dev/null)
+# logs, summaries and pooled predictions, whichever exist (a setting cut off by its limit has no summary)
+(cd "$WORK" && shopt -s nullglob && tar czf "$OUT/sweep.tgz" logs ./*/summary.json ./cv-*/fold-*/run/predictions.csv)
