@@ -167,7 +167,6 @@ def test_several_detectors_score_their_mean_map_and_share_their_frozen_stages(
         maps = [detector.DetectorNet(member.model.model).eval()(x) for member in (one, two)]
     assert not np.allclose(a, b)  # two different detectors
     assert np.allclose(score, max_inside(((maps[0] + maps[1]) / 2)[:, None]).numpy(), atol=1e-5)  # mean map
-    assert score[0, 0] <= (a + b)[0, 0] / 2 + 1e-5  # where both agree, not each one's own peak
 
     image = sorted(lesion_manifest.parent.glob("nodule/*.png"))[0]
     predictor = Predictor(run)

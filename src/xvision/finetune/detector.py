@@ -40,7 +40,6 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from xvision._fileio import atomic_write
 from xvision.backbones.registry import LESION_UNIT, dense_logits, get_spec, max_inside, with_unit
 from xvision.errors import ManifestError
 from xvision.finetune.augment import augment_intensity, random_affine, warp
@@ -59,6 +58,7 @@ from xvision.finetune.trainer import (
     save_tuned,
     split_rows,
     timm_body,
+    write_tuned,
 )
 from xvision.finetune.transplant import nodule_signal, paste
 
@@ -290,7 +290,7 @@ def _train_members(
 ) -> Path:
     """``config.members`` detectors with seeds ``seed``, ``seed + 1``, ... in ``out/member-<k>`` (each one
     resumable on its own), then their weights as one file for the registry's ``<backbone>_x<members>``."""
-    from safetensors.torch import load_file, save
+    from safetensors.torch import load_file
 
     from xvision.backbones.lesion_ensemble import LESION_ENSEMBLE_SIZES, lesion_ensemble_name
 
@@ -304,8 +304,4 @@ def _train_members(
             manifest_path, out / f"member-{k + 1}", member, weights=weights, restart=restart, progress=progress
         )
         state.update({f"members.{k}.{key}": value for key, value in load_file(file).items()})
-    name = lesion_ensemble_name(config.backbone, config.members)
-    payload = save(state, metadata={"format": "xvision-finetuned", "backbone": name})
-    weights_file = out / WEIGHTS_NAME
-    atomic_write(weights_file, lambda tmp: tmp.write_bytes(payload))
-    return weights_file
+    return write_tuned(state, lesion_ensemble_name(config.backbone, config.members), out / WEIGHTS_NAME)

@@ -473,11 +473,18 @@ def save_tuned(
     model: nn.Module, backbone: str, weights_file: Path, checkpoints: _Checkpoints, state: dict[str, Any]
 ) -> Path:
     """Write the tuned timm model's weights for the registry entry ``backbone``; mark the run finished."""
-    from safetensors.torch import save
-
-    tuned = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    payload = save(tuned, metadata={"format": "xvision-finetuned", "backbone": backbone})
-    atomic_write(weights_file, lambda tmp: tmp.write_bytes(payload))
+    write_tuned(model.state_dict(), backbone, weights_file)
     state["finished"] = True
     atomic_write_json(checkpoints.state_path, state)
+    return weights_file
+
+
+def write_tuned(tensors: dict[str, torch.Tensor], backbone: str, weights_file: Path) -> Path:
+    """Write fine-tuned weights atomically, marked with the registry entry that loads them (read back by
+    :func:`tuned_backbone`)."""
+    from safetensors.torch import save
+
+    tuned = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
+    payload = save(tuned, metadata={"format": "xvision-finetuned", "backbone": backbone})
+    atomic_write(weights_file, lambda tmp: tmp.write_bytes(payload))
     return weights_file
