@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import logging
 import warnings
 from dataclasses import replace
 from pathlib import Path
@@ -139,7 +140,7 @@ def test_automatic_precision_falls_back_to_fp32_when_the_guard_fails(
         return noisy if len(built) == 1 else real_make_runner(model, extract, plan)
 
     monkeypatch.setattr(extract_module, "make_runner", make_runner)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), caplog.at_level(logging.INFO, logger="xvision"):
         warnings.simplefilter("error", AccuracyWarning)  # the automatic choice must not end in a failed guard
         report = extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)
     assert built[1] == replace(noisy.plan, precision="fp32")  # the same path otherwise

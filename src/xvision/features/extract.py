@@ -186,7 +186,8 @@ def _guarded_runner(
     if guard is None or guard.passed or precision != "auto" or runner.plan.precision == "fp32":
         return runner, guard, keys, features, None
     rejected = {"plan": runner.plan.to_dict(), "accuracy_guard": guard.to_dict()}
-    log.warning(
+    # Information, not a warning: the automatic choice is corrected and nothing is wrong with the features.
+    log.info(
         "%s in %s disagrees with the fp32 reference (%s, below %s): extracting in fp32 instead "
         "(--precision %s keeps the faster path)",
         backbone.name,
