@@ -3,8 +3,9 @@
 Both train the same network (standardised input, 25,088-512-512-2, ReLU, cross-entropy, SGD lr 0.01, batch
 20, reshuffled every epoch from the same seed) on the same vectors, in this process. The plain loop is what a
 first version writes (``torch.optim.SGD`` defaults, ``zero_grad(set_to_none=True)``, denormals left on);
-``MLPClassifier.fit`` flushes denormals to zero, updates the wide first layer with one fused ``addmm_`` and
-the rest with the multi-tensor SGD. Final training losses should agree within noise.
+``MLPClassifier.fit`` flushes denormals to zero, defers the wide first layer's updates over blocks of 8
+batches (exact SGD, reordered; see ``xvision.heads.mlp``) and updates the rest with the multi-tensor SGD.
+Final training losses should agree within noise.
 
     python benchmarks/train_head.py                       # 5,000 synthetic pool5-like vectors, 20 epochs
     python benchmarks/train_head.py --features FEATURES_DIR --split train

@@ -43,15 +43,22 @@ def _plain_sgd(head: MLPClassifier, X: np.ndarray, y: np.ndarray) -> tuple[list[
     return losses, net
 
 
-@pytest.mark.parametrize("weight_decay", [0.0, 1e-3])
-def test_fused_first_layer_update_matches_plain_sgd(weight_decay: float) -> None:
-    X, y = _codes()
+@pytest.mark.parametrize(
+    ("weight_decay", "n"),
+    [
+        (0.0, 200),  # ten batches an epoch: a block of DEFERRED_STEPS (8) batches, then a block of 2
+        (0.0, 347),  # a short last batch (7 rows) inside a short last block
+        (1e-3, 200),  # weight decay: one batch at a time, updated in place
+    ],
+)
+def test_deferred_first_layer_update_matches_plain_sgd(weight_decay: float, n: int) -> None:
+    X, y = _codes(n)
     head = MLPClassifier(hidden=(32, 16), epochs=4, lr=0.05, weight_decay=weight_decay).fit(X, y)
     losses, net = _plain_sgd(head, X, y)
     assert [r["train_loss"] for r in head.history_] == pytest.approx(losses, rel=1e-4)
     for name, value in net.state_dict().items():
         assert torch.allclose(head.net_.state_dict()[name], value, atol=1e-5), name
-    assert all(p.requires_grad for p in head.net_.parameters())  # the fused step gives them back
+    assert all(p.requires_grad for p in head.net_.parameters())  # the deferred step gives them back
 
 
 def test_momentum_uses_the_standard_optimizer_and_still_learns() -> None:
