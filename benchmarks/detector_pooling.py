@@ -13,6 +13,10 @@ trained without its test films):
 Pooling ways: ``inside`` (the product's), ``lung`` (max over cells a dilated true lung mask touches),
 ``top4`` (mean of the 4 highest cells inside), ``lse`` (log-sum-exp inside). Prints per-fold ROC AUC for each
 and the mean over folds, ending with one line ``inside=... lung=... top4=... lse=...`` (mean fold AUC).
+
+``--shifts`` adds test-time shifts: the film also goes through the detectors moved by part of a map cell (32
+px), and ``shift2`` / ``shift6`` score it by the mean of ``inside`` over 2 / 6 placements (six times the
+network time).
 """
 
 from __future__ import annotations
@@ -38,6 +42,17 @@ from xvision.io import load_image
 WAYS = ("inside", "lung", "top4", "lse")
 
 
+SHIFTS = ((0, 0), (16, 16), (0, 16), (16, 0), (8, 8), (24, 24))
+"""(down, right) pixels; ``shift2`` uses the first two."""
+
+
+def shifted(x: torch.Tensor, down: int, right: int) -> torch.Tensor:
+    """The image moved down and right, the edge rows and columns repeated into the gap."""
+    if not (down or right):
+        return x
+    return F.pad(x, (right, 0, down, 0), mode="replicate")[..., : x.shape[-2], : x.shape[-1]]
+
+
 def pool(dense: torch.Tensor, lung: torch.Tensor | None) -> dict[str, float]:
     """dense: (n, n) logits; lung: (n, n) coverage in [0, 1] or None."""
     n = dense.shape[-1]
@@ -58,35 +73,43 @@ def pool(dense: torch.Tensor, lung: torch.Tensor | None) -> dict[str, float]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("cv_dir", type=Path, help="a benchmarks/cv_recipe.py output folder of the detect recipe")
+    parser.add_argument("--shifts", action="store_true", help="also score test-time shifts (6x slower)")
     args = parser.parse_args(argv)
+    ways = WAYS + (("shift2", "shift6") if args.shifts else ())
     folds = sorted(args.cv_dir.glob("fold-*"))
     if not folds:
         print(f"error: no fold-* folders in {args.cv_dir}", file=sys.stderr)
         return 2
     preprocess = get_spec(LESION_BACKBONE).preprocess
-    per_fold: dict[str, list[float]] = {way: [] for way in WAYS}
+    per_fold: dict[str, list[float]] = {way: [] for way in ways}
     for fold in folds:
         weights = fold / "run" / FINETUNE_DIR / WEIGHTS_NAME
         manifest = read_manifest(fold / "manifest.csv")
         positive = default_positive(manifest.classes)
         nets = detector_nets(weights)
-        labels, scores = [], {way: [] for way in WAYS}
+        labels, scores = [], {way: [] for way in ways}
         for row in (r for r in manifest.rows if r.split == "test"):
             x = preprocess_image(load_image(manifest.resolve(row)), preprocess)[None]  # as `predict` does
             maps = [net(x)[0] for net in nets]
             lung = _lung_field(manifest, row, maps[0].shape[-1])
             pooled = pool(torch.stack(maps).mean(0), lung)  # several detectors: their mean map, as the registry
-            for way in WAYS:
+            if args.shifts:
+                tops = [pooled["inside"]] + [
+                    float(max_inside(torch.stack([net(shifted(x, *move))[0] for net in nets]).mean(0)[None, None]))
+                    for move in SHIFTS[1:]
+                ]
+                pooled["shift2"], pooled["shift6"] = float(np.mean(tops[:2])), float(np.mean(tops))
+            for way in ways:
                 scores[way].append(pooled.get(way, np.nan))
             labels.append(int(row.label == positive))
         line = []
-        for way in WAYS:
+        for way in ways:
             values = np.array(scores[way])
             auc = roc_auc_score(labels, values) if not np.isnan(values).any() else np.nan
             per_fold[way].append(auc)
             line.append(f"{way} {auc:.3f}")
         print(f"{fold.name}: " + ", ".join(line), flush=True)
-    print(" ".join(f"{way}={np.nanmean(per_fold[way]):.3f}" for way in WAYS))
+    print(" ".join(f"{way}={np.nanmean(per_fold[way]):.3f}" for way in ways))
     return 0
 
 

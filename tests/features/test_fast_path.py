@@ -265,3 +265,31 @@ def test_cuda_extraction_agrees_with_the_reference(tmp_path, dataset, backbone) 
     from xvision.features.guard import cosine_rows
 
     assert cosine_rows(X_gpu, X_cpu).min() > 0.99
+
+
+def test_a_score_is_extracted_in_fp32_unless_asked_otherwise(tmp_path, dataset, backbone, monkeypatch) -> None:
+    """A backbone whose feature is one number (a lesion score) ranks images by it: bf16 is not used for it
+    automatically, even where the CPU has native bf16 and a vector backbone gets bf16."""
+    from torch import nn
+
+    from xvision.backbones import runtime
+    from xvision.backbones.registry import Backbone
+
+    bf16_cpu = replace(runtime.detect_hardware(), cpu_bf16=True, cuda=False, openvino=False)
+    monkeypatch.setattr(runtime, "detect_hardware", lambda: bf16_cpu)
+    torch.manual_seed(0)
+    scorer = Backbone(
+        backbone.spec, nn.Sequential(backbone.model, nn.Linear(backbone.feature_dim, 1)), backbone.weights
+    )
+    manifest, names = dataset
+    vector = extract_manifest(manifest, tmp_path / "vector", backbone=backbone, progress=False)
+    assert vector.plan["precision"] == "bf16"  # the stand-in hardware is what the automatic choice sees
+    score = extract_manifest(manifest, tmp_path / "score", backbone=scorer, progress=False)
+    assert score.plan["precision"] == "fp32" and score.rejected is None
+    X, rows = FeatureStore(tmp_path / "score").load()
+    images = [load_image(tmp_path / "images" / name) for name in names]
+    reference = scorer.extract(torch.stack([scorer.preprocess(image) for image in images]))
+    order = [names.index(Path(row.path).name) for row in rows]
+    assert X.shape == (10, 1) and np.allclose(X, reference[order], rtol=1e-4, atol=1e-5)
+    asked = extract_manifest(manifest, tmp_path / "asked", backbone=scorer, progress=False, precision="bf16")
+    assert asked.plan["precision"] == "bf16"
