@@ -46,7 +46,7 @@ _FINETUNE = Recipe(
 
 # Two detectors (seeds seed and seed + 1), scored at the highest place of their mean map: one detector's AUC moves by
 # +-0.05 with its seed alone on ~150 films. On JSRT's five folds the pair's mean fold AUC was 0.665 against
-# 0.653 and 0.648 alone. It costs twice the training (fit on 148 films: 17 min on 2 AVX2 cores, 4.6 min on 2
+# 0.653 and 0.648 alone. It costs twice the training (fit on 148 films: 17 min on 2 AVX2 cores, 6 min on 2
 # cores with native bf16) and 1.3x the prediction time (1.15 s per 1024 px film on the AVX2 cores; the frozen
 # stages run once): within the 30 min / 2 s bounds.
 _DETECT = Recipe(
