@@ -9,7 +9,10 @@ probabilities are pooled and scored with the same code as `xvision evaluate` (bo
     python benchmarks/cv_recipe.py jsrt.csv --recipe finetune --folds 5 -o cv_finetune
     python benchmarks/cv_recipe.py jsrt.csv --recipe best --members 1 -o cv_best_one   # one detector
 
-Folds already finished are reused when the command is run again (each fold is an ordinary run folder).
+Folds already finished are reused when the command is run again (each fold is an ordinary run folder), and
+an interrupted fold resumes (its finished training rounds and extracted features are kept). To score
+finished folds again with trained networks kept (e.g. after a change to extraction), delete everything in
+their ``fold-N/run`` but ``finetune/`` and run the same command.
 Ends with one line: ``recipe=... auc=... ci_low=... ci_high=... sens_at_90spec=... minutes=...``.
 """
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -79,7 +83,12 @@ def main(argv: list[str] | None = None) -> int:
         fold_manifest = write_manifest(manifest.with_splits(splits), fold_dir / "manifest.csv")
         run = fold_dir / "run"
         if not (run / "predictions.csv").exists():
-            fit(fold_manifest, run, recipe=args.recipe, weights=args.weights, seed=args.seed, overwrite=True)
+            # An unfinished fold resumes: finished detector rounds or epochs (finetune/) and extracted features
+            # are kept, anything of a head is redone.
+            for leftover in run.iterdir() if run.exists() else ():
+                if leftover.name not in ("features", "finetune"):
+                    shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
+            fit(fold_manifest, run, recipe=args.recipe, weights=args.weights, seed=args.seed)
         with open(run / "predictions.csv", newline="", encoding="utf-8") as handle:
             scores = {r["path"]: float(r[f"p_{positive}"]) for r in csv.DictReader(handle)}
         for i in test:

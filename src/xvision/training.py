@@ -41,14 +41,22 @@ class TrainSummary:
     operating: dict[str, Any] = field(default_factory=dict)
 
 
+def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
+    """Raise unless a run may be written into ``run_dir``; return whether it holds a previous run.
+
+    `xvision fit` keeps the run's own feature store in RUN_DIR/features and a fine-tuned backbone in
+    RUN_DIR/finetune; those alone are not a previous run (an interrupted `fit` resumes from them)."""
+    if not (run_dir.exists() and any(p.name not in ("features", "finetune") for p in run_dir.iterdir())):
+        return False
+    if not overwrite:
+        raise RunError(f"{run_dir}: folder exists and is not empty; choose another -o or pass --overwrite")
+    if not (run_dir / "bundle.json").exists() and not (run_dir / "history.csv").exists():
+        raise RunError(f"{run_dir}: not a run folder; refusing to overwrite it")
+    return True
+
+
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    # `xvision fit` keeps the run's own feature store in RUN_DIR/features and a fine-tuned backbone in
-    # RUN_DIR/finetune; those alone are not a previous run.
-    if run_dir.exists() and any(p.name not in ("features", "finetune") for p in run_dir.iterdir()):
-        if not overwrite:
-            raise RunError(f"{run_dir}: folder exists and is not empty; choose another -o or pass --overwrite")
-        if not (run_dir / "bundle.json").exists() and not (run_dir / "history.csv").exists():
-            raise RunError(f"{run_dir}: not a run folder; refusing to overwrite it")
+    if check_run_dir(run_dir, overwrite):
         for old in (run_dir / "checkpoints").glob("epoch-*.safetensors"):
             old.unlink()
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)

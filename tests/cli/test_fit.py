@@ -84,3 +84,24 @@ def test_evaluate_needs_exactly_one_source(fitted, capsys) -> None:
     root, _ = fitted
     assert main(["evaluate", str(root / "run")]) == 2
     assert "exactly one of --features" in capsys.readouterr().err
+
+
+def test_fit_refuses_a_used_folder_before_any_work(fitted, capsys, monkeypatch) -> None:
+    import importlib
+
+    root, _ = fitted
+    fit_module = importlib.import_module("xvision.recipes.fit")  # the module, not the function it exports
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("fit started work before refusing the folder")
+
+    monkeypatch.setattr(fit_module, "extract_manifest", no_work)
+    bundle = root / "run" / "bundle.json"
+    stamp = bundle.stat().st_mtime_ns
+    args = ["--recipe", "lite0", "--backbone", TINY, "--weights", "random"]
+    capsys.readouterr()
+    assert main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "run"), *args]) != 0
+    assert "folder exists and is not empty" in capsys.readouterr().err and bundle.stat().st_mtime_ns == stamp
+    assert main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "data"), *args, "--overwrite"]) != 0
+    assert "not a run folder" in capsys.readouterr().err
+    assert not (root / "data" / "features").exists()

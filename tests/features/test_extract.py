@@ -160,6 +160,28 @@ def test_store_refuses_another_backbone(tmp_path, backbone) -> None:
         extract_manifest(manifest, tmp_path / "feats", backbone=other, progress=False)
 
 
+def test_store_names_the_weights_it_holds_when_the_file_name_is_the_same(tmp_path, backbone) -> None:
+    from safetensors.torch import save_file
+
+    manifest = _write_set(tmp_path / "data", 2)
+    files = []
+    for k in (1, 2):
+        (tmp_path / f"w{k}").mkdir()
+        state = {
+            key: value * (1 + 0.01 * k) if value.is_floating_point() else value
+            for key, value in backbone.model.model.state_dict().items()  # timm's own names, as a file holds them
+        }
+        save_file({key: value.contiguous() for key, value in state.items()}, tmp_path / f"w{k}" / "weights.safetensors")
+        files.append(tmp_path / f"w{k}" / "weights.safetensors")
+    first = create_backbone(TINY, weights=str(files[0]))
+    extract_manifest(manifest, tmp_path / "feats", backbone=first, progress=False)
+    second = create_backbone(TINY, weights=str(files[1]))
+    with pytest.raises(FeatureStoreError, match=r"weights\.safetensors, sha256 [0-9a-f]{12}\)") as error:
+        extract_manifest(manifest, tmp_path / "feats", backbone=second, progress=False)
+    digests = [first.weights.to_dict()["sha256"][:12], second.weights.to_dict()["sha256"][:12]]
+    assert digests[0] != digests[1] and all(d in str(error.value) for d in digests)
+
+
 def test_leaky_manifest_is_refused(tmp_path, backbone) -> None:
     manifest = _write_set(tmp_path / "data", 3, split=True)
     text = manifest.read_text().replace("nodule/nodule0.png,nodule,nodule0", "nodule/nodule0.png,nodule,nodule2")

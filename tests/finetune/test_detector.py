@@ -183,7 +183,13 @@ def test_several_detectors_score_their_mean_map_and_share_their_frozen_stages(
         raise AssertionError("a finished member was trained again")
 
     monkeypatch.setattr(detector, "_load_samples", no_training)  # finished members are reused as they are
+    combined = folder / "backbone.safetensors"
+    before = (combined.read_bytes(), combined.stat().st_ino, combined.stat().st_mtime_ns)
     detector.train_detector(lesion_manifest, folder, pair, weights="random", progress=False)
+    # The run and its feature store know the weights by SHA-256: a finished ensemble's file is not rewritten
+    # (safetensors may order the same metadata differently, giving other bytes).
+    assert (combined.read_bytes(), combined.stat().st_ino, combined.stat().st_mtime_ns) == before
+    assert Predictor(run).predict_paths([image])[0].error is None
     with pytest.raises(ValueError, match="members"):
         detector.train_detector(lesion_manifest, tmp_path / "four", replace(TINY, members=4), weights="random")
 

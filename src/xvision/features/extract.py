@@ -427,6 +427,13 @@ def _record_run(
     return meta
 
 
+def _weights_label(weights: dict[str, Any]) -> str:
+    """A weights identity in a few words: its name, and the start of its SHA-256 where it has one (two
+    files of the same name can hold different weights)."""
+    digest = weights.get("sha256")
+    return f"{weights.get('name')}, sha256 {digest[:12]}" if digest else str(weights.get("name"))
+
+
 def _check_or_init_meta(
     store: FeatureStore, description: dict[str, Any], manifest: dict[str, Any] | None, storage_dtype: str | None
 ) -> dict[str, Any]:
@@ -449,8 +456,8 @@ def _check_or_init_meta(
         if not same:
             raise FeatureStoreError(
                 f"{store.root}: holds features from backbone '{old['name']}' "
-                f"(weights {old['weights']['name']}), not '{description['name']}' "
-                f"(weights {description['weights']['name']}); choose another -o folder"
+                f"(weights {_weights_label(old['weights'])}), not '{description['name']}' "
+                f"(weights {_weights_label(description['weights'])}); choose another -o folder"
             )
         if manifest is not None and meta.get("manifest") != manifest:
             meta["manifest"] = manifest

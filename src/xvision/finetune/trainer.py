@@ -481,10 +481,37 @@ def save_tuned(
 
 def write_tuned(tensors: dict[str, torch.Tensor], backbone: str, weights_file: Path) -> Path:
     """Write fine-tuned weights atomically, marked with the registry entry that loads them (read back by
-    :func:`tuned_backbone`)."""
+    :func:`tuned_backbone`).
+
+    A file that already holds these weights and marks is left alone. Runs and feature stores know the file
+    by its SHA-256, and safetensors writes its metadata in no fixed order, so writing the same weights
+    again can give other bytes: re-running a finished `fit` (which rebuilds a detector ensemble's file
+    from its members) then broke the feature store and the run's link to its weights."""
     from safetensors.torch import save
 
     tuned = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
-    payload = save(tuned, metadata={"format": "xvision-finetuned", "backbone": backbone})
+    metadata = {"format": "xvision-finetuned", "backbone": backbone}
+    if _holds(weights_file, tuned, metadata):
+        return weights_file
+    payload = save(tuned, metadata=metadata)
     atomic_write(weights_file, lambda tmp: tmp.write_bytes(payload))
     return weights_file
+
+
+def _holds(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> bool:
+    """Whether the safetensors file at ``path`` holds exactly these tensors and metadata."""
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return False
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            if handle.metadata() != metadata or set(handle.keys()) != set(tensors):
+                return False
+            for key, value in tensors.items():
+                stored = handle.get_tensor(key)
+                if stored.dtype != value.dtype or not torch.equal(stored, value):
+                    return False
+            return True
+    except Exception:  # noqa: BLE001 - unreadable or not safetensors: rewrite it
+        return False

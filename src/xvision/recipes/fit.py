@@ -42,8 +42,9 @@ def fit(
     weights) and extracts features with the result.
     """
     from xvision.evaluation.evaluate import evaluate_run
-    from xvision.training import train_run
+    from xvision.training import check_run_dir, train_run
 
+    check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     chosen = get_recipe(recipe)
     if chosen.without_lesions and not _has_lesions(manifest):
         log.warning(
