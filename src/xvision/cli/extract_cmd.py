@@ -39,8 +39,9 @@ from xvision.features.store import STORAGE_DTYPES
     type=click.Choice(PRECISIONS),
     default="auto",
     show_default=True,
-    help="auto: fp16 on GPUs, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32. "
-    "fp32 forces the reference path (eager PyTorch, full-resolution decoding).",
+    help="auto: fp16 on GPUs, bf16 on CPUs with native bf16 (AMX/AVX512-BF16), else fp32; fp32 as well where "
+    "the reduced precision fails the accuracy guard, or the backbone gives a score (fewer than 8 numbers an "
+    "image). fp32 forces the reference path (eager PyTorch, full-resolution decoding).",
 )
 @click.option(
     "--engine",
