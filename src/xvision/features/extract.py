@@ -141,7 +141,7 @@ def _plan_for(
         decode = _decode_seconds(first_path, config)
         plan = choose_plan(n_images, eager_seconds_per_image=compute, decode_seconds_per_image=decode, **options)
     if precision == "auto" and plan.precision != "fp32" and backbone.feature_dim < FEW_DIMS:
-        log.info("%s gives a score (%d number(s) an image): extracting in fp32", backbone.name, backbone.feature_dim)
+        log.info("%s gives a score, not a feature vector: extracting in fp32 (--precision overrides)", backbone.name)
         plan = fp32_fallback(plan)
     return plan
 
