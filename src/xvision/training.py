@@ -41,13 +41,22 @@ class TrainSummary:
     operating: dict[str, Any] = field(default_factory=dict)
 
 
+_FIT_INPUTS = {"features", "finetune"}
+_UNFINISHED_HEAD = {"checkpoints", "history.csv"}
+
+
 def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
     """Raise unless a run may be written into ``run_dir``; return whether it holds a previous run.
 
     `xvision fit` keeps the run's own feature store in RUN_DIR/features and a fine-tuned backbone in
-    RUN_DIR/finetune; those alone are not a previous run (an interrupted `fit` resumes from them)."""
-    if not (run_dir.exists() and any(p.name not in ("features", "finetune") for p in run_dir.iterdir())):
+    RUN_DIR/finetune; those alone are not a previous run (an interrupted `fit` resumes from them). Nor is a
+    head whose training was interrupted (epoch checkpoints and history, no bundle.json): it is trained
+    again without ``overwrite``, so the fine-tuning and features before it are kept."""
+    entries = {p.name for p in run_dir.iterdir()} if run_dir.exists() else set()
+    if not entries - _FIT_INPUTS:
         return False
+    if entries <= _FIT_INPUTS | _UNFINISHED_HEAD and not (run_dir / "bundle.json").exists():
+        return True
     if not overwrite:
         raise RunError(f"{run_dir}: folder exists and is not empty; choose another -o or pass --overwrite")
     if not (run_dir / "bundle.json").exists() and not (run_dir / "history.csv").exists():

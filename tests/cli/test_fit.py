@@ -105,3 +105,26 @@ def test_fit_refuses_a_used_folder_before_any_work(fitted, capsys, monkeypatch) 
     assert main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "data"), *args, "--overwrite"]) != 0
     assert "not a run folder" in capsys.readouterr().err
     assert not (root / "data" / "features").exists()
+
+
+def test_an_interrupted_head_is_trained_again_without_overwrite(tmp_path) -> None:
+    from xvision.errors import RunError
+    from xvision.training import _prepare_run_dir, check_run_dir
+
+    run = tmp_path / "run"
+    (run / "features").mkdir(parents=True)
+    (run / "finetune").mkdir()
+    assert check_run_dir(run, overwrite=False) is False  # fit's own inputs: an interrupted fit resumes
+    (run / "checkpoints").mkdir()
+    (run / "checkpoints" / "epoch-001.safetensors").write_bytes(b"partial")
+    (run / "history.csv").write_text("epoch,train_loss\n1,0.7\n")
+    assert check_run_dir(run, overwrite=False) is True  # the head was interrupted: redone, no --overwrite
+    _prepare_run_dir(run, overwrite=False)
+    assert not list((run / "checkpoints").iterdir()) and (run / "features").is_dir()
+    (run / "bundle.json").write_text("{}")  # a finished run is not replaced without --overwrite
+    with pytest.raises(RunError, match="pass --overwrite"):
+        check_run_dir(run, overwrite=False)
+    (run / "bundle.json").unlink()
+    (run / "notes.txt").write_text("mine")  # nor is a folder holding anything else
+    with pytest.raises(RunError, match="pass --overwrite"):
+        check_run_dir(run, overwrite=False)
