@@ -80,6 +80,33 @@ def test_evaluate_manifest_scores_unseen_images(fitted, capsys) -> None:
     assert json.loads((root / "run" / "metrics.json").read_text())["split"] == "test"
 
 
+def test_evaluate_manifest_scores_images_as_predict_does(fitted, tmp_path, monkeypatch) -> None:
+    """On a CPU with native bf16, `extract` would take bf16; `evaluate --manifest` extracts as `predict`
+    computes (fp32), so its probabilities are the served model's, image for image."""
+    from dataclasses import replace
+
+    from xvision.backbones import runtime
+    from xvision.inference.predictor import Predictor
+
+    root, _ = fitted
+    bf16_cpu = replace(runtime.detect_hardware(), cpu_bf16=True, cuda=False, openvino=False)
+    monkeypatch.setattr(runtime, "detect_hardware", lambda: bf16_cpu)
+    other = root / "data" / "other.csv"
+    assert main(["evaluate", str(root / "run"), "--manifest", str(other), "-o", str(tmp_path / "e")]) == 0
+    meta = json.loads((tmp_path / "e" / "features" / "meta.json").read_text())
+    assert meta["extraction"]["plan"]["precision"] == "fp32" and meta["extraction"]["rejected_plan"] is None
+    with open(tmp_path / "e" / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    served = {p.path: p.probabilities for p in Predictor(root / "run").predict_paths([r["path"] for r in rows])}
+    for row in rows:
+        for name, value in served[row["path"]].items():
+            assert abs(float(row[f"p_{name}"]) - value) < 2e-6, row["path"]
+    fast = ["--manifest", str(other), "-o", str(tmp_path / "f"), "--precision", "auto"]
+    assert main(["evaluate", str(root / "run"), *fast]) == 0
+    record = json.loads((tmp_path / "f" / "features" / "meta.json").read_text())["extraction"]
+    assert "bf16" in (record["plan"]["precision"], (record["rejected_plan"] or {}).get("precision"))
+
+
 def test_evaluate_needs_exactly_one_source(fitted, capsys) -> None:
     root, _ = fitted
     assert main(["evaluate", str(root / "run")]) == 2

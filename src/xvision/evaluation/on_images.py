@@ -2,6 +2,11 @@
 
 Features are extracted on the fly with the run's own backbone and weights into ``OUT/features`` (reused
 if the command is run again), then scored exactly as `evaluate` scores a feature store.
+
+They are extracted in fp32 by default, the precision `predict` (and the API and server) always computes:
+the figures are then those of the model as it is served, image for image. `extract`'s automatic path would
+use bf16 on CPUs with native bf16, and a head's probabilities moved by about 0.01 between the two (VGG16
+pool5 features agree at cosine 0.99997); ``precision="auto"`` takes that faster path for large sets.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ def evaluate_manifest(
     out_dir: str | Path | None = None,
     weights: str | None = None,
     progress: bool = True,
+    precision: str = "fp32",
     **options: Any,
 ) -> dict[str, Any]:
     """Extract the manifest's images with the run's backbone and evaluate (default output: RUN/eval-<name>)."""
@@ -31,5 +37,5 @@ def evaluate_manifest(
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"eval-{Path(manifest).stem}"
     backbone = create_backbone(bundle.backbone["name"], weights=weights_argument(bundle, weights))
     features = out / "features"
-    extract_manifest(manifest, features, backbone=backbone, progress=progress)
+    extract_manifest(manifest, features, backbone=backbone, progress=progress, precision=precision)
     return evaluate_run(run_dir, features, split=split, out_dir=out, **options)
