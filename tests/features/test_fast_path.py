@@ -293,3 +293,20 @@ def test_a_score_is_extracted_in_fp32_unless_asked_otherwise(tmp_path, dataset, 
     assert X.shape == (10, 1) and np.allclose(X, reference[order], rtol=1e-4, atol=1e-5)
     asked = extract_manifest(manifest, tmp_path / "asked", backbone=scorer, progress=False, precision="bf16")
     assert asked.plan["precision"] == "bf16"
+
+
+def test_a_short_job_is_timed_before_an_engine_is_chosen(tmp_path, dataset, backbone, monkeypatch) -> None:
+    """From OpenVINO's image count up, one eager pass is timed: a job that eager finishes in well under a
+    second is not sent to an engine that first spends seconds converting the model."""
+    from xvision.backbones import runtime
+
+    with_openvino = replace(runtime.detect_hardware(), cpu_bf16=False, cuda=False, openvino=True)
+    monkeypatch.setattr(runtime, "detect_hardware", lambda: with_openvino)
+    _, names = dataset
+    first = tmp_path / "images" / names[0]
+    n = runtime.OPENVINO_MIN_IMAGES + 2
+    assert runtime.choose_plan(n, threads=1).engine == "openvino"  # by the image count alone
+    options = dict(precision="auto", engine="auto", device="auto", batch_size=None, workers=None, threads=1)
+    assert extract_module._plan_for(backbone, first, n, **options).engine == "eager"
+    monkeypatch.setattr(extract_module, "estimate_seconds_per_image", lambda *args: 1.0)  # a slow network
+    assert extract_module._plan_for(backbone, first, n, **options).engine == "openvino"
