@@ -293,6 +293,7 @@ def test_a_score_is_extracted_in_fp32_unless_asked_otherwise(tmp_path, dataset, 
     assert X.shape == (10, 1) and np.allclose(X, reference[order], rtol=1e-4, atol=1e-5)
     asked = extract_manifest(manifest, tmp_path / "asked", backbone=scorer, progress=False, precision="bf16")
     assert asked.plan["precision"] == "bf16"
+    assert asked.guard["measure"] == "correlation" and asked.guard["n"] == 8  # not 2: a correlation needs more
 
 
 def test_a_short_job_is_timed_before_an_engine_is_chosen(tmp_path, dataset, backbone, monkeypatch) -> None:

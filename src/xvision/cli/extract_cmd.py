@@ -120,8 +120,9 @@ def extract(
         if report.rejected is not None:
             guard = report.rejected["accuracy_guard"]
             click.echo(
-                f"  fp32 instead of {report.rejected['plan']['precision']}, which reached only cosine "
-                f"{guard['cosine_min']:.6f} to the fp32 reference (below {guard['threshold']})"
+                f"  fp32 instead of {report.rejected['plan']['precision']}, which reached only "
+                f"{guard.get('measure', 'cosine')} {guard['cosine_min']:.6f} with the fp32 reference "
+                f"(below {guard['threshold']})"
             )
     if report.guard is not None:
         from xvision.features.guard import GuardResult
