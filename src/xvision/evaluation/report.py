@@ -66,7 +66,9 @@ def write_report(
     results = Path(results_dir) if results_dir is not None else run_dir
     bundle = _read_json(run_dir / "bundle.json")
     if bundle is None:
-        raise RunError(f"{run_dir}: not a run folder (no readable bundle.json); create one with `xvision train`")
+        raise RunError(
+            f"{run_dir}: not a run folder (no readable bundle.json); create one with `xvision fit` or `xvision train`"
+        )
     metrics = _read_json(results / "metrics.json")
     store = _find_store(features_dir, bundle, metrics)
     context = build_context(run_dir, results, bundle, metrics, store)

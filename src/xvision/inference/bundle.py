@@ -131,7 +131,7 @@ def load_bundle(run_dir: str | Path) -> RunBundle:
     root = Path(run_dir)
     info_path = root / "bundle.json"
     if not info_path.is_file():
-        raise RunError(f"{root}: not a run folder (no bundle.json); create one with `xvision train`")
+        raise RunError(f"{root}: not a run folder (no bundle.json); create one with `xvision fit` or `xvision train`")
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
