@@ -11,8 +11,11 @@ trained without its test films):
     python benchmarks/detector_pooling.py cv_best
 
 Pooling ways: ``inside`` (the product's), ``lung`` (max over cells a dilated true lung mask touches),
-``top4`` (mean of the 4 highest cells inside), ``lse`` (log-sum-exp inside). Prints per-fold ROC AUC for each
-and the mean over folds, ending with one line ``inside=... lung=... top4=... lse=...`` (mean fold AUC).
+``top4`` (mean of the 4 highest cells inside), ``lse`` (log-sum-exp inside), ``mirror1`` / ``mirror2`` (the
+highest place of the map less the highest logit within 1 / 2 cells of its left-right mirror image: ribs and
+vessels come in pairs, a nodule does not), ``centred`` (the highest place less the film's median logit).
+Prints per-fold ROC AUC for each and the mean over folds, ending with one line ``inside=... lung=... ...``
+(mean fold AUC).
 
 ``--shifts`` adds test-time shifts: the film also goes through the detectors moved by part of a map cell (32
 px), and ``shift2`` / ``shift6`` score it by the mean of ``inside`` over 2 / 6 placements (six times the
@@ -39,7 +42,7 @@ from xvision.finetune.config import FINETUNE_DIR, WEIGHTS_NAME
 from xvision.finetune.trainer import _lung_field
 from xvision.io import load_image
 
-WAYS = ("inside", "lung", "top4", "lse")
+WAYS = ("inside", "lung", "top4", "lse", "mirror1", "mirror2", "centred")
 
 
 SHIFTS = ((0, 0), (16, 16), (0, 16), (16, 0), (8, 8), (24, 24))
@@ -63,6 +66,14 @@ def pool(dense: torch.Tensor, lung: torch.Tensor | None) -> dict[str, float]:
         "top4": float(inside.topk(4).values.mean()),
         "lse": float(torch.logsumexp(inside, 0)),
     }
+    # Left-right comparison: ribs, vessels and the chest wall come in mirrored pairs, a nodule does not. A
+    # cell's evidence less the highest logit near its mirror image (1 or 2 cells of slack: the spine is
+    # rarely at the film's centre).
+    mirrored = dense.flip(-1)
+    for slack in (1, 2):
+        near = F.max_pool2d(mirrored[None, None], 2 * slack + 1, 1, slack)[0, 0]
+        out[f"mirror{slack}"] = float(max_inside((dense - near)[None, None])[0, 0])
+    out["centred"] = out["inside"] - float(inside.median())  # a film whose whole map runs high
     if lung is not None:
         cells = F.max_pool2d((lung > 0)[None, None].float(), 3, 1, 1)[0, 0] > 0  # one cell of slack
         out["lung"] = float(dense[cells].max()) if cells.any() else out["inside"]
