@@ -100,7 +100,7 @@ def test_the_lesion_backbone_has_no_published_weights() -> None:
         create_backbone(LESION_BACKBONE)
 
 
-def test_fit_detect_gives_a_run_that_predicts_and_falls_back_without_lesions(
+def test_fit_detect_gives_a_run_that_predicts_and_best_falls_back_without_lesions(
     lesion_manifest, tmp_path, monkeypatch, caplog
 ) -> None:
     from xvision.inference import Predictor
@@ -131,10 +131,13 @@ def test_fit_detect_gives_a_run_that_predicts_and_falls_back_without_lesions(
     monkeypatch.setitem(
         registry._RECIPES, "finetune_lung", replace(lung, backbone="efficientnet_lite0", finetune=small)
     )
+    with pytest.raises(ManifestError, match="recipe 'detect' learns from lesion locations"):
+        fit(bare, tmp_path / "run2", recipe="detect", weights="random", progress=False)  # asked for by name
+    assert not (tmp_path / "run2").exists()  # refused before any work
+    monkeypatch.setitem(registry._RECIPES, "best", replace(registry.get_recipe("best"), finetune=TINY))
     with caplog.at_level(logging.WARNING):
-        result = fit(bare, tmp_path / "run2", recipe="detect", weights="random", progress=False)
+        result = fit(bare, tmp_path / "run2", recipe="best", weights="random", progress=False)
     assert result.recipe == "finetune_lung" and "running recipe 'finetune_lung' instead" in caplog.text
-    assert registry.get_recipe("best").without_lesions == "finetune_lung"  # the default falls back alike
 
 
 def test_several_detectors_score_their_mean_map_and_share_their_frozen_stages(

@@ -106,7 +106,7 @@ def convert(backbone: str, out: Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (1, 2):
+    if len(args) not in (1, 2) or args[0] in ("-h", "--help"):
         print("usage: python -m xvision.backbones.xrv BACKBONE [OUT.safetensors]", file=sys.stderr)
         return 2
     try:

@@ -8,8 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from xvision.data.manifest import read_manifest
-from xvision.errors import XvisionError
+from xvision.errors import ManifestError, XvisionError
 from xvision.features.extract import extract_manifest
+from xvision.finetune.config import DetectorConfig
 from xvision.heads import MLPClassifier
 from xvision.recipes.registry import DEFAULT_RECIPE, get_recipe
 
@@ -55,12 +56,19 @@ def fit(
             chosen.without_lesions,
         )
         chosen = get_recipe(chosen.without_lesions)
+    elif isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(manifest):
+        # Asked for by name, the detector is not swapped for another recipe: only the default adapts.
+        raise ManifestError(
+            f"{manifest}: recipe {chosen.name!r} learns from lesion locations and the manifest has none "
+            "(columns lesion_x, lesion_y, lesion_diam, in pixels of the image); add them, or use --recipe best, "
+            "which then fine-tunes on whole films (finetune_lung)"
+        )
     run = Path(run_dir)
     features = run / "features"
     if chosen.finetune is not None:
         if backbone is not None:
             raise XvisionError(f"recipe {chosen.name!r} fine-tunes {chosen.backbone}; --backbone cannot change it")
-        from xvision.finetune.config import FINETUNE_DIR, DetectorConfig
+        from xvision.finetune.config import FINETUNE_DIR
         from xvision.finetune.detector import train_detector
         from xvision.finetune.trainer import finetune, tuned_backbone
 

@@ -58,7 +58,6 @@ _DETECT = Recipe(
     backbone="efficientnet_lite0_1024_lesion_x2",
     head=_LINEAR_HEAD,
     finetune=DetectorConfig(members=2),
-    without_lesions="finetune_lung",
 )
 
 _RECIPES = {
@@ -101,7 +100,12 @@ _RECIPES = {
         # is out of play (cross-validated AUC about 0.66 against 0.54-0.57, docs/recipes.md), and whose top
         # position lands on the nodule in about a quarter of the nodule films. It needs lesion locations to
         # train; without them it runs `finetune_lung`, with a warning.
-        replace(_DETECT, name="best", description="`detect`; without lesion columns, `finetune_lung`"),
+        replace(
+            _DETECT,
+            name="best",
+            description="`detect`; without lesion columns, `finetune_lung`",
+            without_lesions="finetune_lung",
+        ),
     ]
 }
 
