@@ -106,8 +106,12 @@ def convert(backbone: str, out: Path | None = None) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
-    if len(args) not in (1, 2) or args[0] in ("-h", "--help"):
-        print("usage: python -m xvision.backbones.xrv BACKBONE [OUT.safetensors]", file=sys.stderr)
+    usage = "usage: python -m xvision.backbones.xrv BACKBONE [OUT.safetensors]"
+    if args[:1] in (["-h"], ["--help"]):
+        print(usage)
+        return 0
+    if len(args) not in (1, 2):
+        print(usage, file=sys.stderr)
         return 2
     try:
         path = convert(args[0], Path(args[1]) if len(args) == 2 else None)
