@@ -185,8 +185,12 @@ def _run_guard(
             ref_in.append(full)
     if not keys:
         return None, [], None
-    fast = runner(np.stack(fast_in))
-    reference = backbone.extract(torch.from_numpy(np.stack(ref_in)))
+    # The fast path in the plan's batches, as the main loop runs it, and the reference one image at a time:
+    # eight 1024 px films in one batch through the detector pair took extraction's peak memory from 2.2 GB
+    # (two films) to 4.1 GB.
+    step = runner.plan.batch_size
+    fast = np.concatenate([runner(np.stack(fast_in[i : i + step])) for i in range(0, len(keys), step)])
+    reference = np.concatenate([backbone.extract(torch.from_numpy(image[None])) for image in ref_in])
     return evaluate_guard(fast, reference), keys, fast
 
 
