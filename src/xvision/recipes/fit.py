@@ -47,7 +47,13 @@ def fit(
 
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     chosen = get_recipe(recipe)
-    if chosen.without_lesions and not _has_lesions(manifest):
+    if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(manifest):
+        if not chosen.without_lesions:  # asked for by name, the detector is not swapped: only the default adapts
+            raise ManifestError(
+                f"{manifest}: recipe {chosen.name!r} learns from lesion locations and the manifest has none "
+                "(columns lesion_x, lesion_y, lesion_diam, in pixels of the image); add them, or use "
+                "--recipe best, which then fine-tunes on whole films (finetune_lung)"
+            )
         log.warning(
             "recipe %r learns from lesion locations and %s has none (lesion_x, lesion_y, lesion_diam): "
             "running recipe %r instead",
@@ -56,13 +62,6 @@ def fit(
             chosen.without_lesions,
         )
         chosen = get_recipe(chosen.without_lesions)
-    elif isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(manifest):
-        # Asked for by name, the detector is not swapped for another recipe: only the default adapts.
-        raise ManifestError(
-            f"{manifest}: recipe {chosen.name!r} learns from lesion locations and the manifest has none "
-            "(columns lesion_x, lesion_y, lesion_diam, in pixels of the image); add them, or use --recipe best, "
-            "which then fine-tunes on whole films (finetune_lung)"
-        )
     run = Path(run_dir)
     features = run / "features"
     if chosen.finetune is not None:

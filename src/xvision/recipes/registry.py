@@ -19,7 +19,8 @@ class Recipe:
     head: dict[str, Any] = field(default_factory=dict)  # MLPClassifier parameters
     # Train the backbone first (xvision.finetune): end to end on whole films, or as a lesion detector on crops.
     finetune: FineTuneConfig | DetectorConfig | None = None
-    # The recipe to run instead, with a warning, when the manifest has no lesion locations to learn from.
+    # For a detector recipe: the recipe to run instead, with a warning, when the manifest has no lesion
+    # locations to learn from (None: refuse such a manifest).
     without_lesions: str | None = None
 
 
