@@ -155,3 +155,33 @@ def test_an_interrupted_head_is_trained_again_without_overwrite(tmp_path) -> Non
     (run / "notes.txt").write_text("mine")  # nor is a folder holding anything else
     with pytest.raises(RunError, match="pass --overwrite"):
         check_run_dir(run, overwrite=False)
+
+
+def test_evaluate_manifest_refuses_unknown_labels_and_splits_before_extracting(fitted, tmp_path, capsys, monkeypatch):
+    """A label the run does not know, or a split the manifest lacks, is refused before any image is read."""
+    import importlib
+
+    root, _ = fitted
+    on_images = importlib.import_module("xvision.evaluation.on_images")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("features were extracted before the manifest was checked")
+
+    monkeypatch.setattr(on_images, "extract_manifest", no_work)
+    with open(root / "data" / "other.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[0]["label"] = rows[0]["label"].capitalize()
+    odd = tmp_path / "odd.csv"
+    with open(odd, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    capsys.readouterr()
+    assert main(["evaluate", str(root / "run"), "--manifest", str(odd), "-o", str(tmp_path / "e")]) == 2
+    err = capsys.readouterr().err
+    assert f"odd.csv: labels ['{rows[0]['label']}'] are not classes of the run" in err
+    assert f"rename '{rows[0]['label']}' -> '{rows[0]['label'].lower()}'" in err and "Traceback" not in err
+    other = ["--manifest", str(root / "data" / "other.csv"), "-o", str(tmp_path / "e")]
+    assert main(["evaluate", str(root / "run"), *other, "--split", "test"]) == 2
+    assert "no images in split 'test' (splits present: none)" in capsys.readouterr().err
+    assert not (tmp_path / "e").exists()

@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from xvision.backbones import create_backbone
+from xvision.data.manifest import Manifest, read_manifest
+from xvision.errors import ManifestError
 from xvision.evaluation.evaluate import evaluate_run
 from xvision.features.extract import extract_manifest
 from xvision.inference.bundle import load_bundle
@@ -34,8 +36,27 @@ def evaluate_manifest(
 ) -> dict[str, Any]:
     """Extract the manifest's images with the run's backbone and evaluate (default output: RUN/eval-<name>)."""
     bundle = load_bundle(run_dir)
+    _check_before_extracting(read_manifest(manifest), bundle.classes, split)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"eval-{Path(manifest).stem}"
     backbone = create_backbone(bundle.backbone["name"], weights=weights_argument(bundle, weights))
     features = out / "features"
     extract_manifest(manifest, features, backbone=backbone, progress=progress, precision=precision)
     return evaluate_run(run_dir, features, split=split, out_dir=out, **options)
+
+
+def _check_before_extracting(manifest: Manifest, classes: list[str], split: str | None) -> None:
+    """Refuse, before minutes of extraction, a manifest the run cannot be scored on."""
+    unknown = sorted(set(manifest.labels) - set(classes))
+    if unknown:
+        folded = {c.casefold(): c for c in classes}
+        hint = [f"{u!r} -> {folded[u.casefold()]!r}" for u in unknown if u.casefold() in folded]
+        raise ManifestError(
+            f"{manifest.name}: labels {unknown} are not classes of the run ({', '.join(classes)})"
+            + (f"; labels are case-sensitive: rename {', '.join(hint)}" if hint else "")
+        )
+    if split is not None and not any(row.split == split for row in manifest.rows):
+        present = sorted({row.split for row in manifest.rows if row.split})
+        raise ManifestError(
+            f"{manifest.name}: no images in split {split!r} (splits present: {', '.join(present) or 'none'}); "
+            "drop --split to score every image"
+        )
