@@ -185,3 +185,38 @@ def test_evaluate_manifest_refuses_unknown_labels_and_splits_before_extracting(f
     assert main(["evaluate", str(root / "run"), *other, "--split", "test"]) == 2
     assert "no images in split 'test' (splits present: none)" in capsys.readouterr().err
     assert not (tmp_path / "e").exists()
+
+
+def test_fit_refuses_a_leaky_or_one_class_manifest_before_training(tmp_path, capsys, monkeypatch) -> None:
+    """Fine-tuning runs for minutes before extraction checks the splits: `fit` checks them first."""
+    import importlib
+
+    fit_module = importlib.import_module("xvision.recipes.fit")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("fit started work before checking the manifest")
+
+    monkeypatch.setattr(fit_module, "extract_manifest", no_work)
+    monkeypatch.setattr("xvision.finetune.trainer.finetune", no_work)
+    manifest = make_phantom_dataset(tmp_path / "data", n_per_class=4, size=64, seed=1)
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for i, row in enumerate(rows):
+        row["group"], row["split"] = f"p{i // 2}", "train" if i % 2 == 0 else "test"  # each patient in both
+
+    def write(name, subset):
+        with open(tmp_path / "data" / name, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(subset)
+        return str(tmp_path / "data" / name)
+
+    capsys.readouterr()
+    assert main(["fit", write("leaky.csv", rows), "-o", str(tmp_path / "run"), "--recipe", "finetune"]) != 0
+    err = capsys.readouterr().err
+    assert "leaky.csv: group 'p0' is in more than one split" in err and "Traceback" not in err
+    one_class = [{**r, "split": ""} for r in rows if r["label"] == "normal"]
+    args = ["-o", str(tmp_path / "run"), "--recipe", "lite0", "--backbone", TINY, "--weights", "random"]
+    assert main(["fit", write("normal.csv", one_class), *args]) != 0
+    assert "normal.csv: the training rows hold only class 'normal'" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

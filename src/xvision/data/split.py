@@ -11,6 +11,7 @@ import logging
 import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping
+from dataclasses import replace
 
 import numpy as np
 
@@ -34,6 +35,24 @@ def file_hashes(manifest: Manifest) -> dict[str, str]:
         key = str(manifest.resolve(row))
         if key not in hashes:
             hashes[key] = _hash_file(manifest, row, key)
+    return hashes
+
+
+def check_readable_splits(manifest: Manifest) -> dict[str, str]:
+    """Check the splits of the files that can be read; return their ``{absolute path: SHA-256}``.
+
+    For stages that report and skip an unreadable file rather than stop (`extract`, `fit`): such a file
+    cannot leak, and it is reported where it is read. A manifest without splits is not checked."""
+    hashes: dict[str, str] = {}
+    for row in manifest.rows:
+        key = str(manifest.resolve(row))
+        try:
+            hashes.setdefault(key, sha256_file(key))
+        except OSError:
+            pass
+    if manifest.has_splits:
+        readable = replace(manifest, rows=[r for r in manifest.rows if str(manifest.resolve(r)) in hashes])
+        check_no_leakage(readable, hashes=hashes)
     return hashes
 
 

@@ -500,21 +500,15 @@ def extract_manifest(
     ``options`` are passed to :func:`extract_features` (batch_size, workers, strict, shard_size, progress,
     precision, engine, device, threads, storage_dtype, guard_sample).
     """
-    from dataclasses import replace
-
     from xvision.backbones import create_backbone
     from xvision.data.manifest import read_manifest
-    from xvision.data.split import check_no_leakage
+    from xvision.data.split import check_readable_splits
 
     manifest = read_manifest(manifest_path)
+    hashes = check_readable_splits(manifest)  # an unreadable file is reported and skipped by extract_features
     rows: list[dict[str, Any]] = []
-    hashes: dict[str, str] = {}
     for row in manifest.rows:
         path = manifest.resolve(row)
-        try:
-            hashes[str(path)] = sha256_file(path)
-        except OSError:
-            pass  # reported and skipped by extract_features
         rows.append(
             {
                 "abspath": path,
@@ -526,9 +520,6 @@ def extract_manifest(
                 "sha256": hashes.get(str(path)),
             }
         )
-    if manifest.has_splits:
-        readable = replace(manifest, rows=[r for r in manifest.rows if str(manifest.resolve(r)) in hashes])
-        check_no_leakage(readable, hashes=hashes)
     model = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights)
     info = {"path": str(Path(manifest_path).resolve()), "sha256": sha256_file(manifest_path)}
     return extract_features(rows, model, out_dir, manifest_info=info, **options)

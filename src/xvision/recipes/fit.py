@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from xvision.data.manifest import read_manifest
+from xvision.data.manifest import ManifestRow, read_manifest
+from xvision.data.split import check_readable_splits
 from xvision.errors import ManifestError, XvisionError
 from xvision.features.extract import extract_manifest
 from xvision.finetune.config import DetectorConfig
@@ -15,6 +16,8 @@ from xvision.heads import MLPClassifier
 from xvision.recipes.registry import DEFAULT_RECIPE, get_recipe
 
 log = logging.getLogger(__name__)
+
+_TRAINING_SPLITS = (None, "", "train")  # without a split column every row trains
 
 
 @dataclass
@@ -47,7 +50,8 @@ def fit(
 
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     chosen = get_recipe(recipe)
-    if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(manifest):
+    rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # extraction checks them otherwise
+    if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(rows):
         if not chosen.without_lesions:  # asked for by name, the detector is not swapped: only the default adapts
             raise ManifestError(
                 f"{manifest}: recipe {chosen.name!r} learns from lesion locations and the manifest has none "
@@ -79,14 +83,26 @@ def fit(
     head = MLPClassifier(**{**chosen.head, "seed": seed})
     train_run(features, run, head=head, overwrite=overwrite, progress=progress)
     metrics = None
-    if any(row.split == "test" for row in read_manifest(manifest).rows):
+    if any(row.split == "test" for row in rows):
         metrics = evaluate_run(run, features, split="test")
     return FitResult(run, chosen.name, metrics)
 
 
-def _has_lesions(manifest: str | Path) -> bool:
-    """Whether any row of the manifest's training rows carries a lesion location."""
+def _check_trainable(manifest_path: str | Path, *, splits: bool) -> list[ManifestRow]:
+    """The manifest's rows, once its training rows are known to hold two classes or more and (``splits``)
+    its splits not to leak: fine-tuning would otherwise run for minutes before extraction found out."""
+    manifest = read_manifest(manifest_path)
+    if splits:
+        check_readable_splits(manifest)
+    trained = {row.label for row in manifest.rows if row.split in _TRAINING_SPLITS}
+    if len(trained) < 2:
+        found = f"only class {next(iter(trained))!r}" if trained else "no images"
+        raise ManifestError(f"{manifest.name}: the training rows hold {found}; a classifier needs two classes")
+    return manifest.rows
+
+
+def _has_lesions(rows: list[ManifestRow]) -> bool:
+    """Whether any training row carries a lesion location."""
     from xvision.finetune.targets import LESION_COLUMNS
 
-    rows = read_manifest(manifest).rows
-    return any(row.split in (None, "", "train") and row.get(LESION_COLUMNS[0]) is not None for row in rows)
+    return any(row.split in _TRAINING_SPLITS and row.get(LESION_COLUMNS[0]) is not None for row in rows)
