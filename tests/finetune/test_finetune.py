@@ -17,6 +17,7 @@ from xvision.finetune import AugmentConfig, FineTuneConfig
 from xvision.finetune import trainer as trainer_module
 from xvision.finetune.augment import augment_intensity, random_affine, warp
 from xvision.finetune.targets import lesion_map, lesion_of
+from xvision.io import load_image
 
 TINY = FineTuneConfig(backbone="efficientnet_lite0", epochs=2, batch_size=8)
 
@@ -74,6 +75,25 @@ def test_lesion_columns_must_be_complete_numbers() -> None:
         lesion_of(ManifestRow("a.png", "nodule", extra={"lesion_x": "1"}), "m")
     with pytest.raises(ManifestError, match="numbers"):
         lesion_of(ManifestRow("a.png", "nodule", extra={"lesion_x": "a", "lesion_y": "2", "lesion_diam": "3"}), "m")
+
+
+def test_a_lesion_outside_its_image_is_reported_and_trains_without_location(lesion_manifest, caplog) -> None:
+    """Coordinates from another size of the image (JSRT's 2048 px originals on a 1024 px copy) are a likely
+    mistake: such a row is named and trains as a positive without a location, not with an empty map."""
+    from xvision.backbones import create_backbone
+    from xvision.data.manifest import read_manifest
+
+    manifest = read_manifest(lesion_manifest)
+    rows = [r for r in manifest.rows if r.get("lesion_x") is not None][:2]
+    preprocess = create_backbone("efficientnet_lite0", weights="random").preprocess_config
+    good = trainer_module._load_samples(manifest, rows, "nodule", preprocess, False, lung=False)
+    assert all(s.lesion[0].sum() > 0 and s.lesion[1].sum() > 0 for s in good)
+    width = load_image(manifest.resolve(rows[0])).shape[1]
+    moved = ManifestRow(rows[0].path, rows[0].label, extra={**rows[0].extra, "lesion_x": str(width + 3.5)})
+    samples = trainer_module._load_samples(manifest, [moved, rows[1]], "nodule", preprocess, False, lung=False)
+    assert f"{rows[0].path}: lesion centre ({width + 3.5:g}," in caplog.text and "outside" in caplog.text
+    assert samples[0].lesion[1].sum() == 0 and samples[0].target == 1.0  # no dense supervision, still positive
+    assert torch.equal(samples[1].lesion, good[1].lesion) and rows[1].path not in caplog.text
 
 
 @pytest.fixture(scope="module")

@@ -143,7 +143,8 @@ def _load_samples(
             log.warning("skipped: %s", error)
             continue
         where = f"{manifest.name}: {row.path}"
-        lesion = lesion_map(row.label == positive, lesion_of(row, where), image.shape, size)
+        lesion = _inside_image(lesion_of(row, where), image.shape, where)
+        lesion = lesion_map(row.label == positive, lesion, image.shape, size)
         field = _lung_field(manifest, row, size) if lung else None
         resized = preprocess_image(image, resize_only)[0]
         channel = field if field is not None else torch.zeros(size, size)
@@ -151,6 +152,26 @@ def _load_samples(
             _Sample(resized.half(), float(row.label == positive), torch.cat([lesion, channel[None]]), field is not None)
         )
     return samples
+
+
+def _inside_image(
+    lesion: tuple[float, float, float] | None, shape: tuple[int, int], where: str
+) -> tuple[float, float, float] | None:
+    """The lesion, unless its centre lies outside the image: then a warning, and the row trains without a
+    location (as a positive row without lesion columns does). The likely cause is coordinates measured on
+    another size of the image (JSRT's 2048 px originals against a 1024 px copy)."""
+    if lesion is None or (0 <= lesion[0] < shape[1] and 0 <= lesion[1] < shape[0]):
+        return lesion
+    log.warning(
+        "%s: lesion centre (%g, %g) lies outside the %d x %d image (lesion_x, lesion_y are in pixels of the "
+        "image as stored); trained without its location",
+        where,
+        lesion[0],
+        lesion[1],
+        shape[1],
+        shape[0],
+    )
+    return None
 
 
 def _lung_field(manifest: Manifest, row, size: int) -> torch.Tensor | None:
