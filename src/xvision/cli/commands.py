@@ -79,6 +79,11 @@ COMMANDS: list[CommandEntry] = [
         "Predict the class of each image in INPUTS (files or folders) with RUN_DIR.",
     ),
     CommandEntry(
+        "serve",
+        "xvision.cli.serve_cmd",
+        "Serve RUN_DIR's predictions over HTTP: POST /predict (multipart field `files`), GET /model, GET /health.",
+    ),
+    CommandEntry(
         "backbones",
         "xvision.cli.backbones_cmd",
         "List the built-in backbones (any timm model is also available as timm:<name>).",

@@ -12,7 +12,7 @@ import click
 from xvision.errors import ImageLoadError
 from xvision.evaluation.operating import describe_threshold
 from xvision.inference.bundle import UNTRAINED_WARNING
-from xvision.inference.predictor import Prediction, Predictor
+from xvision.inference.predictor import Prediction, Predictor, prediction_record
 from xvision.io import SUPPORTED_SUFFIXES
 
 
@@ -121,19 +121,7 @@ def predict(
     warning = UNTRAINED_WARNING if predictor.untrained_backbone else None
     decision = describe_threshold(predictor.bundle.threshold_info, predictor.positive)
     if as_json:
-        threshold = {"value": predictor.threshold, "positive": predictor.positive, "rule": decision}
-        payload = [
-            {
-                "path": r.path,
-                "predicted": r.label,
-                "probabilities": r.probabilities,
-                "threshold": threshold,
-                "error": r.error,
-                **({"warning": warning} if warning else {}),
-            }
-            for r in results
-        ]
-        click.echo(json.dumps(payload, indent=2))
+        click.echo(json.dumps([prediction_record(predictor, r) for r in results], indent=2))
     elif as_csv:
         _print_csv(results, predictor.classes)
     else:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -122,3 +123,20 @@ class Predictor:
                 results.append(prediction)
         order = {str(p): i for i, p in enumerate(paths)}
         return sorted(results, key=lambda r: order.get(r.path, 0))
+
+
+def prediction_record(predictor: Predictor, result: Prediction) -> dict[str, Any]:
+    """One result as `predict --json` and the server give it: the decision, every class's probability, the
+    threshold and rule behind the decision, and the untrained-backbone warning where it applies."""
+    from xvision.evaluation.operating import describe_threshold
+    from xvision.inference.bundle import UNTRAINED_WARNING
+
+    rule = describe_threshold(predictor.bundle.threshold_info, predictor.positive)
+    return {
+        "path": result.path,
+        "predicted": result.label,
+        "probabilities": result.probabilities,
+        "threshold": {"value": predictor.threshold, "positive": predictor.positive, "rule": rule},
+        "error": result.error,
+        **({"warning": UNTRAINED_WARNING} if predictor.untrained_backbone else {}),
+    }

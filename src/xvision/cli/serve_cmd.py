@@ -1,0 +1,31 @@
+"""``xvision serve``: predictions of a run folder over HTTP (see xvision.inference.server)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from xvision.inference.server import DEFAULT_MAX_UPLOAD_MB, create_app, require_server_packages
+
+
+@click.command("serve")
+@click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+@click.option("--weights", default=None, help="Backbone weights file, when the run was made with --weights FILE.")
+@click.option(
+    "--max-upload-mb", default=DEFAULT_MAX_UPLOAD_MB, show_default=True, type=click.IntRange(1), help="Largest file."
+)
+def serve(run_dir: Path, host: str, port: int, weights: str | None, max_upload_mb: int) -> None:
+    """Serve RUN_DIR's predictions over HTTP: POST /predict (multipart field `files`), GET /model, GET /health.
+
+    The same predictions as `xvision predict --json`. There is no authentication: the default address is
+    reachable from this machine only. Interactive API docs at http://HOST:PORT/docs.
+    """
+    require_server_packages()
+    import uvicorn
+
+    app = create_app(run_dir, weights=weights, max_upload_mb=max_upload_mb)  # a bad run fails before binding
+    click.echo(f"serving {run_dir} on http://{host}:{port} (API docs: /docs); Ctrl-C stops", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="info")

@@ -1,0 +1,129 @@
+"""`xvision serve`: a small HTTP service around one run folder (optional: ``pip install "xvision[serve]"``).
+
+- ``GET /health``: ``{"status": "ok"}`` once the run is loaded.
+- ``GET /model``: what the run is: classes, positive class, threshold and the rule that chose it, backbone
+  and its weights' identity, the shortcut audit's verdict, and the untrained-backbone warning where it applies.
+- ``POST /predict``: multipart form, one or more files in the field ``files`` (PNG, JPEG, DICOM, TIFF, BMP).
+  Answers ``{"predictions": [...]}``, one record per file in upload order, the same records as
+  `xvision predict --json` (``path`` is the uploaded file's name). A file that cannot be read gets ``error``
+  and the others are still predicted; when no file can be read the answer is 422 with the reasons. A file
+  over ``max_upload_mb`` is refused with 413 before anything is predicted.
+
+Predictions go through :class:`~xvision.inference.predictor.Predictor`, as `predict` and the Python API do, so
+the three give the same probabilities. One request is predicted at a time: a batch already uses every core.
+
+There is no authentication and the default binds to 127.0.0.1 only; to expose it, put it behind a proxy
+that authenticates. Uploads are written to a private temporary folder (the loader reads files) and deleted
+when the request ends; their names are never used as paths.
+"""
+
+# No `from __future__ import annotations`: FastAPI reads the endpoints' annotations at definition time, and
+# they name classes imported inside create_app (FastAPI is optional).
+import tempfile
+import threading
+from pathlib import Path
+from typing import Annotated, Any
+
+from xvision._version import __version__
+from xvision.errors import XvisionError
+from xvision.inference.predictor import Prediction, Predictor, prediction_record
+from xvision.io import SUPPORTED_SUFFIXES
+
+DEFAULT_MAX_UPLOAD_MB = 64  # a 4-megapixel 16-bit DICOM is about 8 MB
+_CHUNK = 1 << 20
+
+
+def require_server_packages() -> None:
+    """Raise a one-line error naming the extra to install when FastAPI, uvicorn or python-multipart is missing."""
+    import importlib.util
+
+    missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise XvisionError(f'`xvision serve` needs {", ".join(missing)} (not installed): pip install "xvision[serve]"')
+
+
+def model_info(predictor: Predictor) -> dict[str, Any]:
+    """``GET /model``: the run as a client needs to know it (no server paths)."""
+    from xvision.evaluation.operating import describe_threshold
+
+    bundle = predictor.bundle
+    audit = bundle.info.get("audit") or {}
+    return {
+        "classes": predictor.classes,
+        "positive": predictor.positive,
+        "threshold": {
+            "value": predictor.threshold,
+            "rule": describe_threshold(bundle.threshold_info, predictor.positive),
+        },
+        "backbone": bundle.backbone["name"],
+        "weights": {k: bundle.backbone["weights"].get(k) for k in ("source", "name", "sha256", "pretrained")},
+        "untrained_backbone": predictor.untrained_backbone,
+        "warning": bundle.info.get("warning"),
+        "audit": {k: audit.get(k) for k in ("status", "verdict", "auc")},
+        "created": bundle.info.get("created"),
+        "xvision": __version__,
+    }
+
+
+def create_app(run_dir: str | Path, *, weights: str | None = None, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB):
+    """A FastAPI application serving ``run_dir``. The run is loaded here, so a bad run folder fails at once
+    (as an :class:`~xvision.errors.XvisionError`), not at the first request."""
+    require_server_packages()
+    from fastapi import FastAPI, File, HTTPException, UploadFile
+
+    predictor = Predictor(run_dir, weights=weights)
+    info = model_info(predictor)
+    lock = threading.Lock()
+    limit = max_upload_mb * _CHUNK
+    app = FastAPI(title="Xvision", version=__version__, summary=f"Predictions of the run {Path(run_dir).name}")
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/model")
+    def model() -> dict[str, Any]:
+        return info
+
+    @app.post("/predict")
+    def predict(files: Annotated[list[UploadFile], File(description="one or more images")]) -> dict[str, Any]:
+        names = [Path(f.filename or "").name or f"file-{i + 1}" for i, f in enumerate(files)]
+        with tempfile.TemporaryDirectory(prefix="xvision-serve-") as folder:
+            paths = []
+            for i, (upload, name) in enumerate(zip(files, names, strict=True)):
+                suffix = Path(name).suffix.lower()
+                path = Path(folder) / f"{i:04d}{suffix if suffix in SUPPORTED_SUFFIXES else ''}"
+                if not _save(upload, path, limit):
+                    raise HTTPException(413, f"{name}: larger than {max_upload_mb} MB; the limit is --max-upload-mb")
+                paths.append(path)
+            with lock:
+                results = predictor.predict_paths(paths)
+        by_path = {r.path: r for r in results}
+        named = [_renamed(by_path[str(p)], name) for p, name in zip(paths, names, strict=True)]
+        if all(r.error for r in named):
+            raise HTTPException(422, "; ".join(f"{r.path}: {r.error}" for r in named))
+        return {"predictions": [prediction_record(predictor, r) for r in named]}
+
+    return app
+
+
+def _save(upload: Any, path: Path, limit: int) -> bool:
+    """Copy an upload to ``path`` in chunks; False (and nothing kept) when it is larger than ``limit`` bytes."""
+    written = 0
+    with path.open("wb") as out:
+        while chunk := upload.file.read(_CHUNK):
+            written += len(chunk)
+            if written > limit:
+                break
+            out.write(chunk)
+    if written > limit:
+        path.unlink()
+        return False
+    return True
+
+
+def _renamed(result: Prediction, name: str) -> Prediction:
+    return Prediction(path=name, label=result.label, probabilities=result.probabilities, error=result.error)
+
+
+__all__ = ["DEFAULT_MAX_UPLOAD_MB", "create_app", "model_info", "require_server_packages"]

@@ -1,0 +1,111 @@
+"""`xvision serve`: the HTTP service gives `predict`'s answers, reports bad uploads, and refuses oversize ones."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the server needs the serve extra (pip install 'xvision[serve]')")
+pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
+
+from fastapi.testclient import TestClient  # noqa: E402
+from pydicom.data import get_testdata_file  # noqa: E402
+
+from xvision.cli.main import main  # noqa: E402
+from xvision.data.phantoms import make_phantom_dataset  # noqa: E402
+from xvision.inference import Predictor  # noqa: E402
+from xvision.inference.server import create_app  # noqa: E402
+
+TINY = "timm:mobilenetv3_small_050"
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("serve")
+    manifest = make_phantom_dataset(root / "data", n_per_class=6, size=64, seed=4)
+    assert main(["extract", str(manifest), "--backbone", TINY, "--weights", "random", "-o", str(root / "f")]) == 0
+    assert main(["train", str(root / "f"), "-o", str(root / "run"), "--epochs", "3", "--no-audit"]) == 0
+    return root
+
+
+def _images(root):
+    return sorted((root / "data").rglob("*.png"))[:3]
+
+
+def test_the_server_answers_as_predict_does(run) -> None:
+    images = _images(run)
+    dicom = get_testdata_file("CT_small.dcm", download=False)
+    uploads = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
+    if dicom is not None:  # a DICOM upload too
+        uploads.append(("files", ("ct.dcm", open(dicom, "rb").read(), "application/dicom")))
+    client = TestClient(create_app(run / "run"))
+    assert client.get("/health").json() == {"status": "ok"}
+    info = client.get("/model").json()
+    bundle = json.loads((run / "run" / "bundle.json").read_text())
+    assert info["classes"] == bundle["classes"] and info["backbone"] == TINY
+    assert info["untrained_backbone"] is True and info["weights"]["source"] == "random"
+    answer = client.post("/predict", files=uploads)
+    assert answer.status_code == 200
+    records = answer.json()["predictions"]
+    assert [r["path"] for r in records] == [name for _, (name, _, _) in uploads]
+    expected = Predictor(run / "run").predict_paths([*images, *([dicom] if dicom else [])])
+    for record, result in zip(records, expected, strict=True):
+        assert record["error"] is None and record["predicted"] == result.label
+        for name, value in result.probabilities.items():
+            assert record["probabilities"][name] == pytest.approx(value, abs=1e-6)
+        assert "warning" in record  # random weights: every answer says so
+
+
+def test_a_bad_upload_is_reported_and_the_others_predicted(run, tmp_path) -> None:
+    good = _images(run)[0]
+    client = TestClient(create_app(run / "run"))
+    answer = client.post(
+        "/predict",
+        files=[
+            ("files", ("../../evil.png", b"not an image", "image/png")),
+            ("files", (good.name, good.read_bytes(), "image/png")),
+        ],
+    )
+    assert answer.status_code == 200
+    bad, ok = answer.json()["predictions"]
+    assert bad["path"] == "evil.png" and "not a supported image" in bad["error"] and bad["probabilities"] == {}
+    assert ok["error"] is None and ok["predicted"] in ("nodule", "normal")
+    alone = client.post("/predict", files=[("files", ("x.png", b"", "image/png"))])
+    assert alone.status_code == 422 and alone.json()["detail"].startswith("x.png: ")
+    assert client.post("/predict").status_code == 422  # no files at all
+
+
+def test_an_upload_over_the_limit_is_refused_before_predicting(run, monkeypatch) -> None:
+    client = TestClient(create_app(run / "run", max_upload_mb=1))
+
+    def no_prediction(*args, **kwargs):
+        raise AssertionError("predicted although an upload was refused")
+
+    monkeypatch.setattr(Predictor, "predict_paths", no_prediction)
+    good = _images(run)[0]
+    answer = client.post(
+        "/predict",
+        files=[
+            ("files", (good.name, good.read_bytes(), "image/png")),
+            ("files", ("big.png", b"\0" * (1024 * 1024 + 1), "image/png")),
+        ],
+    )
+    assert answer.status_code == 413 and answer.json()["detail"].startswith("big.png: larger than 1 MB")
+
+
+def test_serve_fails_in_one_line_before_binding(run, tmp_path, capsys, monkeypatch) -> None:
+    import importlib.util
+
+    import uvicorn
+
+    def no_binding(*args, **kwargs):
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(uvicorn, "run", no_binding)
+    assert main(["serve", str(tmp_path / "nothing")]) == 2
+    assert "not a run folder" in capsys.readouterr().err
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
+    assert main(["serve", str(run / "run")]) == 2
+    assert 'needs fastapi (not installed): pip install "xvision[serve]"' in capsys.readouterr().err
