@@ -109,3 +109,21 @@ def test_serve_fails_in_one_line_before_binding(run, tmp_path, capsys, monkeypat
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
     assert main(["serve", str(run / "run")]) == 2
     assert 'needs fastapi (not installed): pip install "xvision[serve]"' in capsys.readouterr().err
+
+
+def test_the_heatmap_is_a_png_of_the_image_with_its_decision(run) -> None:
+    import io
+
+    from PIL import Image
+
+    image = _images(run)[1]
+    client = TestClient(create_app(run / "run"))
+    upload = {"file": (image.name, image.read_bytes(), "image/png")}
+    answer = client.post("/heatmap", files=upload)
+    assert answer.status_code == 200 and answer.headers["content-type"] == "image/png"
+    drawn = Image.open(io.BytesIO(answer.content))
+    assert drawn.format == "PNG" and min(drawn.size) >= 200
+    predicted = client.post("/predict", files={"files": upload["file"]}).json()["predictions"][0]["predicted"]
+    assert answer.headers["x-xvision-predicted"] == predicted
+    bad = client.post("/heatmap", files={"file": ("x.png", b"junk", "image/png")})
+    assert bad.status_code == 422 and bad.json()["detail"].startswith("x.png: not a supported image")

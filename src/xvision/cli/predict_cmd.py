@@ -59,20 +59,16 @@ def _print_csv(results: list[Prediction], classes: list[str]) -> None:
         )
 
 
-def _write_heatmaps(predictor: Predictor, results: list[Prediction], folder: Path, watermark: str | None) -> None:
-    from xvision.evaluation.plots import plot_heatmap
-    from xvision.inference.heatmap import gradcam
+def _write_heatmaps(predictor: Predictor, results: list[Prediction], folder: Path) -> None:
+    from xvision.inference.heatmap import draw_evidence
     from xvision.io import load_image
 
     names: set[str] = set()
     for r in results:
-        image = load_image(r.path)
         stem = Path(r.path).stem
         name = stem if stem not in names else f"{stem}-{len(names)}"
         names.add(name)
-        shown = predictor.positive or r.label
-        title = f"{Path(r.path).name}: {r.label}; Grad-CAM for {shown} (p={r.probabilities[shown]:.2f})"
-        plot_heatmap(image, gradcam(predictor, image, shown), folder / f"{name}.png", title=title, watermark=watermark)
+        draw_evidence(predictor, load_image(r.path), r, folder / f"{name}.png", name=Path(r.path).name)
 
 
 @click.command("predict")
@@ -132,7 +128,7 @@ def predict(
         draw_prediction_grid(results, grid, watermark=warning)
         click.echo(f"grid: {grid}", err=True)
     if heatmaps is not None:
-        _write_heatmaps(predictor, [r for r in results if not r.error], heatmaps, warning)
+        _write_heatmaps(predictor, [r for r in results if not r.error], heatmaps)
         click.echo(f"heatmaps: {heatmaps}", err=True)
     click.echo(f"decision: {decision}", err=True)
     if warning:

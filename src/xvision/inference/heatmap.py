@@ -11,11 +11,13 @@ A heatmap shows what the model used, not what is right: a hot border or corner i
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from xvision.inference.predictor import Predictor
+from xvision.inference.predictor import Prediction, Predictor
 
 
 def _last_spatial_output(model: torch.nn.Module, batch: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,3 +62,15 @@ def gradcam(predictor: Predictor, image: np.ndarray, target: str | None = None) 
     cam = F.interpolate(cam, size=image.shape, mode="bilinear", align_corners=False)[0, 0].numpy()
     peak = float(cam.max())
     return cam / peak if peak > 0 else cam
+
+
+def draw_evidence(predictor: Predictor, image: np.ndarray, result: Prediction, path: str | Path, *, name: str) -> Path:
+    """Write ``image`` with the Grad-CAM of the positive class (else the predicted one) over it, titled with the
+    decision; random-weight runs are watermarked. What `predict --heatmaps` and the server's /heatmap draw."""
+    from xvision.evaluation.plots import plot_heatmap
+    from xvision.inference.bundle import UNTRAINED_WARNING
+
+    shown = predictor.positive or result.label
+    title = f"{name}: {result.label}; Grad-CAM for {shown} (p={result.probabilities[shown]:.2f})"
+    watermark = UNTRAINED_WARNING if predictor.untrained_backbone else None
+    return plot_heatmap(image, gradcam(predictor, image, shown), path, title=title, watermark=watermark)

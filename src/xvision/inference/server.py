@@ -8,6 +8,9 @@
   `xvision predict --json` (``path`` is the uploaded file's name). A file that cannot be read gets ``error``
   and the others are still predicted; when no file can be read the answer is 422 with the reasons. A file
   over ``max_upload_mb`` is refused with 413 before anything is predicted.
+- ``POST /heatmap``: one image in the field ``file``; answers a PNG: the image with the Grad-CAM of the
+  positive class over it and the decision in its title (what `predict --heatmaps` draws), the decision also
+  in the header ``X-Xvision-Predicted`` (URL-encoded).
 
 Predictions go through :class:`~xvision.inference.predictor.Predictor`, as `predict` and the Python API do, so
 the three give the same probabilities. One request is predicted at a time: a batch already uses every core.
@@ -23,6 +26,7 @@ import tempfile
 import threading
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import quote
 
 from xvision._version import __version__
 from xvision.errors import XvisionError
@@ -69,12 +73,11 @@ def create_app(run_dir: str | Path, *, weights: str | None = None, max_upload_mb
     """A FastAPI application serving ``run_dir``. The run is loaded here, so a bad run folder fails at once
     (as an :class:`~xvision.errors.XvisionError`), not at the first request."""
     require_server_packages()
-    from fastapi import FastAPI, File, HTTPException, UploadFile
+    from fastapi import FastAPI, File, HTTPException, Response, UploadFile
 
     predictor = Predictor(run_dir, weights=weights)
     info = model_info(predictor)
     lock = threading.Lock()
-    limit = max_upload_mb * _CHUNK
     app = FastAPI(title="Xvision", version=__version__, summary=f"Predictions of the run {Path(run_dir).name}")
 
     @app.get("/health")
@@ -87,24 +90,50 @@ def create_app(run_dir: str | Path, *, weights: str | None = None, max_upload_mb
 
     @app.post("/predict")
     def predict(files: Annotated[list[UploadFile], File(description="one or more images")]) -> dict[str, Any]:
-        names = [Path(f.filename or "").name or f"file-{i + 1}" for i, f in enumerate(files)]
         with tempfile.TemporaryDirectory(prefix="xvision-serve-") as folder:
-            paths = []
-            for i, (upload, name) in enumerate(zip(files, names, strict=True)):
-                suffix = Path(name).suffix.lower()
-                path = Path(folder) / f"{i:04d}{suffix if suffix in SUPPORTED_SUFFIXES else ''}"
-                if not _save(upload, path, limit):
-                    raise HTTPException(413, f"{name}: larger than {max_upload_mb} MB; the limit is --max-upload-mb")
-                paths.append(path)
+            received = _receive(files, Path(folder), max_upload_mb)
             with lock:
-                results = predictor.predict_paths(paths)
+                results = predictor.predict_paths([path for path, _ in received])
         by_path = {r.path: r for r in results}
-        named = [_renamed(by_path[str(p)], name) for p, name in zip(paths, names, strict=True)]
+        named = [_renamed(by_path[str(path)], name) for path, name in received]
         if all(r.error for r in named):
             raise HTTPException(422, "; ".join(f"{r.path}: {r.error}" for r in named))
         return {"predictions": [prediction_record(predictor, r) for r in named]}
 
+    @app.post("/heatmap", response_class=Response, responses={200: {"content": {"image/png": {}}}})
+    def heatmap(file: Annotated[UploadFile, File(description="one image")]) -> Response:
+        from xvision.inference.heatmap import draw_evidence
+        from xvision.io import load_image
+
+        with tempfile.TemporaryDirectory(prefix="xvision-serve-") as folder:
+            [(path, name)] = _receive([file], Path(folder), max_upload_mb)
+            with lock:
+                [result] = predictor.predict_paths([path])
+                if result.error:
+                    raise HTTPException(422, f"{name}: {result.error}")
+                drawn = draw_evidence(predictor, load_image(path), result, Path(folder) / "heatmap.png", name=name)
+            headers = {"X-Xvision-Predicted": quote(str(result.label))}  # headers are Latin-1: URL-encoded
+            return Response(drawn.read_bytes(), media_type="image/png", headers=headers)
+
     return app
+
+
+def _receive(files: list[Any], folder: Path, max_upload_mb: int) -> list[tuple[Path, str]]:
+    """Copy uploads into ``folder`` as (path, the upload's own file name); 413 for one over the limit.
+
+    Files are named by their position, keeping a known image suffix (a DICOM may be recognised by it alone);
+    the uploaded name is only reported back, never used as a path."""
+    from fastapi import HTTPException
+
+    received = []
+    for i, upload in enumerate(files):
+        name = Path(upload.filename or "").name or f"file-{i + 1}"
+        suffix = Path(name).suffix.lower()
+        path = folder / f"{i:04d}{suffix if suffix in SUPPORTED_SUFFIXES else ''}"
+        if not _save(upload, path, max_upload_mb * _CHUNK):
+            raise HTTPException(413, f"{name}: larger than {max_upload_mb} MB; the limit is --max-upload-mb")
+        received.append((path, name))
+    return received
 
 
 def _save(upload: Any, path: Path, limit: int) -> bool:
