@@ -94,7 +94,9 @@ def test_an_upload_over_the_limit_is_refused_before_predicting(run, monkeypatch)
     assert answer.status_code == 413 and answer.json()["detail"].startswith("big.png: larger than 1 MB")
 
 
-def test_serve_fails_in_one_line_before_binding(run, tmp_path, capsys, monkeypatch) -> None:
+def test_serve_fails_in_one_line_before_binding_and_warns_when_exposed(
+    run, tmp_path, capsys, caplog, monkeypatch
+) -> None:
     import importlib.util
 
     import uvicorn
@@ -102,9 +104,16 @@ def test_serve_fails_in_one_line_before_binding(run, tmp_path, capsys, monkeypat
     def no_binding(*args, **kwargs):
         raise AssertionError("the server started")
 
-    monkeypatch.setattr(uvicorn, "run", no_binding)
+    monkeypatch.setattr(uvicorn, "run", no_binding)  # a missing run fails before binding
     assert main(["serve", str(tmp_path / "nothing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    started = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: started.append((host, port)))
+    assert main(["serve", str(run / "run"), "--host", "0.0.0.0", "--port", "8123"]) == 0
+    assert started == [("0.0.0.0", 8123)] and "no authentication" in caplog.text
+    caplog.clear()
+    assert main(["serve", str(run / "run")]) == 0
+    assert started[-1] == ("127.0.0.1", 8000) and "no authentication" not in caplog.text
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
     assert main(["serve", str(run / "run")]) == 2

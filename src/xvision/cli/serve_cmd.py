@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import click
@@ -27,5 +28,11 @@ def serve(run_dir: Path, host: str, port: int, weights: str | None, max_upload_m
     import uvicorn
 
     app = create_app(run_dir, weights=weights, max_upload_mb=max_upload_mb)  # a bad run fails before binding
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        logging.getLogger(__name__).warning(
+            "listening on %s: anyone who can reach this address can send images and read predictions "
+            "(there is no authentication); put an authenticating proxy in front for other users",
+            host,
+        )
     click.echo(f"serving {run_dir} on http://{host}:{port} (API docs: /docs); Ctrl-C stops", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info")
