@@ -220,3 +220,16 @@ def test_fit_refuses_a_leaky_or_one_class_manifest_before_training(tmp_path, cap
     assert main(["fit", write("normal.csv", one_class), *args]) != 0
     assert "normal.csv: the training rows hold only class 'normal'" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_evaluate_manifest_on_one_split_extracts_only_that_split(fitted, tmp_path) -> None:
+    root, _ = fitted
+    with open(root / "data" / "fit.csv", newline="") as handle:
+        tests = [r["path"] for r in csv.DictReader(handle) if r["split"] == "test"]
+    out = tmp_path / "e"
+    args = ["--manifest", str(root / "data" / "fit.csv"), "-o", str(out), "--split", "test"]
+    assert main(["evaluate", str(root / "run"), *args]) == 0
+    with open(out / "features" / "index.csv", newline="") as handle:
+        assert sorted(r["path"] for r in csv.DictReader(handle)) == sorted(tests)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["split"] == "test" and metrics["n"] == len(tests) and metrics["overlap_with_training"] == 0

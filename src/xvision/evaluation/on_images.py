@@ -34,13 +34,14 @@ def evaluate_manifest(
     precision: str = "fp32",
     **options: Any,
 ) -> dict[str, Any]:
-    """Extract the manifest's images with the run's backbone and evaluate (default output: RUN/eval-<name>)."""
+    """Extract the manifest's images (those of ``split`` when given) with the run's backbone and evaluate them
+    (default output: RUN/eval-<name>)."""
     bundle = load_bundle(run_dir)
     _check_before_extracting(read_manifest(manifest), bundle.classes, split)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"eval-{Path(manifest).stem}"
     backbone = create_backbone(bundle.backbone["name"], weights=weights_argument(bundle, weights))
     features = out / "features"
-    extract_manifest(manifest, features, backbone=backbone, progress=progress, precision=precision)
+    extract_manifest(manifest, features, backbone=backbone, split=split, progress=progress, precision=precision)
     return evaluate_run(run_dir, features, split=split, out_dir=out, **options)
 
 

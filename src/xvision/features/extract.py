@@ -493,9 +493,11 @@ def extract_manifest(
     *,
     backbone: str | Backbone = "vgg16",
     weights: str | None = None,
+    split: str | None = None,
     **options: Any,
 ) -> ExtractionReport:
-    """Read a manifest, refuse leaky splits, and extract every image's features into ``out_dir``.
+    """Read a manifest, refuse leaky splits, and extract every image's features into ``out_dir`` (only the
+    rows of ``split`` when it is given; the splits are checked over the whole manifest).
 
     ``options`` are passed to :func:`extract_features` (batch_size, workers, strict, shard_size, progress,
     precision, engine, device, threads, storage_dtype, guard_sample).
@@ -508,6 +510,8 @@ def extract_manifest(
     hashes = check_readable_splits(manifest)  # an unreadable file is reported and skipped by extract_features
     rows: list[dict[str, Any]] = []
     for row in manifest.rows:
+        if split is not None and row.split != split:
+            continue
         path = manifest.resolve(row)
         rows.append(
             {
