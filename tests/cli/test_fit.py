@@ -233,3 +233,31 @@ def test_evaluate_manifest_on_one_split_extracts_only_that_split(fitted, tmp_pat
         assert sorted(r["path"] for r in csv.DictReader(handle)) == sorted(tests)
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["n"] == len(tests) and metrics["overlap_with_training"] == 0
+
+
+def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(fitted, tmp_path, monkeypatch) -> None:
+    import importlib
+    import shutil
+
+    root, _ = fitted
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    (run / "metrics.json").unlink()  # as if interrupted between the head and its evaluation
+    fit_module = importlib.import_module("xvision.recipes.fit")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("fit trained again")
+
+    monkeypatch.setattr(fit_module, "extract_manifest", no_work)
+    stamp = (run / "bundle.json").stat().st_mtime_ns
+    args = ["-o", str(run), "--recipe", "lite0", "--backbone", TINY, "--weights", "random"]
+    assert main(["fit", str(root / "data" / "fit.csv"), *args]) == 0
+    again, before = (json.loads((r / "metrics.json").read_text()) for r in (run, root / "run"))
+    assert again["n"] == before["n"] and again["roc_auc"] == before["roc_auc"] and again["run"] == str(run)
+    assert (run / "bundle.json").stat().st_mtime_ns == stamp
+    assert main(["fit", str(root / "data" / "fit.csv"), *args]) == 2  # finished: refused as before
+    (run / "metrics.json").unlink()
+    lines = (root / "data" / "fit.csv").read_text().splitlines(keepends=True)
+    changed = root / "data" / "fit-changed.csv"  # another manifest, with a test split too: refused as before
+    changed.write_text("".join(lines[:-1]))
+    assert main(["fit", str(changed), *args]) == 2 and not (run / "metrics.json").exists()

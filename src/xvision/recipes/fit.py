@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from xvision._fileio import sha256_file
 from xvision.data.manifest import ManifestRow, read_manifest
 from xvision.data.split import check_readable_splits
 from xvision.errors import ManifestError, XvisionError
@@ -48,8 +50,11 @@ def fit(
     from xvision.evaluation.evaluate import evaluate_run
     from xvision.training import check_run_dir, train_run
 
-    check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     chosen = get_recipe(recipe)
+    if not overwrite and _trained_not_evaluated(Path(run_dir), manifest):
+        log.warning("%s: the head was trained on this manifest and not evaluated (interrupted?): evaluating", run_dir)
+        return FitResult(Path(run_dir), chosen.name, evaluate_run(run_dir, Path(run_dir) / "features", split="test"))
+    check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # extraction checks them otherwise
     if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(rows):
         if not chosen.without_lesions:  # asked for by name, the detector is not swapped: only the default adapts
@@ -86,6 +91,17 @@ def fit(
     if any(row.split == "test" for row in rows):
         metrics = evaluate_run(run, features, split="test")
     return FitResult(run, chosen.name, metrics)
+
+
+def _trained_not_evaluated(run: Path, manifest_path: str | Path) -> bool:
+    """Whether ``run`` holds a head trained on this very manifest (same SHA-256) that has a test split and was
+    not yet evaluated: `fit` was interrupted in the seconds between the two, and only the evaluation is left."""
+    if not (run / "bundle.json").is_file() or (run / "metrics.json").exists() or not Path(manifest_path).is_file():
+        return False
+    recorded = (json.loads((run / "bundle.json").read_text(encoding="utf-8")).get("data") or {}).get("manifest")
+    if not isinstance(recorded, dict) or recorded.get("sha256") != sha256_file(manifest_path):
+        return False
+    return any(row.split == "test" for row in read_manifest(manifest_path).rows)
 
 
 def _check_trainable(manifest_path: str | Path, *, splits: bool) -> list[ManifestRow]:
