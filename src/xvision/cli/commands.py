@@ -81,7 +81,7 @@ COMMANDS: list[CommandEntry] = [
     CommandEntry(
         "serve",
         "xvision.cli.serve_cmd",
-        "Serve RUN_DIR's predictions over HTTP: POST /predict (multipart field `files`), GET /model, GET /health.",
+        "Serve RUN_DIR's predictions over HTTP: POST /predict and /heatmap, GET /model and /health.",
     ),
     CommandEntry(
         "backbones",

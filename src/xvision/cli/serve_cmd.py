@@ -19,10 +19,12 @@ from xvision.inference.server import DEFAULT_MAX_UPLOAD_MB, create_app, require_
     "--max-upload-mb", default=DEFAULT_MAX_UPLOAD_MB, show_default=True, type=click.IntRange(1), help="Largest file."
 )
 def serve(run_dir: Path, host: str, port: int, weights: str | None, max_upload_mb: int) -> None:
-    """Serve RUN_DIR's predictions over HTTP: POST /predict (multipart field `files`), GET /model, GET /health.
+    """Serve RUN_DIR's predictions over HTTP: POST /predict and /heatmap, GET /model and /health.
 
-    The same predictions as `xvision predict --json`. There is no authentication: the default address is
-    reachable from this machine only. Interactive API docs at http://HOST:PORT/docs.
+    POST /predict takes images in the multipart field `files` and answers the records of
+    `xvision predict --json`; POST /heatmap takes one in `file` and answers its Grad-CAM overlay (PNG).
+    There is no authentication: the default address is reachable from this machine only. Interactive API
+    docs at http://HOST:PORT/docs.
     """
     require_server_packages()
     import uvicorn
