@@ -41,9 +41,13 @@ def require_server_packages() -> None:
     """Raise a one-line error naming the extra to install when FastAPI, uvicorn or python-multipart is missing."""
     import importlib.util
 
-    missing = [m for m in ("fastapi", "uvicorn", "multipart") if importlib.util.find_spec(m) is None]
+    modules = {"fastapi": "fastapi", "uvicorn": "uvicorn", "multipart": "python-multipart"}  # module: package
+    missing = [package for module, package in modules.items() if importlib.util.find_spec(module) is None]
     if missing:
-        raise XvisionError(f'`xvision serve` needs {", ".join(missing)} (not installed): pip install "xvision[serve]"')
+        raise XvisionError(
+            f'`xvision serve` needs {", ".join(missing)} (not installed): pip install "xvision[serve]" '
+            '(in a source checkout: pip install -e ".[serve]")'
+        )
 
 
 def model_info(predictor: Predictor) -> dict[str, Any]:
