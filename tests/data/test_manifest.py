@@ -104,6 +104,8 @@ def test_write_is_atomic_and_leaves_no_temp_files(tmp_path: Path) -> None:
         ("path,label\na.png,x\nb.png,y\n./a.png,y\n", "line 4: './a.png' is already listed on line 2"),
         ("path,label\na.png,x,extra\n", "line 2: 3 fields but the header has 2"),
         ("path,label,label\na.png,x,y\n", "duplicate column"),
+        ("path;label;group\na.png;x;1\n", "separated by ';', not commas"),
+        ("path\tlabel\na.png\tx\n", "separated by '\\t', not commas"),
     ],
 )
 def test_bad_manifests_name_the_file_line_and_fix(tmp_path: Path, text: str, expected: str) -> None:

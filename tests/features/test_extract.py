@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from xvision.backbones import create_backbone
-from xvision.errors import FeatureStoreError, ImageLoadError, LeakageError
+from xvision.errors import FeatureStoreError, ImageLoadError, LeakageError, ManifestError
 from xvision.features.extract import extract_manifest
 from xvision.features.store import FeatureStore
 
@@ -90,6 +90,19 @@ def test_bad_images_are_reported_and_skipped(tmp_path, backbone) -> None:
     assert len(rows) == 6 and X.shape[0] == 6
     statuses = {Path(r.path).name: r.status for r in FeatureStore(tmp_path / "feats").read_index()}
     assert statuses["cut.png"] == "failed" and statuses["normal1.png"] == "ok"
+
+
+def test_a_manifest_whose_images_all_fail_is_an_error_that_names_the_first(tmp_path, backbone) -> None:
+    """Nothing to train on is a mistake in the manifest (often its paths), not a job with a few bad images."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "text.png").write_text("nope")
+    (data / "m.csv").write_text("path,label\ntext.png,normal\nimages\\b.png,nodule\n")
+    with pytest.raises(ManifestError, match=r"m.csv: none of its 2 images could be read \(the first: .*text.png"):
+        extract_manifest(data / "m.csv", tmp_path / "feats", backbone=backbone, progress=False)
+    (data / "w.csv").write_text("path,label\nimages\\a.png,normal\nimages\\b.png,nodule\n")
+    with pytest.raises(ManifestError, match="write the paths with '/'"):
+        extract_manifest(data / "w.csv", tmp_path / "feats2", backbone=backbone, progress=False)
 
 
 def test_strict_makes_a_bad_image_fatal(tmp_path, backbone) -> None:

@@ -239,6 +239,11 @@ def _check_header(columns: list[str], path: Path) -> tuple[str, ...]:
     if duplicates:
         raise ManifestError(f"{path} line 1: duplicate column(s) {', '.join(duplicates)}; rename them")
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
+    if missing and len(columns) == 1 and (separator := next((c for c in ";\t|" if c in columns[0]), None)):
+        raise ManifestError(
+            f"{path} line 1: the columns are separated by {separator!r}, not commas; save the file as "
+            "comma-separated CSV (in a spreadsheet: CSV, comma-delimited)"
+        )
     if missing:
         raise ManifestError(
             f"{path} line 1: missing required column(s) {', '.join(missing)} (found: {', '.join(columns)}); "

@@ -27,7 +27,7 @@ from xvision.backbones.runtime import (
     fp32_fallback,
     make_runner,
 )
-from xvision.errors import AccuracyGuardError, FeatureStoreError, ImageLoadError, XvisionError
+from xvision.errors import AccuracyGuardError, FeatureStoreError, ImageLoadError, ManifestError, XvisionError
 from xvision.features.guard import DEFAULT_SAMPLE, FEW_DIMS, GuardResult, evaluate_guard, warn_if_failed
 from xvision.features.store import STORAGE_DTYPES, FeatureStore, IndexRow
 from xvision.io import load_image
@@ -526,4 +526,12 @@ def extract_manifest(
         )
     model = backbone if isinstance(backbone, Backbone) else create_backbone(backbone, weights=weights)
     info = {"path": str(Path(manifest_path).resolve()), "sha256": sha256_file(manifest_path)}
-    return extract_features(rows, model, out_dir, manifest_info=info, **options)
+    report = extract_features(rows, model, out_dir, manifest_info=info, **options)
+    if report.total and len(report.failed) == report.total:
+        path, reason = report.failed[0]
+        hint = "write the paths with '/', not '\\'" if "\\" in path else "check the paths"
+        raise ManifestError(
+            f"{manifest.name}: none of its {report.total} images could be read (the first: {path}: {reason}); "
+            f"{hint} (relative paths are relative to the manifest's folder)"
+        )
+    return report
