@@ -215,3 +215,18 @@ def test_build_manifest_errors(tmp_path: Path) -> None:
         build_manifest(tmp_path / "none")
     with pytest.raises(ManifestError, match="group_from"):
         build_manifest(_dataset(tmp_path / "ds"), group_from="patient")  # type: ignore[arg-type]
+
+
+def test_find_images_follows_linked_folders_once_and_finds_unnamed_dicoms(tmp_path: Path) -> None:
+    from xvision.data.manifest import find_images
+
+    root = tmp_path / "inputs"
+    _png(root / "a.png", 1)
+    _png(tmp_path / "elsewhere" / "b.png", 2)
+    (root / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)  # a data folder on another disk
+    (root / "loop").symlink_to(root, target_is_directory=True)  # must not be walked forever
+    _png(root / ".cache" / "c.png", 3)
+    (root / "1.2.840.5").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)  # a DICOM named by its UID
+    (root / "notes.txt").write_text("not an image")
+    found = [p.relative_to(root).as_posix() for p in find_images(root)]
+    assert found == ["1.2.840.5", "a.png", "linked/b.png"]

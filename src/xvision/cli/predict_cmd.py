@@ -13,22 +13,17 @@ from xvision.errors import ImageLoadError
 from xvision.evaluation.operating import describe_threshold
 from xvision.inference.bundle import UNTRAINED_WARNING
 from xvision.inference.predictor import Prediction, Predictor, prediction_record
-from xvision.io import SUPPORTED_SUFFIXES
 
 
 def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
-    """Files as given; folders searched recursively for supported images (hidden entries skipped)."""
+    """Files as given; folders searched recursively for images as `xvision manifest` finds them (hidden
+    entries skipped, linked folders followed, DICOMs without a suffix included)."""
+    from xvision.data.manifest import find_images
+
     paths: list[Path] = []
     for item in inputs:
         if item.is_dir():
-            found = sorted(
-                p
-                for p in item.rglob("*")
-                if p.is_file()
-                and p.suffix.lower() in SUPPORTED_SUFFIXES
-                and not any(part.startswith(".") for part in p.relative_to(item).parts)
-            )
-            paths.extend(found)
+            paths.extend(find_images(item))
         elif item.exists():
             paths.append(item)
         else:

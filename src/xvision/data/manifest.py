@@ -390,9 +390,21 @@ def _hidden(name: str) -> bool:
     return name.startswith(".")
 
 
+def find_images(folder: str | Path, suffixes: Iterable[str] | None = None) -> list[Path]:
+    """The images under ``folder``, sorted: files with an image suffix, and DICOMs named without one (or by a
+    UID). Hidden files and folders are skipped; linked folders are followed, each real folder once."""
+    return _find_images(Path(folder), _normalise_suffixes(suffixes))
+
+
 def _find_images(class_dir: Path, accepted: frozenset[str]) -> list[Path]:
     images: list[Path] = []
-    for dirpath, dirnames, filenames in os.walk(class_dir):
+    seen: set[str] = set()
+    for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in seen:  # a link back up the tree, or two links to one folder
+            dirnames[:] = []
+            continue
+        seen.add(real)
         dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
         for name in sorted(filenames):
             candidate = Path(dirpath) / name
