@@ -74,7 +74,8 @@ def load_split(features_dir: str | Path, split: str | None, *, mmap: bool | None
         present = sorted({r.split for r in index if r.split}) or ["none"]
         raise FeatureStoreError(
             f"{store.index_path}: no images in split {split!r} (splits present: {', '.join(present)}); "
-            "assign splits with `xvision split` before extracting"
+            "use --split all for every image, or assign splits with `xvision split` and extract again "
+            "(stored images are not recomputed)"
         )
     keys = [r.sha256 for r in rows]
     if mmap is None:
