@@ -9,6 +9,8 @@ The public API, shared with the CLI (each ``xvision`` command is a thin wrapper 
     MLPClassifier(...).fit(X, y)                       the seed head as a scikit-learn-style estimator
     train_run(features_dir, run_dir)                   -> RUN_DIR (model bundle)
     evaluate_run(run_dir, features_dir, split="test")  -> metrics dict (+ metrics.json, plots)
+    fit(manifest, run_dir, recipe="best")              -> a named recipe end to end (list_recipes())
+    evaluate_manifest(run_dir, manifest)               -> metrics on images the run has never seen
     Predictor(run_dir).predict_paths(paths)            -> predictions
 """
 
@@ -30,6 +32,9 @@ _EXPORTS = {
     "read_manifest": "xvision.data",
     "write_manifest": "xvision.data",
     "evaluate_run": "xvision.evaluation.evaluate",
+    "evaluate_manifest": "xvision.evaluation.on_images",
+    "fit": "xvision.recipes",
+    "list_recipes": "xvision.recipes",
     "extract_manifest": "xvision.features.extract",
     "MLPClassifier": "xvision.heads",
     "Predictor": "xvision.inference",
@@ -60,9 +65,12 @@ __all__ = [
     "build_manifest",
     "check_no_leakage",
     "create_backbone",
+    "evaluate_manifest",
     "evaluate_run",
     "extract_manifest",
+    "fit",
     "list_backbones",
+    "list_recipes",
     "load_bundle",
     "load_image",
     "read_manifest",
