@@ -261,3 +261,20 @@ def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(f
     changed = root / "data" / "fit-changed.csv"  # another manifest, with a test split too: refused as before
     changed.write_text("".join(lines[:-1]))
     assert main(["fit", str(changed), *args]) == 2 and not (run / "metrics.json").exists()
+
+
+def test_an_unreadable_image_is_left_out_and_said_so(fitted, tmp_path, capsys) -> None:
+    """Figures on a set with an unreadable image count the others, and say which one is missing."""
+    root, _ = fitted
+    lines = (root / "data" / "other.csv").read_text().splitlines()
+    (tmp_path / "gone.png").write_bytes(b"")
+    manifest = tmp_path / "with-bad.csv"
+    absolute = [lines[0], *(f"{root / 'data' / line}" for line in lines[1:])]  # paths relative to data/
+    manifest.write_text("\n".join([*absolute, f"{tmp_path / 'gone.png'},normal,gone"]) + "\n")
+    capsys.readouterr()
+    assert main(["evaluate", str(root / "run"), "--manifest", str(manifest), "-o", str(tmp_path / "e")]) == 0
+    metrics = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert metrics["n"] == 8 and [u["path"] for u in metrics["unreadable"]] == [str(tmp_path / "gone.png")]
+    assert "empty" in metrics["unreadable"][0]["error"]
+    assert "n=8 (1 unreadable image left out)" in capsys.readouterr().out
+    assert "Images left out" in (tmp_path / "e" / "report.html").read_text()

@@ -28,8 +28,10 @@ def format_metrics(metrics: dict) -> str:
         cv = metrics["cv"]
         repeats = f" x {cv['repeats']} repeats" if cv["repeats"] > 1 else ""
         where = f"cross-validation ({cv['folds']} folds{repeats}, pooled out-of-fold)"
+    left_out = len(metrics.get("unreadable") or [])
+    unread = f" ({left_out} unreadable image{'s' if left_out > 1 else ''} left out)" if left_out else ""
     lines = [
-        f"{where}: n={metrics['n']}, accuracy {_with_ci(metrics, 'accuracy')}"
+        f"{where}: n={metrics['n']}{unread}, accuracy {_with_ci(metrics, 'accuracy')}"
         + (f", ROC AUC {_with_ci(metrics, 'roc_auc')}" if metrics.get("roc_auc") is not None else "")
     ]
     if "sensitivity" in metrics:

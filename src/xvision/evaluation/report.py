@@ -194,6 +194,18 @@ def _banners(untrained: bool, audit: dict[str, Any] | None, metrics: dict[str, A
                 "are optimistic.",
             }
         )
+    if metrics and metrics.get("unreadable"):
+        names = ", ".join(u["path"] for u in metrics["unreadable"][:3]) + (
+            ", ..." if len(metrics["unreadable"]) > 3 else ""
+        )
+        banners.append(
+            {
+                "kind": "warning",
+                "title": "Images left out",
+                "text": f"{len(metrics['unreadable'])} images of this set could not be read ({names}) and are not "
+                "in these figures; metrics.json lists them with the reason.",
+            }
+        )
     if metrics is None:
         banners.append(
             {
