@@ -278,3 +278,6 @@ def test_an_unreadable_image_is_left_out_and_said_so(fitted, tmp_path, capsys) -
     assert "empty" in metrics["unreadable"][0]["error"]
     assert "n=8 (1 unreadable image left out)" in capsys.readouterr().out
     assert "Images left out" in (tmp_path / "e" / "report.html").read_text()
+    assert main(["cv", str(tmp_path / "e" / "features"), "-o", str(tmp_path / "cv"), "--folds", "2"]) == 0
+    assert json.loads((tmp_path / "cv" / "metrics.json").read_text())["unreadable"] == metrics["unreadable"]
+    assert "n=8 (1 unreadable image left out)" in capsys.readouterr().out

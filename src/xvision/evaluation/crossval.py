@@ -37,7 +37,7 @@ from xvision.evaluation.calibration import apply_temperature
 from xvision.evaluation.operating import fit_operating_point
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
 from xvision.evaluation.threshold import ThresholdRule, decide
-from xvision.features.dataset import FeatureSet, load_split
+from xvision.features.dataset import FeatureSet, load_split, unreadable_images
 from xvision.heads import MLPClassifier
 from xvision.inference.bundle import UNTRAINED_WARNING
 
@@ -174,6 +174,7 @@ def cross_validate(
         "weights": backbone["weights"],
         "warning": watermark,
         "cv": {**asdict(config), "n_groups": int(len(np.unique(groups)))},
+        "unreadable": unreadable_images(features_dir, config.split),
         "head": {"head": "mlp", "params": {**params, "hidden": list(params["hidden"])}},
         **metrics,
         "threshold_rule": _threshold_summary(config, thresholds, metrics.get("positive")),

@@ -16,8 +16,7 @@ from xvision.evaluation.bootstrap import BootstrapConfig
 from xvision.evaluation.plots import plot_training_curve
 from xvision.evaluation.report import report_after_evaluate
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
-from xvision.features.dataset import load_split
-from xvision.features.store import FeatureStore
+from xvision.features.dataset import load_split, unreadable_images
 from xvision.inference.bundle import UNTRAINED_WARNING, check_same_backbone, load_bundle
 
 log = logging.getLogger(__name__)
@@ -54,15 +53,7 @@ def evaluate_run(
     overlap = len(set(data.keys) & bundle.train_keys())
     if overlap:
         log.warning("%d evaluated images were used in training: these figures are optimistic", overlap)
-    unreadable = [
-        {"path": r.path, "label": r.label, "error": r.error}
-        for r in FeatureStore(features_dir).read_index()
-        if r.status != "ok" and (split is None or r.split == split)
-    ]
-    if unreadable:
-        shown = "; ".join(f"{u['path']}: {u['error']}" for u in unreadable[:3])
-        shown += "; ..." if len(unreadable) > 3 else ""
-        log.warning("%d image(s) could not be read and are left out of these figures (%s)", len(unreadable), shown)
+    unreadable = unreadable_images(features_dir, split)
 
     proba = bundle.predict_proba(data.X)
     y = np.array([classes.index(label) for label in data.labels])

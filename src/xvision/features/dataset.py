@@ -81,3 +81,18 @@ def load_split(features_dir: str | Path, split: str | None, *, mmap: bool | None
     if mmap is None:
         mmap = len(keys) * int(meta["backbone"]["feature_dim"]) * 4 > MMAP_THRESHOLD_BYTES
     return FeatureSet(X=store.open(keys) if mmap else store.get(keys), rows=rows, meta=meta)
+
+
+def unreadable_images(features_dir: str | Path, split: str | None) -> list[dict[str, str]]:
+    """The images of ``split`` (None: all) that extraction could not read, ``{"path", "label", "error"}`` each:
+    they are in no figure, so every figure's maker records and warns about them."""
+    unreadable = [
+        {"path": r.path, "label": r.label, "error": r.error}
+        for r in FeatureStore(features_dir).read_index()
+        if r.status != "ok" and (split is None or r.split == split)
+    ]
+    if unreadable:
+        shown = "; ".join(f"{u['path']}: {u['error']}" for u in unreadable[:3])
+        shown += "; ..." if len(unreadable) > 3 else ""
+        log.warning("%d image(s) could not be read and are left out of these figures (%s)", len(unreadable), shown)
+    return unreadable
