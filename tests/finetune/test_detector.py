@@ -131,9 +131,18 @@ def test_fit_detect_gives_a_run_that_predicts_and_best_falls_back_without_lesion
     monkeypatch.setitem(
         registry._RECIPES, "finetune_lung", replace(lung, backbone="efficientnet_lite0", finetune=small)
     )
-    with pytest.raises(ManifestError, match="recipe 'detect' learns from lesion locations"):
+    with pytest.raises(ManifestError, match="recipe 'detect' learns from lesion locations") as refused:
         fit(bare, tmp_path / "run2", recipe="detect", weights="random", progress=False)  # asked for by name
     assert not (tmp_path / "run2").exists()  # refused before any work
+    assert "rename them" not in str(refused.value)
+    jsrt_named = tmp_path / "jsrt-named.csv"  # JSRT's own column names: the message says what to rename
+    jsrt_named.write_text(
+        "path,label,nodule_x,nodule_y,nodule_diam_px\n"
+        + "".join(f"{lesion_manifest.parent / p},{label},1,2,3\n" for p, label in rows),
+        encoding="utf-8",
+    )
+    with pytest.raises(ManifestError, match="if nodule_x, nodule_y, nodule_diam_px give the lesion's centre"):
+        fit(jsrt_named, tmp_path / "run2", recipe="detect", weights="random", progress=False)
     with caplog.at_level(logging.WARNING):
         result = fit(bare, tmp_path / "run2", recipe="best", weights="random", progress=False)
     assert result.recipe == "finetune_lung" and "running recipe 'finetune_lung' instead" in caplog.text

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from xvision._fileio import sha256_file
-from xvision.data.manifest import ManifestRow, read_manifest
+from xvision.data.manifest import Manifest, ManifestRow, read_manifest
 from xvision.data.split import check_readable_splits
 from xvision.errors import ManifestError, XvisionError
 from xvision.features.extract import extract_manifest
@@ -55,19 +55,22 @@ def fit(
         log.warning("%s: the head was trained on this manifest and not evaluated (interrupted?): evaluating", run_dir)
         return FitResult(Path(run_dir), chosen.name, evaluate_run(run_dir, Path(run_dir) / "features", split="test"))
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
-    rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # extraction checks them otherwise
+    checked = _check_trainable(manifest, splits=chosen.finetune is not None)  # extraction checks them otherwise
+    rows = checked.rows
     if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(rows):
+        hint = _lesion_column_hint(checked.columns)
         if not chosen.without_lesions:  # asked for by name, the detector is not swapped: only the default adapts
             raise ManifestError(
                 f"{manifest}: recipe {chosen.name!r} learns from lesion locations and the manifest has none "
-                "(columns lesion_x, lesion_y, lesion_diam, in pixels of the image); add them, or use "
+                f"(columns lesion_x, lesion_y, lesion_diam, in pixels of the image){hint}; add them, or use "
                 "--recipe best, which then fine-tunes on whole films (finetune_lung)"
             )
         log.warning(
-            "recipe %r learns from lesion locations and %s has none (lesion_x, lesion_y, lesion_diam): "
+            "recipe %r learns from lesion locations and %s has none (lesion_x, lesion_y, lesion_diam)%s: "
             "running recipe %r instead",
             chosen.name,
             Path(manifest).name,
+            hint,
             chosen.without_lesions,
         )
         chosen = get_recipe(chosen.without_lesions)
@@ -104,9 +107,9 @@ def _trained_not_evaluated(run: Path, manifest_path: str | Path) -> bool:
     return any(row.split == "test" for row in read_manifest(manifest_path).rows)
 
 
-def _check_trainable(manifest_path: str | Path, *, splits: bool) -> list[ManifestRow]:
-    """The manifest's rows, once its training rows are known to hold two classes or more and (``splits``)
-    its splits not to leak: fine-tuning would otherwise run for minutes before extraction found out."""
+def _check_trainable(manifest_path: str | Path, *, splits: bool) -> Manifest:
+    """The manifest, once its training rows are known to hold two classes or more and (``splits``) its
+    splits not to leak: fine-tuning would otherwise run for minutes before extraction found out."""
     manifest = read_manifest(manifest_path)
     if splits:
         check_readable_splits(manifest)
@@ -114,7 +117,15 @@ def _check_trainable(manifest_path: str | Path, *, splits: bool) -> list[Manifes
     if len(trained) < 2:
         found = f"only class {next(iter(trained))!r}" if trained else "no images"
         raise ManifestError(f"{manifest.name}: the training rows hold {found}; a classifier needs two classes")
-    return manifest.rows
+    return manifest
+
+
+def _lesion_column_hint(columns: tuple[str, ...]) -> str:
+    """Columns that look like a lesion's place under other names (JSRT's nodule_x, nodule_y, nodule_diam_px)."""
+    looks = [c for c in columns if c.lower().endswith(("_x", "_y")) or "diam" in c.lower()]
+    if not looks:
+        return ""
+    return f"; if {', '.join(looks)} give the lesion's centre and diameter in pixels, rename them to those names"
 
 
 def _has_lesions(rows: list[ManifestRow]) -> bool:
