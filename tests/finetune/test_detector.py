@@ -141,8 +141,10 @@ def test_fit_detect_gives_a_run_that_predicts_and_best_falls_back_without_lesion
         + "".join(f"{lesion_manifest.parent / p},{label},1,2,3\n" for p, label in rows),
         encoding="utf-8",
     )
-    with pytest.raises(ManifestError, match="if nodule_x, nodule_y, nodule_diam_px give the lesion's centre"):
-        fit(jsrt_named, tmp_path / "run2", recipe="detect", weights="random", progress=False)
+    for recipe in ("detect", "best"):  # the default does not fall back silently past misnamed locations
+        with pytest.raises(ManifestError, match="if nodule_x, nodule_y, nodule_diam_px give the lesion's centre"):
+            fit(jsrt_named, tmp_path / "run2", recipe=recipe, weights="random", progress=False)
+    assert not (tmp_path / "run2").exists()
     with caplog.at_level(logging.WARNING):
         result = fit(bare, tmp_path / "run2", recipe="best", weights="random", progress=False)
     assert result.recipe == "finetune_lung" and "running recipe 'finetune_lung' instead" in caplog.text

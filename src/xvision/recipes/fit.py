@@ -59,18 +59,20 @@ def fit(
     rows = checked.rows
     if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(rows):
         hint = _lesion_column_hint(checked.columns)
-        if not chosen.without_lesions:  # asked for by name, the detector is not swapped: only the default adapts
+        # Asked for by name, the detector is not swapped; nor when columns look like misnamed lesion locations
+        # (a silent swap would train the weaker recipe for minutes): only the default adapts, and only then.
+        if not chosen.without_lesions or hint:
+            other = "finetune_lung" if hint else "best"  # best would refuse these columns too
             raise ManifestError(
                 f"{manifest}: recipe {chosen.name!r} learns from lesion locations and the manifest has none "
                 f"(columns lesion_x, lesion_y, lesion_diam, in pixels of the image){hint}; add them, or use "
-                "--recipe best, which then fine-tunes on whole films (finetune_lung)"
+                f"--recipe {other}, which fine-tunes on whole films without them"
             )
         log.warning(
-            "recipe %r learns from lesion locations and %s has none (lesion_x, lesion_y, lesion_diam)%s: "
+            "recipe %r learns from lesion locations and %s has none (lesion_x, lesion_y, lesion_diam): "
             "running recipe %r instead",
             chosen.name,
             Path(manifest).name,
-            hint,
             chosen.without_lesions,
         )
         chosen = get_recipe(chosen.without_lesions)

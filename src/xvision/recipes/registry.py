@@ -20,7 +20,8 @@ class Recipe:
     # Train the backbone first (xvision.finetune): end to end on whole films, or as a lesion detector on crops.
     finetune: FineTuneConfig | DetectorConfig | None = None
     # For a detector recipe: the recipe to run instead, with a warning, when the manifest has no lesion
-    # locations to learn from (None: refuse such a manifest).
+    # locations to learn from (None: refuse such a manifest). Columns that look like misnamed locations
+    # (nodule_x, ...) are refused either way (recipes.fit).
     without_lesions: str | None = None
 
 
