@@ -135,6 +135,15 @@ def test_fit_detect_gives_a_run_that_predicts_and_best_falls_back_without_lesion
         fit(bare, tmp_path / "run2", recipe="detect", weights="random", progress=False)  # asked for by name
     assert not (tmp_path / "run2").exists()  # refused before any work
     assert "rename them" not in str(refused.value)
+    empty = tmp_path / "empty-columns.csv"  # the right columns, left empty: nothing to rename
+    empty.write_text(
+        "path,label,lesion_x,lesion_y,lesion_diam\n"
+        + "".join(f"{lesion_manifest.parent / p},{label},,,\n" for p, label in rows),
+        encoding="utf-8",
+    )
+    with pytest.raises(ManifestError, match="learns from lesion locations") as refused:
+        fit(empty, tmp_path / "run2", recipe="detect", weights="random", progress=False)
+    assert "rename them" not in str(refused.value)
     jsrt_named = tmp_path / "jsrt-named.csv"  # JSRT's own column names: the message says what to rename
     jsrt_named.write_text(
         "path,label,nodule_x,nodule_y,nodule_diam_px\n"

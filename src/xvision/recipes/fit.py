@@ -124,7 +124,11 @@ def _check_trainable(manifest_path: str | Path, *, splits: bool) -> Manifest:
 
 def _lesion_column_hint(columns: tuple[str, ...]) -> str:
     """Columns that look like a lesion's place under other names (JSRT's nodule_x, nodule_y, nodule_diam_px)."""
-    looks = [c for c in columns if c.lower().endswith(("_x", "_y")) or "diam" in c.lower()]
+    from xvision.finetune.targets import LESION_COLUMNS
+
+    looks = [
+        c for c in columns if c not in LESION_COLUMNS and (c.lower().endswith(("_x", "_y")) or "diam" in c.lower())
+    ]
     if not looks:
         return ""
     return f"; if {', '.join(looks)} give the lesion's centre and diameter in pixels, rename them to those names"
