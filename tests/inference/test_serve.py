@@ -98,6 +98,7 @@ def test_serve_fails_in_one_line_before_binding_and_warns_when_exposed(
     run, tmp_path, capsys, caplog, monkeypatch
 ) -> None:
     import importlib.util
+    import socket
 
     import uvicorn
 
@@ -107,13 +108,19 @@ def test_serve_fails_in_one_line_before_binding_and_warns_when_exposed(
     monkeypatch.setattr(uvicorn, "run", no_binding)  # a missing run fails before binding
     assert main(["serve", str(tmp_path / "nothing")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    with socket.socket() as taken:  # a port in use is refused before the run is loaded
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert main(["serve", str(run / "run"), "--port", str(port)]) == 2
+        assert f"cannot listen on 127.0.0.1:{port}: " in capsys.readouterr().err
     started = []
     monkeypatch.setattr(uvicorn, "run", lambda app, host, port, **kw: started.append((host, port)))
-    assert main(["serve", str(run / "run"), "--host", "0.0.0.0", "--port", "8123"]) == 0
-    assert started == [("0.0.0.0", 8123)] and "no authentication" in caplog.text
+    assert main(["serve", str(run / "run"), "--host", "0.0.0.0", "--port", str(port)]) == 0
+    assert started == [("0.0.0.0", port)] and "no authentication" in caplog.text
     caplog.clear()
-    assert main(["serve", str(run / "run")]) == 0
-    assert started[-1] == ("127.0.0.1", 8000) and "no authentication" not in caplog.text
+    assert main(["serve", str(run / "run"), "--port", str(port)]) == 0
+    assert started[-1] == ("127.0.0.1", port) and "no authentication" not in caplog.text
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "fastapi" else real(name, *a))
     assert main(["serve", str(run / "run")]) == 2

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from xvision.errors import XvisionError
 from xvision.inference.server import DEFAULT_MAX_UPLOAD_MB, create_app, require_server_packages
 
 
@@ -29,6 +30,7 @@ def serve(run_dir: Path, host: str, port: int, weights: str | None, max_upload_m
     require_server_packages()
     import uvicorn
 
+    _check_address(host, port)  # before seconds of loading the run
     app = create_app(run_dir, weights=weights, max_upload_mb=max_upload_mb)  # a bad run fails before binding
     if host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger(__name__).warning(
@@ -38,3 +40,18 @@ def serve(run_dir: Path, host: str, port: int, weights: str | None, max_upload_m
         )
     click.echo(f"serving {run_dir} on http://{host}:{port} (API docs: /docs); Ctrl-C stops", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+def _check_address(host: str, port: int) -> None:
+    """Refuse, in one line, an address this machine cannot listen on (taken port, unknown host)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+        family, kind, proto, _, address = infos[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+            probe.bind(address)
+    except OSError as error:
+        reason = error.strerror or str(error)
+        raise XvisionError(f"cannot listen on {host}:{port}: {reason}; choose another --port or --host") from None
