@@ -225,7 +225,7 @@ def audit_for_run(features_dir: str | Path, *, enabled: bool = True) -> dict[str
         return {"status": "skipped", "reason": f"the audit failed: {type(error).__name__}: {error}"}
     if result.warn:
         for line in result.summary().splitlines():
-            log.warning("audit: %s", line)
+            log.warning("audit: %s", line.removeprefix("WARNING: "))  # the log level says it already
     else:
         log.info("audit: %s", result.headline())
     record = result.to_dict()
