@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -38,7 +39,7 @@ def test_the_server_answers_as_predict_does(run) -> None:
     dicom = get_testdata_file("CT_small.dcm", download=False)
     uploads = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
     if dicom is not None:  # a DICOM upload too
-        uploads.append(("files", ("ct.dcm", open(dicom, "rb").read(), "application/dicom")))
+        uploads.append(("files", ("ct.dcm", Path(dicom).read_bytes(), "application/dicom")))
     client = TestClient(create_app(run / "run"))
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/model").json()

@@ -19,8 +19,6 @@ from xvision.recipes.registry import DEFAULT_RECIPE, get_recipe
 
 log = logging.getLogger(__name__)
 
-_TRAINING_SPLITS = (None, "", "train")  # without a split column every row trains
-
 
 @dataclass
 class FitResult:
@@ -55,9 +53,8 @@ def fit(
         log.warning("%s: the head was trained on this manifest and not evaluated (interrupted?): evaluating", run_dir)
         return FitResult(Path(run_dir), chosen.name, evaluate_run(run_dir, Path(run_dir) / "features", split="test"))
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
-    checked = _check_trainable(manifest, splits=chosen.finetune is not None)  # extraction checks them otherwise
-    rows = checked.rows
-    if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(rows):
+    checked, train_rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # else extraction does
+    if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(train_rows):
         hint = _lesion_column_hint(checked.columns)
         # Asked for by name, the detector is not swapped; nor when columns look like misnamed lesion locations
         # (a silent swap would train the weaker recipe for minutes): only the default adapts, and only then.
@@ -93,7 +90,7 @@ def fit(
     head = MLPClassifier(**{**chosen.head, "seed": seed})
     train_run(features, run, head=head, overwrite=overwrite, progress=progress)
     metrics = None
-    if any(row.split == "test" for row in rows):
+    if any(row.split == "test" for row in checked.rows):
         metrics = evaluate_run(run, features, split="test")
     return FitResult(run, chosen.name, metrics)
 
@@ -109,17 +106,21 @@ def _trained_not_evaluated(run: Path, manifest_path: str | Path) -> bool:
     return any(row.split == "test" for row in read_manifest(manifest_path).rows)
 
 
-def _check_trainable(manifest_path: str | Path, *, splits: bool) -> Manifest:
-    """The manifest, once its training rows are known to hold two classes or more and (``splits``) its
-    splits not to leak: fine-tuning would otherwise run for minutes before extraction found out."""
+def _check_trainable(manifest_path: str | Path, *, splits: bool) -> tuple[Manifest, list[ManifestRow]]:
+    """The manifest and its training rows, once those are known to hold two classes or more and
+    (``splits``) its splits not to leak: fine-tuning would otherwise run for minutes before extraction found
+    out. Training rows are those fine-tuning trains on (``split_rows``: every row without a split column)."""
+    from xvision.finetune.trainer import split_rows
+
     manifest = read_manifest(manifest_path)
     if splits:
         check_readable_splits(manifest)
-    trained = {row.label for row in manifest.rows if row.split in _TRAINING_SPLITS}
+    train_rows, _ = split_rows(manifest)
+    trained = {row.label for row in train_rows}
     if len(trained) < 2:
         found = f"only class {next(iter(trained))!r}" if trained else "no images"
         raise ManifestError(f"{manifest.name}: the training rows hold {found}; a classifier needs two classes")
-    return manifest
+    return manifest, train_rows
 
 
 def _lesion_column_hint(columns: tuple[str, ...]) -> str:
@@ -134,8 +135,8 @@ def _lesion_column_hint(columns: tuple[str, ...]) -> str:
     return f"; if {', '.join(looks)} give the lesion's centre and diameter in pixels, rename them to those names"
 
 
-def _has_lesions(rows: list[ManifestRow]) -> bool:
+def _has_lesions(train_rows: list[ManifestRow]) -> bool:
     """Whether any training row carries a lesion location."""
     from xvision.finetune.targets import LESION_COLUMNS
 
-    return any(row.split in _TRAINING_SPLITS and row.get(LESION_COLUMNS[0]) is not None for row in rows)
+    return any(row.get(LESION_COLUMNS[0]) is not None for row in train_rows)
