@@ -1,4 +1,6 @@
-"""``xvision cv``: cross-validated metrics with intervals, for data too small to hold out a test split."""
+"""``xvision cv``: cross-validated metrics with intervals, for data too small to hold out a test split.
+
+On a feature store it cross-validates the head; on a manifest, a whole recipe (`fit` once per fold)."""
 
 from __future__ import annotations
 
@@ -11,16 +13,24 @@ from xvision.cli.train_cmd import head_options, operating_options
 from xvision.errors import RunError
 from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
 
+#: Options that only a feature store's cross-validation takes (a recipe fixes them itself).
+HEAD_ONLY = (
+    *("hidden", "lr", "momentum", "weight_decay", "batch_size", "epochs", "no_standardize"),
+    *("threshold_rule", "calibrate", "positive"),
+)
+#: Options that only a manifest's cross-validation takes.
+RECIPE_ONLY = ("recipe", "backbone", "weights")
+
 
 @click.command("cv")
-@click.argument("features_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("source", metavar="FEATURES_DIR|MANIFEST", type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
     "out_dir",
     type=click.Path(file_okay=False, path_type=Path),
     required=True,
-    help="Folder for metrics.json, oof_predictions.csv and plots/.",
+    help="Folder for metrics.json, oof_predictions.csv and plots/ (and, for a recipe, folds/: a run per fold).",
 )
 @click.option("--folds", default=5, show_default=True, type=click.IntRange(2), help="Number of folds.")
 @click.option("--repeats", default=1, show_default=True, type=click.IntRange(1), help="Repeat with new folds.")
@@ -48,10 +58,20 @@ from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
     type=click.IntRange(0),
     help="Bootstrap resamples for the 95% intervals (0: no intervals).",
 )
+@click.option(
+    "--recipe",
+    default=None,
+    help="With a MANIFEST: the recipe to cross-validate, fitted once per fold (default: `fit`'s, "
+    "see `xvision recipes`).",
+)
+@click.option("--backbone", default=None, help="With a MANIFEST: override the recipe's backbone, as in `fit`.")
+@click.option("--weights", default=None, help="With a MANIFEST: backbone weights FILE, as in `fit`.")
 @head_options
 @operating_options
+@click.pass_context
 def cv(
-    features_dir: Path,
+    ctx: click.Context,
+    source: Path,
     out_dir: Path,
     folds: int,
     repeats: int,
@@ -59,6 +79,9 @@ def cv(
     inner_val: float,
     split: str,
     n_resamples: int,
+    recipe: str | None,
+    backbone: str | None,
+    weights: str | None,
     hidden: tuple[int, ...],
     lr: float,
     momentum: float,
@@ -71,11 +94,13 @@ def cv(
     calibrate: str,
     positive: str | None,
 ) -> None:
-    """Cross-validate the head on FEATURES_DIR: grouped stratified folds, pooled out-of-fold metrics.
+    """Cross-validate on grouped stratified folds and score the pooled out-of-fold predictions.
 
-    The head is trained as `train` trains it (same options and defaults); every image is scored once by
-    a head that never saw it (or its group), and the pooled predictions get 95% bootstrap intervals.
-    --seed sets both the fold assignment and the head's initialisation.
+    On FEATURES_DIR (from `extract`) the head is trained as `train` trains it (same options and defaults).
+    On a MANIFEST (a CSV), a whole recipe is: `fit` runs once per fold, fine-tuning included, into
+    OUT/folds/; run the same command again after an interruption to continue. Either way every image is
+    scored once by a model that never saw it (or its group), and the pooled predictions get 95% bootstrap
+    intervals. --seed sets the fold assignment and the model's initialisation.
     """
     from xvision.evaluation.crossval import CVConfig, cross_validate
 
@@ -104,7 +129,29 @@ def cv(
         "seed": seed,
     }
     bootstrap = BootstrapConfig(n_resamples=n_resamples, seed=seed) if n_resamples else None
-    metrics = cross_validate(features_dir, out_dir, head_params=head_params, config=config, bootstrap=bootstrap)
+    is_manifest = source.is_file()
+    given = [
+        name
+        for name in (HEAD_ONLY if is_manifest else RECIPE_ONLY)
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise RunError(
+            f"{flag} applies to a feature store, not to a manifest: a recipe fixes its own head and threshold"
+            if is_manifest
+            else f"{flag} applies to a manifest (a recipe fitted per fold); {source} is a feature store"
+        )
+    if is_manifest:
+        from xvision.evaluation.crossval_recipe import cross_validate_recipe
+
+        metrics = cross_validate_recipe(
+            source, out_dir, recipe=recipe, backbone=backbone, weights=weights, config=config, bootstrap=bootstrap
+        )
+    else:
+        if not source.is_dir():
+            raise RunError(f"{source}: no such feature store folder or manifest file")
+        metrics = cross_validate(source, out_dir, head_params=head_params, config=config, bootstrap=bootstrap)
     click.echo(format_metrics(metrics))
     if repeats > 1:
         spread = metrics.get("repeat_summary", {}).get("roc_auc")

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections import Counter, defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 import numpy as np
@@ -43,6 +43,15 @@ def check_readable_splits(manifest: Manifest) -> dict[str, str]:
 
     For stages that report and skip an unreadable file rather than stop (`extract`, `fit`): such a file
     cannot leak, and it is reported where it is read. A manifest without splits is not checked."""
+    hashes = readable_hashes(manifest)
+    if manifest.has_splits:
+        readable = replace(manifest, rows=[r for r in manifest.rows if str(manifest.resolve(r)) in hashes])
+        check_no_leakage(readable, hashes=hashes)
+    return hashes
+
+
+def readable_hashes(manifest: Manifest) -> dict[str, str]:
+    """``{absolute path: SHA-256}`` of the manifest's files that can be read; the others are left out."""
     hashes: dict[str, str] = {}
     for row in manifest.rows:
         key = str(manifest.resolve(row))
@@ -50,9 +59,6 @@ def check_readable_splits(manifest: Manifest) -> dict[str, str]:
             hashes.setdefault(key, sha256_file(key))
         except OSError:
             pass
-    if manifest.has_splits:
-        readable = replace(manifest, rows=[r for r in manifest.rows if str(manifest.resolve(r)) in hashes])
-        check_no_leakage(readable, hashes=hashes)
     return hashes
 
 
@@ -89,7 +95,18 @@ def group_values(manifest: Manifest, group_by: str | None) -> list[str | None]:
 
 def _units(manifest: Manifest, group_by: str | None, hashes: Mapping[str, str] | None) -> list[list[int]]:
     """Row indices of each indivisible unit: rows joined by a shared group value or identical bytes."""
-    parent = list(range(len(manifest.rows)))
+    digests = [(hashes or {}).get(str(manifest.resolve(row))) for row in manifest.rows]
+    codes = link_groups(digests, group_values(manifest, group_by))
+    members: dict[int, list[int]] = defaultdict(list)
+    for index, code in enumerate(codes.tolist()):
+        members[code].append(index)
+    return [members[code] for code in sorted(members)]
+
+
+def link_groups(shas: Sequence[str | None], values: Sequence[str | None]) -> np.ndarray:
+    """Unit id (0..k-1, in order of each unit's first row) per row: rows sharing a content hash or a
+    non-empty group value share one, and so does every row linked to them through either (union-find)."""
+    parent = list(range(len(shas)))
 
     def find(i: int) -> int:
         while parent[i] != i:
@@ -97,29 +114,15 @@ def _units(manifest: Manifest, group_by: str | None, hashes: Mapping[str, str] |
             i = parent[i]
         return i
 
-    def union(i: int, j: int) -> None:
-        a, b = find(i), find(j)
-        if a != b:
-            parent[max(a, b)] = min(a, b)
-
     first_of: dict[tuple[str, str], int] = {}
-    keys: list[list[tuple[str, str]]] = [[] for _ in manifest.rows]
-    for index, value in enumerate(group_values(manifest, group_by)):
-        if value is not None:
-            keys[index].append(("group", value))
-    if hashes is not None:
-        for index, row in enumerate(manifest.rows):
-            digest = hashes.get(str(manifest.resolve(row)))
-            if digest is not None:
-                keys[index].append(("sha256", digest))
-    for index, row_keys in enumerate(keys):
-        for key in row_keys:
-            union(index, first_of.setdefault(key, index))
-
-    members: dict[int, list[int]] = defaultdict(list)
-    for index in range(len(manifest.rows)):
-        members[find(index)].append(index)
-    return [members[root] for root in sorted(members)]
+    for index, (digest, value) in enumerate(zip(shas, values, strict=True)):
+        keys = ([("group", value)] if value else []) + ([("sha256", digest)] if digest else [])
+        for key in keys:
+            a, b = find(index), find(first_of.setdefault(key, index))
+            if a != b:
+                parent[max(a, b)] = min(a, b)
+    roots = np.array([find(i) for i in range(len(shas))], dtype=np.int64)
+    return np.unique(roots, return_inverse=True)[1].reshape(-1)
 
 
 def _check_fractions(test: float, val: float) -> None:

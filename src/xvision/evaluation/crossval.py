@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from xvision._fileio import atomic_write_json, atomic_write_text
+from xvision.data.split import link_groups
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.bootstrap import BootstrapConfig
 from xvision.evaluation.calibration import apply_temperature
@@ -75,27 +76,10 @@ class CVConfig:
 
 def cv_groups(data: FeatureSet, group_by: str | None) -> np.ndarray:
     """Group id per image: images linked by the ``group_by`` column or by identical SHA-256 share one."""
-    n = len(data.rows)
-    parent = list(range(n))
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    first: dict[tuple[str, str], int] = {}
-    for i, row in enumerate(data.rows):
-        keys = [("sha", row.sha256)]
-        if group_by:
-            value = row.group if group_by == "group" else row.extra.get(group_by, "")
-            if value:
-                keys.append(("group", value))
-        for key in keys:
-            j = first.setdefault(key, i)
-            parent[find(i)] = find(j)
-    roots = np.array([find(i) for i in range(n)])
-    return np.unique(roots, return_inverse=True)[1]
+    values = [
+        (row.group if group_by == "group" else row.extra.get(group_by, "")) if group_by else "" for row in data.rows
+    ]
+    return link_groups([row.sha256 for row in data.rows], values)
 
 
 def cross_validate(
@@ -126,7 +110,7 @@ def cross_validate(
         raise RunError(f"--positive {config.positive!r} must name one of two classes; the classes are {classes}")
     y = np.array([classes.index(label) for label in data.labels])
     groups = cv_groups(data, config.group_by)
-    _check_enough_groups(y, groups, classes, config.folds)
+    check_enough_groups(y, groups, classes, config.folds)
     params = {**MLPClassifier().get_params(), **(head_params or {})}
     params["hidden"] = tuple(params["hidden"])
 
@@ -162,7 +146,7 @@ def cross_validate(
             per_repeat.append(metrics)
             oof_rows += _oof_rows(data, repeat + 1, fold_of, decisions, proba, classes)
 
-    metrics = _combine_repeats(per_repeat)
+    metrics = combine_repeats(per_repeat)
     backbone = data.meta["backbone"]
     watermark = None if backbone["weights"]["pretrained"] else UNTRAINED_WARNING
     thresholds = [d["threshold"] for d in fold_details]
@@ -177,17 +161,34 @@ def cross_validate(
         "unreadable": unreadable_images(features_dir, config.split),
         "head": {"head": "mlp", "params": {**params, "hidden": list(params["hidden"])}},
         **metrics,
-        "threshold_rule": _threshold_summary(config, thresholds, metrics.get("positive")),
+        "threshold_rule": threshold_summary(config, thresholds, metrics.get("positive")),
         "folds_detail": [{k: v for k, v in d.items() if k != "positive"} for d in fold_details],
     }
     if "threshold" in metrics:  # two classes: one value when every fold used the same threshold
         metrics["threshold"] = metrics["threshold_rule"]["value"]
     metrics["calibration"]["applied"] = {"method": config.calibrate, "fitted_on": "each fold's validation part"}
+    write_cv_outputs(out, metrics, oof_rows, classes, per_repeat[0], y, probas[0], watermark=watermark)
+    return metrics
+
+
+def write_cv_outputs(
+    out: Path,
+    metrics: dict[str, Any],
+    oof_rows: list[list[Any]],
+    classes: list[str],
+    first_repeat: dict[str, Any],
+    y: np.ndarray,
+    proba: np.ndarray,
+    *,
+    watermark: str | None,
+) -> None:
+    """Write ``metrics.json``, ``oof_predictions.csv`` (rows as :func:`oof_row` makes them) and ``plots/``
+    (of the first repeat: its metrics, labels ``y`` and probabilities ``proba``)."""
     atomic_write_json(out / "metrics.json", metrics)
     atomic_write_text(out / "oof_predictions.csv", _oof_csv(oof_rows, classes))
-    label = f"pooled out-of-fold, n={len(y)}" + (f", repeat 1 of {config.repeats}" if config.repeats > 1 else "")
-    draw_plots(per_repeat[0], y, probas[0], out / "plots", label=label, watermark=watermark)
-    return metrics
+    repeats = metrics["cv"]["repeats"]
+    label = f"pooled out-of-fold, n={len(y)}" + (f", repeat 1 of {repeats}" if repeats > 1 else "")
+    draw_plots(first_repeat, y, proba, out / "plots", label=label, watermark=watermark)
 
 
 @contextlib.contextmanager
@@ -207,11 +208,14 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _check_enough_groups(y: np.ndarray, groups: np.ndarray, classes: Sequence[str], folds: int) -> None:
+def check_enough_groups(
+    y: np.ndarray, groups: np.ndarray, classes: Sequence[str], folds: int, error: type[Exception] = FeatureStoreError
+) -> None:
+    """Raise ``error`` unless every class has at least ``folds`` groups (each fold needs every class)."""
     for c, name in enumerate(classes):
         n_groups = len(np.unique(groups[y == c]))
         if n_groups < folds:
-            raise FeatureStoreError(
+            raise error(
                 f"class {name!r} has {n_groups} group(s), fewer than --folds {folds}: every fold needs each "
                 "class; lower --folds or add images"
             )
@@ -230,7 +234,7 @@ def _run_fold(
 ) -> dict[str, Any]:
     fit_idx, val_idx = train_idx, np.array([], dtype=np.int64)
     if config.inner_val > 0:
-        fit_idx, val_idx = _inner_split(y, groups, train_idx, config.inner_val, config.seed + repeat)
+        fit_idx, val_idx = inner_split(y, groups, train_idx, config.inner_val, config.seed + repeat)
     missing = sorted(set(range(len(classes))) - set(y[fit_idx].tolist()))
     if missing:
         raise RunError(f"a fold's training part has no {classes[missing[0]]!r} images; lower --folds")
@@ -269,7 +273,7 @@ def _run_fold(
     return {"proba": proba, "decisions": decisions, "detail": detail}
 
 
-def _inner_split(
+def inner_split(
     y: np.ndarray, groups: np.ndarray, train_idx: np.ndarray, fraction: float, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.model_selection import StratifiedGroupKFold
@@ -280,7 +284,7 @@ def _inner_split(
     return train_idx[fit_pos], train_idx[val_pos]
 
 
-def _threshold_summary(config: CVConfig, thresholds: list[float | None], positive: str | None) -> dict[str, Any]:
+def threshold_summary(config: CVConfig, thresholds: list[float | None], positive: str | None) -> dict[str, Any]:
     if positive is None:
         return {"value": None, "rule": "argmax", "note": "more than two classes: the most probable is predicted"}
     if config.inner_val == 0:
@@ -302,7 +306,7 @@ def _threshold_summary(config: CVConfig, thresholds: list[float | None], positiv
     }
 
 
-def _combine_repeats(per_repeat: list[dict[str, Any]]) -> dict[str, Any]:
+def combine_repeats(per_repeat: list[dict[str, Any]]) -> dict[str, Any]:
     """One repeat: its metrics. Several: means of every figure and interval bound, plus each repeat."""
     first = per_repeat[0]
     summary = [{"repeat": i + 1, **{k: m.get(k) for k in REPEAT_FIELDS if k in m}} for i, m in enumerate(per_repeat)]
@@ -364,9 +368,16 @@ def _oof_rows(
     classes: list[str],
 ) -> list[list[Any]]:
     return [
-        [repeat, int(f), row.path, row.label, row.group, row.sha256, classes[int(d)], *[f"{v:.6f}" for v in p]]
+        oof_row(repeat, int(f), row.path, row.label, row.group, row.sha256, classes[int(d)], p)
         for row, f, d, p in zip(data.rows, fold_of, decisions, proba, strict=True)
     ]
+
+
+def oof_row(
+    repeat: int, fold: int, path: str, label: str, group: str | None, sha256: str, predicted: str, proba: np.ndarray
+) -> list[Any]:
+    """One line of ``oof_predictions.csv``."""
+    return [repeat, fold, path, label, group or "", sha256, predicted, *[f"{v:.6f}" for v in proba]]
 
 
 def _oof_csv(rows: list[list[Any]], classes: list[str]) -> str:

@@ -1,0 +1,281 @@
+"""`xvision cv MANIFEST --recipe NAME`: cross-validate a whole recipe, fine-tuning included.
+
+:func:`~xvision.evaluation.crossval.cross_validate` trains heads on one fixed feature store. A recipe that
+fine-tunes its backbone must retrain the backbone in every fold (a backbone tuned on all images has seen
+every fold's test images), so this runs `xvision fit` once per fold instead, on a manifest whose held-out
+images are the fold's test split. Folds are made as `cv` makes them (grouped by ``group_by`` and by
+identical content, stratified by label); the out-of-fold probabilities are pooled and scored with the same
+code, with the same outputs.
+
+Each fold is an ordinary run folder, ``OUT/folds/repeat-R-fold-K/run`` (its manifest beside it). Run the
+same command again after an interruption: finished folds are kept, and an unfinished fold resumes where
+`fit` resumes (finished training rounds and extracted features are kept). ``OUT/cv_recipe.json`` records
+what the folds were made from; another manifest, recipe or setting is refused rather than mixed in.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from xvision._fileio import atomic_write_json, sha256_file
+from xvision.data.manifest import Manifest, read_manifest, write_manifest
+from xvision.data.split import group_values, link_groups, readable_hashes
+from xvision.errors import ManifestError, RunError
+from xvision.evaluation.bootstrap import BootstrapConfig
+from xvision.evaluation.crossval import (
+    CVConfig,
+    check_enough_groups,
+    combine_repeats,
+    inner_split,
+    oof_row,
+    threshold_summary,
+    write_cv_outputs,
+)
+from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, score_predictions
+from xvision.evaluation.threshold import default_positive
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "cv_recipe.json"
+
+
+def cross_validate_recipe(
+    manifest_path: str | Path,
+    out_dir: str | Path,
+    *,
+    recipe: str | None = None,
+    backbone: str | None = None,
+    weights: str | None = None,
+    config: CVConfig = CVConfig(),  # noqa: B008 - frozen, never mutated
+    bootstrap: BootstrapConfig | None = DEFAULT_BOOTSTRAP,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Cross-validate ``recipe`` (default: `fit`'s) on the manifest; write ``out_dir`` as `cv` does and
+    return the metrics dict. ``backbone`` and ``weights`` are passed to every fold's `fit`; ``config``'s
+    threshold rule, calibration and positive class are `fit`'s own (``youden``, none, the default)."""
+    from xvision.recipes import DEFAULT_RECIPE, fit, get_recipe
+
+    chosen = get_recipe(recipe or DEFAULT_RECIPE)
+    if (config.threshold_rule, config.calibrate, config.positive) != ("youden", "none", None):
+        raise RunError("a recipe fixes its own threshold rule, calibration and positive class (as `fit` does)")
+    manifest, hashes, y, classes, groups = _folds_input(manifest_path, config)
+    out = Path(out_dir)
+    _claim(out, manifest_path, chosen.name, backbone, weights, config)
+    positive = default_positive(classes) if len(classes) == 2 else None
+
+    per_repeat: list[dict[str, Any]] = []
+    scored: list[np.ndarray] = []  # per repeat: the rows that got a probability (unreadable ones do not)
+    probas: list[np.ndarray] = []
+    oof: list[list[Any]] = []
+    details: list[dict[str, Any]] = []
+    unreadable: dict[str, dict[str, str]] = {}
+    total = config.folds * config.repeats
+    for repeat in range(config.repeats):
+        proba = np.full((len(y), len(classes)), np.nan)
+        decisions = np.zeros(len(y), dtype=np.int64)
+        fold_of = np.zeros(len(y), dtype=np.int64)
+        for fold, (train_idx, test_idx) in enumerate(_splits(y, groups, config, repeat), start=1):
+            fit_idx, val_idx = train_idx, np.array([], dtype=np.int64)
+            if config.inner_val > 0:
+                fit_idx, val_idx = inner_split(y, groups, train_idx, config.inner_val, config.seed + repeat)
+            fold_dir = out / "folds" / f"repeat-{repeat + 1}-fold-{fold}"
+            fold_manifest = _fold_manifest(manifest, fit_idx, val_idx, test_idx, fold_dir / "manifest.csv")
+            run = fold_dir / "run"
+            number = f"fold {repeat * config.folds + fold} of {total}"
+            if (run / "metrics.json").is_file():
+                log.info("cv: %s: finished on an earlier call, kept", number)
+            else:
+                log.info("cv: %s: fitting recipe %r, %d images held out", number, chosen.name, len(test_idx))
+                result = fit(
+                    fold_manifest,
+                    run,
+                    recipe=chosen.name,
+                    backbone=backbone,
+                    weights=weights,
+                    seed=config.seed + repeat,
+                    progress=progress,
+                )
+                atomic_write_json(fold_dir / "fold.json", {"recipe": result.recipe})
+            fold_result = _read_fold(fold_dir, manifest, test_idx, classes)
+            proba[test_idx] = fold_result["proba"]
+            decisions[test_idx] = fold_result["decisions"]
+            fold_of[test_idx] = fold
+            for item in fold_result["unreadable"]:
+                unreadable.setdefault(item["path"], item)
+            details.append(
+                {
+                    "repeat": repeat + 1,
+                    "fold": fold,
+                    "n_train": len(fit_idx),
+                    "n_val": len(val_idx),
+                    **fold_result["detail"],
+                }
+            )
+        rows = np.flatnonzero(~np.isnan(proba[:, 0]))
+        if len(rows) == 0:
+            raise ManifestError(f"{manifest.name}: no image could be scored in any fold")
+        metrics = score_predictions(
+            y[rows],
+            proba[rows],
+            classes,
+            positive=positive,
+            groups=[str(g) for g in groups[rows]],
+            bootstrap=bootstrap,
+            y_pred=decisions[rows],
+        )
+        if "bootstrap" in metrics and len(np.unique(groups)) == len(y):
+            metrics["bootstrap"]["unit"] = "image"  # no two images linked by group or content
+        per_repeat.append(metrics)
+        scored.append(rows)
+        probas.append(proba[rows])
+        oof += [
+            oof_row(
+                repeat + 1,
+                int(fold_of[i]),
+                manifest.rows[i].path,
+                manifest.rows[i].label,
+                manifest.rows[i].group,
+                hashes.get(str(manifest.resolve(manifest.rows[i])), ""),
+                classes[decisions[i]],
+                proba[i],
+            )
+            for i in rows
+        ]
+
+    metrics = combine_repeats(per_repeat)
+    metrics = {
+        "kind": "cross-validation",
+        "manifest": str(manifest_path),
+        "recipe": chosen.name,
+        "recipes_run": sorted({d["recipe"] for d in details}),
+        "split": config.split or "all",
+        "backbone": details[0]["backbone"],
+        "weights": details[0]["weights"],
+        "warning": next((d["warning"] for d in details if d["warning"]), None),
+        "cv": {**asdict(config), "n_groups": int(len(np.unique(groups))), "fit_per_fold": True},
+        "unreadable": list(unreadable.values()),
+        **metrics,
+        "threshold_rule": threshold_summary(config, [d["threshold"] for d in details], metrics.get("positive")),
+        "folds_detail": [{k: v for k, v in d.items() if k not in ("weights", "warning")} for d in details],
+    }
+    if "threshold" in metrics:  # two classes: one value when every fold used the same threshold
+        metrics["threshold"] = metrics["threshold_rule"]["value"]
+    metrics["calibration"]["applied"] = {"method": "none", "fitted_on": None}
+    write_cv_outputs(out, metrics, oof, classes, per_repeat[0], y[scored[0]], probas[0], watermark=metrics["warning"])
+    return metrics
+
+
+def _folds_input(
+    manifest_path: str | Path, config: CVConfig
+) -> tuple[Manifest, dict[str, str], np.ndarray, list[str], np.ndarray]:
+    """The manifest (its ``config.split`` rows), its readable files' hashes, class index per row, the
+    classes, and the unit per row that folds keep together; checked before any fold starts."""
+    manifest = read_manifest(manifest_path)
+    if config.split:
+        if not any(row.split == config.split for row in manifest.rows):
+            raise ManifestError(f"{manifest.name}: no rows in split {config.split!r}; use --split all for every row")
+        manifest = manifest.subset(config.split)
+    classes = sorted(manifest.labels)
+    if len(classes) < 2:
+        found = f"only class {classes[0]!r}" if classes else "no images"
+        raise ManifestError(f"{manifest.name}: the rows hold {found}; a classifier needs two classes")
+    hashes = readable_hashes(manifest)  # the manifest's own splits, if any, are replaced by the folds'
+    digests = [hashes.get(str(manifest.resolve(row))) for row in manifest.rows]
+    groups = link_groups(digests, group_values(manifest, config.group_by))
+    y = np.array([classes.index(row.label) for row in manifest.rows])
+    check_enough_groups(y, groups, classes, config.folds, error=ManifestError)
+    return manifest, hashes, y, classes, groups
+
+
+def _splits(y: np.ndarray, groups: np.ndarray, config: CVConfig, repeat: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    splitter = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed + repeat)
+    return list(splitter.split(np.zeros(len(y)), y, groups))
+
+
+def _fold_manifest(
+    manifest: Manifest, fit_idx: np.ndarray, val_idx: np.ndarray, test_idx: np.ndarray, path: Path
+) -> Path:
+    """Write the fold's manifest: the same rows (paths rewritten to point at the same files), split assigned."""
+    split = {int(i): "train" for i in fit_idx} | {int(i): "val" for i in val_idx} | {int(i): "test" for i in test_idx}
+    rows = [replace(row, split=split[i]) for i, row in enumerate(manifest.rows)]
+    columns = manifest.columns if "split" in manifest.columns else (*manifest.columns, "split")
+    return write_manifest(replace(manifest, rows=rows, columns=columns), path)
+
+
+def _read_fold(fold_dir: Path, manifest: Manifest, test_idx: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    """The finished fold's test probabilities and decisions (rows of ``test_idx``, NaN where the image could
+    not be read), its unreadable images (as the manifest names them) and what the fold's run was."""
+    run = fold_dir / "run"
+    by_file: dict[str, tuple[list[float], str]] = {}
+    with open(run / "predictions.csv", newline="", encoding="utf-8") as handle:
+        for line in csv.DictReader(handle):
+            key = os.path.normpath(fold_dir / line["path"])
+            by_file[key] = ([float(line[f"p_{c}"]) for c in classes], line["predicted"])
+    proba = np.full((len(test_idx), len(classes)), np.nan)
+    decisions = np.zeros(len(test_idx), dtype=np.int64)
+    for k, i in enumerate(test_idx):
+        found = by_file.get(str(manifest.resolve(manifest.rows[i])))
+        if found is not None:
+            proba[k], decisions[k] = found[0], classes.index(found[1])
+    run_metrics = json.loads((run / "metrics.json").read_text(encoding="utf-8"))
+    names = {str(manifest.resolve(row)): row.path for row in manifest.rows}
+    unreadable = [
+        {**item, "path": names.get(os.path.normpath(fold_dir / item["path"]), item["path"])}
+        for item in run_metrics.get("unreadable") or []
+    ]
+    bundle = json.loads((run / "bundle.json").read_text(encoding="utf-8"))
+    recorded = fold_dir / "fold.json"
+    recipe = json.loads(recorded.read_text(encoding="utf-8"))["recipe"] if recorded.is_file() else None
+    detail = {
+        "n_test": int(np.sum(~np.isnan(proba[:, 0]))),
+        "recipe": recipe,
+        "backbone": bundle["backbone"]["name"],
+        "weights": bundle["backbone"]["weights"],
+        "warning": bundle.get("warning"),
+        "threshold": (bundle.get("threshold") or {}).get("value"),
+    }
+    return {"proba": proba, "decisions": decisions, "unreadable": unreadable, "detail": detail}
+
+
+def _claim(
+    out: Path,
+    manifest_path: str | Path,
+    recipe: str,
+    backbone: str | None,
+    weights: str | None,
+    config: CVConfig,
+) -> None:
+    """Record what the folds in ``out`` are made from, or refuse when they were made from something else."""
+    settings = {
+        "manifest_sha256": sha256_file(manifest_path),
+        "recipe": recipe,
+        "backbone": backbone,
+        "weights": weights,
+        "cv": asdict(config),
+    }
+    recorded = out / SETTINGS_FILE
+    if recorded.is_file():
+        before = json.loads(recorded.read_text(encoding="utf-8"))
+        flat = {**{k: v for k, v in settings.items() if k != "cv"}, **settings["cv"]}
+        flat_before = {**{k: v for k, v in before.items() if k != "cv"}, **(before.get("cv") or {})}
+        changed = sorted(k for k in flat if flat_before.get(k) != flat[k])
+        if changed:
+            raise RunError(
+                f"{out}: holds the folds of another cross-validation (different {', '.join(changed)}); "
+                "choose another -o, or delete the folder to start afresh"
+            )
+        log.info("%s: continuing the folds already there", out)
+        return
+    if out.exists() and any(out.iterdir()):
+        raise RunError(f"{out}: folder exists and is not empty; choose another -o")
+    atomic_write_json(recorded, settings)

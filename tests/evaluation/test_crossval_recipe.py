@@ -1,0 +1,149 @@
+"""`xvision cv MANIFEST --recipe NAME`: a whole recipe fitted once per fold, its held-out scores pooled."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+import xvision.recipes
+from xvision.cli.main import main
+from xvision.data.phantoms import make_phantom_dataset
+from xvision.errors import RunError
+from xvision.evaluation.bootstrap import BootstrapConfig
+from xvision.evaluation.crossval import CVConfig
+from xvision.evaluation.crossval_recipe import cross_validate_recipe
+
+TINY = "timm:mobilenetv3_small_050"
+FAST_BOOTSTRAP = BootstrapConfig(n_resamples=200, seed=0)
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def run_cv(manifest: Path, out: Path, **config) -> dict:
+    return cross_validate_recipe(
+        manifest,
+        out,
+        recipe="lite0",
+        backbone=TINY,
+        weights="random",
+        config=CVConfig(**{"folds": 2, **config}),
+        bootstrap=FAST_BOOTSTRAP,
+        progress=False,
+    )
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """Two views per patient, so that folds must keep a patient's views together."""
+    return make_phantom_dataset(tmp_path_factory.mktemp("cvr"), n_per_class=6, size=96, seed=3, views_per_patient=2)
+
+
+@pytest.fixture(scope="module")
+def finished(data, tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("out") / "cv"
+    return out, run_cv(data, out)
+
+
+def test_every_image_is_scored_once_by_the_fold_that_held_it_out(data, finished) -> None:
+    out, metrics = finished
+    oof = read_csv(out / "oof_predictions.csv")
+    assert len(oof) == 24 and len({r["path"] for r in oof}) == 24
+    assert all(len(r["sha256"]) == 64 for r in oof)
+    folds_of_patient = defaultdict(set)
+    for row in oof:
+        folds_of_patient[row["group"]].add(row["fold"])
+    assert all(len(folds) == 1 for folds in folds_of_patient.values())
+
+    for fold in ("1", "2"):
+        fold_dir = out / "folds" / f"repeat-1-fold-{fold}"
+        split_of = {r["path"]: r["split"] for r in read_csv(fold_dir / "manifest.csv")}
+        held = {Path(r["path"]).name for r in oof if r["fold"] == fold}
+        # the fold's run trained on the other images only, and scored exactly its held-out ones as test
+        assert {Path(p).name for p, s in split_of.items() if s == "test"} == held
+        assert {Path(p).name for p, s in split_of.items() if s == "train"} == {
+            Path(r["path"]).name for r in oof if r["fold"] != fold
+        }
+        predicted = {Path(r["path"]).name: float(r["p_nodule"]) for r in read_csv(fold_dir / "run" / "predictions.csv")}
+        mine = {Path(r["path"]).name: float(r["p_nodule"]) for r in oof if r["fold"] == fold}
+        assert predicted == pytest.approx(mine, abs=1e-6)
+
+    y = [r["label"] == "nodule" for r in oof]
+    assert metrics["roc_auc"] == pytest.approx(roc_auc_score(y, [float(r["p_nodule"]) for r in oof]))
+    assert metrics["n"] == 24 and metrics["cv"]["fit_per_fold"] and metrics["recipes_run"] == ["lite0"]
+    assert metrics["backbone"] == TINY and metrics["warning"] == "UNTRAINED BACKBONE"
+    assert metrics["bootstrap"]["unit"] == "group" and metrics["bootstrap"]["n_units"] == 12
+    assert json.loads((out / "metrics.json").read_text())["intervals"] == metrics["intervals"]
+    assert (out / "plots" / "roc.png").stat().st_size > 0
+
+
+def test_run_again_keeps_finished_folds_and_resumes_an_unfinished_one(data, finished, tmp_path, monkeypatch) -> None:
+    source, before = finished
+    out = tmp_path / "cv"
+    shutil.copytree(source, out)
+    (out / "folds" / "repeat-1-fold-2" / "run" / "metrics.json").unlink()  # interrupted before its evaluation
+    calls = []
+    real_fit = xvision.recipes.fit
+
+    def counting_fit(manifest, run, **kwargs):
+        calls.append(Path(run).parent.name)
+        return real_fit(manifest, run, **kwargs)
+
+    monkeypatch.setattr(xvision.recipes, "fit", counting_fit)
+    again = run_cv(data, out)
+    assert calls == ["repeat-1-fold-2"]
+    assert again["roc_auc"] == pytest.approx(before["roc_auc"], abs=1e-6)
+
+
+def test_folds_of_other_settings_or_a_foreign_folder_are_refused(data, finished, tmp_path) -> None:
+    out, _ = finished
+    with pytest.raises(RunError, match="different seed"):
+        run_cv(data, out, seed=1)
+    foreign = tmp_path / "notes"
+    foreign.mkdir()
+    (foreign / "mine.txt").write_text("keep me")
+    with pytest.raises(RunError, match="not empty"):
+        run_cv(data, foreign)
+    assert (foreign / "mine.txt").read_text() == "keep me"
+
+
+def test_an_unreadable_image_is_left_out_and_listed(data, tmp_path) -> None:
+    root = tmp_path / "data"
+    shutil.copytree(data.parent, root)
+    broken = read_csv(root / "manifest.csv")[0]["path"]
+    (root / broken).write_bytes(b"not a png")
+    metrics = run_cv(root / "manifest.csv", tmp_path / "cv")
+    assert metrics["n"] == 23
+    assert [item["path"] for item in metrics["unreadable"]] == [broken]
+    assert broken not in {r["path"] for r in read_csv(tmp_path / "cv" / "oof_predictions.csv")}
+
+
+def test_cli_takes_a_manifest_or_a_store_and_refuses_options_of_the_other(data, finished, capsys) -> None:
+    out, _ = finished
+    args = ["--recipe", "lite0", "--backbone", TINY, "--weights", "random", "--folds", "2", "--bootstrap", "200"]
+    assert main(["cv", str(data), "-o", str(out), *args]) == 0  # finished folds: scored again, nothing refitted
+    shown = capsys.readouterr().out
+    assert "cross-validation (2 folds, pooled out-of-fold): n=24" in shown
+    assert main(["cv", str(data), "-o", str(out), "--hidden", "none"]) == 2
+    assert "--hidden applies to a feature store" in capsys.readouterr().err
+    features = out / "folds" / "repeat-1-fold-1" / "run" / "features"
+    assert main(["cv", str(features), "-o", str(out / "x"), "--recipe", "seed"]) == 2
+    assert "--recipe applies to a manifest" in capsys.readouterr().err
+    assert main(["cv", str(out / "missing.csv"), "-o", str(out / "y")]) == 2
+    assert "no such feature store folder or manifest file" in capsys.readouterr().err
+
+
+def test_too_few_groups_are_refused_before_any_fold(data, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(xvision.recipes, "fit", lambda *a, **k: pytest.fail("fit ran"))
+    with pytest.raises(Exception, match="fewer than --folds 7"):
+        run_cv(data, tmp_path / "cv", folds=7)
+    assert not np.any([p.exists() for p in (tmp_path / "cv").glob("folds/*")])
