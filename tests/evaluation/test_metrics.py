@@ -198,3 +198,17 @@ def test_roc_points() -> None:
         roc_points([1, 1], [0.2, 0.3])
     with pytest.raises(ValueError, match="equal length"):
         roc_points([0, 1], [0.2])
+
+
+def test_sensitivity_at_90_specificity_is_read_off_the_roc_curve() -> None:
+    negatives = np.arange(10) / 10  # 0.0 .. 0.9: keeping specificity >= 0.9 lets only the 0.9 one through
+    positives = np.array([0.95, 0.85, 0.5, 0.2])
+    scores = np.r_[negatives, positives]
+    y = np.r_[np.zeros(10, int), np.ones(4, int)]
+    proba = np.stack([1 - scores, scores], axis=1)
+    metrics = compute_metrics(y, proba, ["normal", "nodule"], threshold=0.5)
+    assert metrics["sensitivity_at_90_specificity"] == pytest.approx(0.5)  # 0.95 and 0.85 above the cut
+    assert metrics["sensitivity"] == pytest.approx(0.75)  # the run's own threshold is another matter
+    flipped = compute_metrics(y, proba[:, ::-1], ["normal", "nodule"], positive="normal")
+    # "normal" positive: its 4 negatives score up to 0.95, so no normal may pass, and none scores above 0.95
+    assert flipped["sensitivity_at_90_specificity"] == 0.0

@@ -35,9 +35,11 @@ def compute_metrics(
     threshold); it excludes ``threshold``.
 
     The positive class (two classes only) is ``classes[1]`` unless ``positive`` names another; it decides
-    ``roc_auc``, ``sensitivity`` and ``specificity``. With more classes ``roc_auc`` is the macro average of
-    one-vs-rest AUCs. An AUC that cannot be computed (a class missing from ``y_true``) is ``None``, with the
-    reason in ``roc_auc_note``; so are ``sensitivity``/``specificity`` when no sample is positive/negative.
+    ``roc_auc``, ``sensitivity``, ``specificity`` and ``sensitivity_at_90_specificity`` (the best sensitivity
+    of any threshold keeping specificity >= 0.9: a threshold-free operating figure). With more classes
+    ``roc_auc`` is the macro average of one-vs-rest AUCs. An AUC that cannot be computed (a class missing
+    from ``y_true``) is ``None``, with the reason in ``roc_auc_note``; so are ``sensitivity``/``specificity``
+    when no sample is positive/negative.
 
     Returns a dict of plain Python numbers, lists and dicts that ``json.dumps`` accepts.
     Raises ``ValueError`` for inputs that do not fit together.
@@ -131,7 +133,15 @@ def _binary_metrics(
         out["roc_auc_note"] = f"undefined: only class {present!r} is present in y_true"
     else:
         out["roc_auc"] = float(roc_auc_score(is_pos, scores))
+        out["sensitivity_at_90_specificity"] = sensitivity_at_specificity(is_pos, scores, 0.9)
     return out
+
+
+def sensitivity_at_specificity(is_pos: np.ndarray, scores: np.ndarray, specificity: float) -> float:
+    """The highest sensitivity any threshold reaches while keeping at least ``specificity`` on these samples
+    (read off the ROC curve; independent of the model's own threshold)."""
+    fpr, tpr, _ = roc_curve(is_pos, scores, pos_label=1, drop_intermediate=False)
+    return float(tpr[fpr <= 1.0 - specificity + 1e-12].max())
 
 
 def _multiclass_auc(y: np.ndarray, p: np.ndarray, classes: list[str]) -> dict[str, Any]:
