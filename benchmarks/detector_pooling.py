@@ -4,10 +4,10 @@ The `detect` recipe scores a film by the highest "lesion here" logit over the fi
 top position lies on the nodule in only about a quarter of nodule films; if the other maxima sit outside the
 lungs (shoulders, abdomen, the mediastinum), pooling over the lung fields would help, and would be worth a
 lung model at prediction time. This script measures that upper bound with the manifest's true lung masks
-(``mask`` column), on the fold runs that ``benchmarks/cv_recipe.py`` leaves (each fold's detector was
+(``mask`` column), on the fold runs that ``xvision cv MANIFEST --recipe best`` leaves (each fold's detector was
 trained without its test films):
 
-    python benchmarks/cv_recipe.py jsrt.csv --recipe best --folds 5 -o cv_best
+    xvision cv jsrt.csv --recipe best --folds 5 -o cv_best
     python benchmarks/detector_pooling.py cv_best
 
 Pooling ways: ``inside`` (the product's), ``lung`` (max over cells a dilated true lung mask touches),
@@ -83,13 +83,13 @@ def pool(dense: torch.Tensor, lung: torch.Tensor | None) -> dict[str, float]:
 @torch.no_grad()
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("cv_dir", type=Path, help="a benchmarks/cv_recipe.py output folder of the detect recipe")
+    parser.add_argument("cv_dir", type=Path, help="an `xvision cv MANIFEST --recipe detect` (or best) output folder")
     parser.add_argument("--shifts", action="store_true", help="also score test-time shifts (6x slower)")
     args = parser.parse_args(argv)
     ways = WAYS + (("shift2", "shift6") if args.shifts else ())
-    folds = sorted(args.cv_dir.glob("fold-*"))
+    folds = sorted(args.cv_dir.glob("folds/repeat-1-fold-*")) or sorted(args.cv_dir.glob("fold-*"))  # or older
     if not folds:
-        print(f"error: no fold-* folders in {args.cv_dir}", file=sys.stderr)
+        print(f"error: no folds/repeat-1-fold-* folders in {args.cv_dir}", file=sys.stderr)
         return 2
     preprocess = get_spec(LESION_BACKBONE).preprocess
     per_fold: dict[str, list[float]] = {way: [] for way in ways}

@@ -9,8 +9,9 @@ point). It prints each image's percentile and ends with one line:
 test asks whether more centres lie above the lungs' median heat than below, two-sided; scipy comes with
 scikit-learn).
 
-    python benchmarks/cv_recipe.py jsrt.csv --recipe best -o cv_best
-    python benchmarks/heat_on_nodule.py cv_best/fold-1/run cv_best/fold-1/manifest.csv --split test
+    xvision cv jsrt.csv --recipe best -o cv_best
+    fold=cv_best/folds/repeat-1-fold-1
+    python benchmarks/heat_on_nodule.py $fold/run $fold/manifest.csv --split test
 """
 
 from __future__ import annotations

@@ -65,7 +65,8 @@ COMMANDS: list[CommandEntry] = [
     CommandEntry(
         "cv",
         "xvision.cli.cv_cmd",
-        "Cross-validate the head on FEATURES_DIR: grouped stratified folds, pooled out-of-fold metrics.",
+        "Cross-validate the head on FEATURES_DIR, or a whole recipe on a MANIFEST: grouped stratified folds, "
+        "pooled out-of-fold metrics.",
     ),
     CommandEntry(
         "compare",

@@ -49,7 +49,12 @@ RECIPE_ONLY = ("recipe", "backbone", "weights")
     help="Fraction of each fold's training part held out as its validation split (picks the epoch, "
     "threshold and temperature, as in train). 0: full epochs, threshold 0.5.",
 )
-@click.option("--split", default="all", show_default=True, help="Use only this split of FEATURES_DIR, or 'all'.")
+@click.option(
+    "--split",
+    default="all",
+    show_default=True,
+    help="Use only this split of FEATURES_DIR (or of the MANIFEST), or 'all'.",
+)
 @click.option(
     "--bootstrap",
     "n_resamples",
@@ -94,7 +99,8 @@ def cv(
     calibrate: str,
     positive: str | None,
 ) -> None:
-    """Cross-validate on grouped stratified folds and score the pooled out-of-fold predictions.
+    """Cross-validate the head on FEATURES_DIR, or a whole recipe on a MANIFEST: grouped stratified folds,
+    pooled out-of-fold metrics.
 
     On FEATURES_DIR (from `extract`) the head is trained as `train` trains it (same options and defaults).
     On a MANIFEST (a CSV), a whole recipe is: `fit` runs once per fold, fine-tuning included, into

@@ -38,6 +38,11 @@ def format_metrics(metrics: dict) -> str:
         lines.append(
             f"{metrics['positive']} positive: sensitivity {_with_ci(metrics, 'sensitivity')}, "
             f"specificity {_with_ci(metrics, 'specificity')}"
+            + (
+                f"; at 90% specificity: sensitivity {metrics['sensitivity_at_90_specificity']:.3f}"
+                if metrics.get("sensitivity_at_90_specificity") is not None
+                else ""
+            )
         )
     if "threshold_rule" in metrics:
         lines.append("decision: " + describe_threshold(metrics["threshold_rule"], metrics.get("positive")))

@@ -39,7 +39,10 @@ def fit(
     if result.metrics is not None:
         click.echo(format_metrics(result.metrics))
     else:
-        click.echo("no test split in the manifest: use `xvision evaluate RUN --manifest OTHER.csv` or `xvision cv`")
+        click.echo(
+            "no test split in the manifest: judge the run with `xvision evaluate RUN --manifest OTHER.csv`, or "
+            f"the recipe with `xvision cv {manifest} --recipe {result.recipe} -o CV_DIR` (fit once per fold)"
+        )
 
 
 @click.command("recipes")

@@ -45,7 +45,10 @@ from xvision.inference.bundle import UNTRAINED_WARNING
 log = logging.getLogger(__name__)
 
 #: Scalar figures summarised across repeats.
-REPEAT_FIELDS = ("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "ece", "brier")
+REPEAT_FIELDS = (
+    *("accuracy", "balanced_accuracy", "roc_auc", "sensitivity", "specificity", "sensitivity_at_90_specificity"),
+    *("ece", "brier"),
+)
 
 
 @dataclass(frozen=True)

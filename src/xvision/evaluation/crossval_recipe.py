@@ -57,10 +57,14 @@ def cross_validate_recipe(
     config: CVConfig = CVConfig(),  # noqa: B008 - frozen, never mutated
     bootstrap: BootstrapConfig | None = DEFAULT_BOOTSTRAP,
     progress: bool = True,
-) -> dict[str, Any]:
+    only_fold: int | None = None,
+) -> dict[str, Any] | None:
     """Cross-validate ``recipe`` (default: `fit`'s) on the manifest; write ``out_dir`` as `cv` does and
     return the metrics dict. ``backbone`` and ``weights`` are passed to every fold's `fit`; ``config``'s
-    threshold rule, calibration and positive class are `fit`'s own (``youden``, none, the default)."""
+    threshold rule, calibration and positive class are `fit`'s own (``youden``, none, the default).
+
+    ``only_fold`` (1-based, counting on across repeats) fits just that fold and returns None: to spread the
+    folds over processes or machines that share ``out_dir``; a call without it then pools them."""
     from xvision.recipes import DEFAULT_RECIPE, fit, get_recipe
 
     chosen = get_recipe(recipe or DEFAULT_RECIPE)
@@ -78,6 +82,8 @@ def cross_validate_recipe(
     details: list[dict[str, Any]] = []
     unreadable: dict[str, dict[str, str]] = {}
     total = config.folds * config.repeats
+    if only_fold is not None and not 1 <= only_fold <= total:
+        raise RunError(f"only_fold {only_fold}: choose 1 to {total}")
     for repeat in range(config.repeats):
         proba = np.full((len(y), len(classes)), np.nan)
         decisions = np.zeros(len(y), dtype=np.int64)
@@ -89,6 +95,8 @@ def cross_validate_recipe(
             fold_dir = out / "folds" / f"repeat-{repeat + 1}-fold-{fold}"
             fold_manifest = _fold_manifest(manifest, fit_idx, val_idx, test_idx, fold_dir / "manifest.csv")
             run = fold_dir / "run"
+            if only_fold is not None and only_fold != repeat * config.folds + fold:
+                continue
             number = f"fold {repeat * config.folds + fold} of {total}"
             if (run / "metrics.json").is_file():
                 log.info("cv: %s: finished on an earlier call, kept", number)
@@ -104,6 +112,8 @@ def cross_validate_recipe(
                     progress=progress,
                 )
                 atomic_write_json(fold_dir / "fold.json", {"recipe": result.recipe})
+            if only_fold is not None:
+                return None
             fold_result = _read_fold(fold_dir, manifest, test_idx, classes)
             proba[test_idx] = fold_result["proba"]
             decisions[test_idx] = fold_result["decisions"]
@@ -264,6 +274,7 @@ def _claim(
         "cv": asdict(config),
     }
     recorded = out / SETTINGS_FILE
+    # The record is looked for first, so that processes started together on one folder (only_fold) agree.
     if recorded.is_file():
         before = json.loads(recorded.read_text(encoding="utf-8"))
         flat = {**{k: v for k, v in settings.items() if k != "cv"}, **settings["cv"]}
@@ -276,6 +287,6 @@ def _claim(
             )
         log.info("%s: continuing the folds already there", out)
         return
-    if out.exists() and any(out.iterdir()):
+    if out.exists() and any(entry.name != SETTINGS_FILE for entry in out.iterdir()):
         raise RunError(f"{out}: folder exists and is not empty; choose another -o")
     atomic_write_json(recorded, settings)

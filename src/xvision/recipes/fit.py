@@ -40,7 +40,7 @@ def fit(
 ) -> FitResult:
     """Fit ``recipe`` on the manifest's train (and val) split; evaluate on its test split if there is one.
 
-    Without a split column every image trains the model (no held-out estimate: use `xvision cv` for one).
+    Without a split column every image trains the model (no held-out estimate: `xvision cv MANIFEST` gives one).
     ``backbone`` overrides the recipe's (e.g. when VGG16 weights are not available offline). A recipe that
     fine-tunes trains its backbone first into ``RUN/finetune`` (resumable; ``weights`` then gives the starting
     weights) and extracts features with the result.
