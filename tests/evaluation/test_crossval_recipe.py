@@ -29,7 +29,7 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def run_cv(manifest: Path, out: Path, **config) -> dict:
+def run_cv(manifest: Path, out: Path, only_fold: int | None = None, **config) -> dict:
     return cross_validate_recipe(
         manifest,
         out,
@@ -39,6 +39,7 @@ def run_cv(manifest: Path, out: Path, **config) -> dict:
         config=CVConfig(**{"folds": 2, **config}),
         bootstrap=FAST_BOOTSTRAP,
         progress=False,
+        only_fold=only_fold,
     )
 
 
@@ -147,3 +148,23 @@ def test_too_few_groups_are_refused_before_any_fold(data, tmp_path, monkeypatch)
     with pytest.raises(Exception, match="fewer than --folds 7"):
         run_cv(data, tmp_path / "cv", folds=7)
     assert not np.any([p.exists() for p in (tmp_path / "cv").glob("folds/*")])
+
+
+def test_one_fold_at_a_time_then_pooled(data, finished, tmp_path, monkeypatch) -> None:
+    _, complete = finished
+    out = tmp_path / "cv"
+    calls = []
+    real_fit = xvision.recipes.fit
+
+    def counting_fit(manifest, run, **kwargs):
+        calls.append(Path(run).parent.name)
+        return real_fit(manifest, run, **kwargs)
+
+    monkeypatch.setattr(xvision.recipes, "fit", counting_fit)
+    assert run_cv(data, out, only_fold=2) is None
+    assert calls == ["repeat-1-fold-2"] and not (out / "metrics.json").exists()
+    with pytest.raises(RunError, match="choose 1 to 2"):
+        run_cv(data, out, only_fold=3)
+    pooled = run_cv(data, out)
+    assert calls == ["repeat-1-fold-2", "repeat-1-fold-1"]
+    assert pooled["roc_auc"] == pytest.approx(complete["roc_auc"], abs=1e-6)  # the same folds and seeds
