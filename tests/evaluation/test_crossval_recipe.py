@@ -87,11 +87,14 @@ def test_every_image_is_scored_once_by_the_fold_that_held_it_out(data, finished)
     assert (out / "plots" / "roc.png").stat().st_size > 0
 
 
-def test_run_again_keeps_finished_folds_and_resumes_an_unfinished_one(data, finished, tmp_path, monkeypatch) -> None:
+@pytest.mark.parametrize("lost", ["metrics.json", "predictions.csv"])  # interrupted before / during evaluation
+def test_run_again_keeps_finished_folds_and_resumes_an_unfinished_one(
+    data, finished, tmp_path, monkeypatch, lost
+) -> None:
     source, before = finished
     out = tmp_path / "cv"
     shutil.copytree(source, out)
-    (out / "folds" / "repeat-1-fold-2" / "run" / "metrics.json").unlink()  # interrupted before its evaluation
+    (out / "folds" / "repeat-1-fold-2" / "run" / lost).unlink()
     calls = []
     real_fit = xvision.recipes.fit
 

@@ -98,6 +98,8 @@ def cross_validate_recipe(
             if only_fold is not None and only_fold != repeat * config.folds + fold:
                 continue
             number = f"fold {repeat * config.folds + fold} of {total}"
+            if not (run / "predictions.csv").is_file():  # evaluate writes metrics.json first: redo the evaluation
+                (run / "metrics.json").unlink(missing_ok=True)
             if (run / "metrics.json").is_file():
                 log.info("cv: %s: finished on an earlier call, kept", number)
             else:
@@ -245,7 +247,8 @@ def _read_fold(fold_dir: Path, manifest: Manifest, test_idx: np.ndarray, classes
     ]
     bundle = json.loads((run / "bundle.json").read_text(encoding="utf-8"))
     recorded = fold_dir / "fold.json"
-    recipe = json.loads(recorded.read_text(encoding="utf-8"))["recipe"] if recorded.is_file() else None
+    # fold.json is written the moment `fit` returns: missing only if interrupted in that instant
+    recipe = json.loads(recorded.read_text(encoding="utf-8"))["recipe"] if recorded.is_file() else "unrecorded"
     detail = {
         "n_test": int(np.sum(~np.isnan(proba[:, 0]))),
         "recipe": recipe,
