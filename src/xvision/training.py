@@ -110,6 +110,7 @@ def train_run(
     calibrate: str = "none",
     positive: str | None = None,
     audit: bool = True,
+    recipe: str | None = None,
 ) -> TrainSummary:
     """Train the head on the ``train`` split (``val`` picks the epoch) and write a run folder.
 
@@ -118,7 +119,8 @@ def train_run(
     the probability of the ``positive`` class; both are stored in bundle.json. Without a validation
     split the threshold is 0.5 (and the bundle says so); temperature scaling then refuses to run.
     Before training, ``audit`` runs the shortcut audit on the store's images (when reachable) and its
-    verdict is stored as bundle.json's ``audit``.
+    verdict is stored as bundle.json's ``audit``. ``recipe`` (`xvision fit`'s, after any fallback) is
+    recorded as bundle.json's ``recipe`` (``null`` for `xvision train`).
     """
     from tqdm.auto import tqdm
 
@@ -185,6 +187,7 @@ def train_run(
         run_dir,
         {
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "recipe": recipe,
             "classes": classes,
             "backbone": backbone,
             "untrained_backbone": untrained,

@@ -62,6 +62,7 @@ def test_fit_leaves_a_complete_run_folder(fitted) -> None:
     run = root / "run"
     bundle = json.loads((run / "bundle.json").read_text())
     assert bundle["backbone"]["name"] == TINY and bundle["untrained_backbone"] is True
+    assert bundle["recipe"] == "lite0"
     assert len(list((run / "checkpoints").glob("epoch-*.safetensors"))) == 20
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["split"] == "test" and metrics["n"] > 0

@@ -46,6 +46,7 @@ def test_the_server_answers_as_predict_does(run) -> None:
     bundle = json.loads((run / "run" / "bundle.json").read_text())
     assert info["classes"] == bundle["classes"] and info["backbone"] == TINY
     assert info["untrained_backbone"] is True and info["weights"]["source"] == "random"
+    assert info["recipe"] is None  # trained by `train`, not by a `fit` recipe
     answer = client.post("/predict", files=uploads)
     assert answer.status_code == 200
     records = answer.json()["predictions"]

@@ -104,7 +104,7 @@ def cross_validate_recipe(
                 log.info("cv: %s: finished on an earlier call, kept", number)
             else:
                 log.info("cv: %s: fitting recipe %r, %d images held out", number, chosen.name, len(test_idx))
-                result = fit(
+                fit(
                     fold_manifest,
                     run,
                     recipe=chosen.name,
@@ -113,7 +113,6 @@ def cross_validate_recipe(
                     seed=config.seed + repeat,
                     progress=progress,
                 )
-                atomic_write_json(fold_dir / "fold.json", {"recipe": result.recipe})
             if only_fold is not None:
                 return None
             fold_result = _read_fold(fold_dir, manifest, test_idx, classes)
@@ -246,12 +245,9 @@ def _read_fold(fold_dir: Path, manifest: Manifest, test_idx: np.ndarray, classes
         for item in run_metrics.get("unreadable") or []
     ]
     bundle = json.loads((run / "bundle.json").read_text(encoding="utf-8"))
-    recorded = fold_dir / "fold.json"
-    # fold.json is written the moment `fit` returns: missing only if interrupted in that instant
-    recipe = json.loads(recorded.read_text(encoding="utf-8"))["recipe"] if recorded.is_file() else "unrecorded"
     detail = {
         "n_test": int(np.sum(~np.isnan(proba[:, 0]))),
-        "recipe": recipe,
+        "recipe": bundle.get("recipe") or "unrecorded",  # runs of xvision <= 2026-11-27 did not record it
         "backbone": bundle["backbone"]["name"],
         "weights": bundle["backbone"]["weights"],
         "warning": bundle.get("warning"),

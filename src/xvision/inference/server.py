@@ -63,6 +63,7 @@ def model_info(predictor: Predictor) -> dict[str, Any]:
             "value": predictor.threshold,
             "rule": describe_threshold(bundle.threshold_info, predictor.positive),
         },
+        "recipe": bundle.info.get("recipe"),
         "backbone": bundle.backbone["name"],
         "weights": {k: bundle.backbone["weights"].get(k) for k in ("source", "name", "sha256", "pretrained")},
         "untrained_backbone": predictor.untrained_backbone,

@@ -51,7 +51,8 @@ def fit(
     chosen = get_recipe(recipe)
     if not overwrite and _trained_not_evaluated(Path(run_dir), manifest):
         log.warning("%s: the head was trained on this manifest and not evaluated (interrupted?): evaluating", run_dir)
-        return FitResult(Path(run_dir), chosen.name, evaluate_run(run_dir, Path(run_dir) / "features", split="test"))
+        ran = json.loads((Path(run_dir) / "bundle.json").read_text(encoding="utf-8")).get("recipe") or chosen.name
+        return FitResult(Path(run_dir), ran, evaluate_run(run_dir, Path(run_dir) / "features", split="test"))
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     checked, train_rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # else extraction does
     if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(train_rows):
@@ -88,7 +89,7 @@ def fit(
         weights, backbone = str(tuned), tuned_backbone(tuned)  # `<name>_lung` when it learnt the lung fields
     extract_manifest(manifest, features, backbone=backbone or chosen.backbone, weights=weights, progress=progress)
     head = MLPClassifier(**{**chosen.head, "seed": seed})
-    train_run(features, run, head=head, overwrite=overwrite, progress=progress)
+    train_run(features, run, head=head, overwrite=overwrite, progress=progress, recipe=chosen.name)
     metrics = None
     if any(row.split == "test" for row in checked.rows):
         metrics = evaluate_run(run, features, split="test")
