@@ -82,6 +82,7 @@ def test_evaluate_writes_a_well_formed_report_with_every_section(phantom_run: Pa
         assert heading in page.words
     assert "Decision threshold" in page.words and "youden" in page.words
     assert "Expected calibration error" in page.words
+    assert "Sensitivity at 90% specificity" in page.words  # threshold-free operating figure
     assert "95% CI" in page.words  # intervals are shown where metrics.json has them
     assert TINY in page.words and "random-init-seed0" in page.words  # backbone and weights identity
     manifest = json.loads((phantom_run / "bundle.json").read_text())["data"]["manifest"]

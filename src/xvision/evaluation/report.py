@@ -38,6 +38,7 @@ _HEADLINE = (
 _METRICS = (
     *_HEADLINE,
     ("balanced_accuracy", "Balanced accuracy"),
+    ("sensitivity_at_90_specificity", "Sensitivity at 90% specificity (cut read off this ROC curve)"),
     ("brier", "Brier score (lower is better)"),
     ("ece", "Expected calibration error (lower is better)"),
 )
