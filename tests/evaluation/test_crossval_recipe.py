@@ -137,6 +137,11 @@ def test_cli_takes_a_manifest_or_a_store_and_refuses_options_of_the_other(data, 
     assert main(["cv", str(data), "-o", str(out), *args]) == 0  # finished folds: scored again, nothing refitted
     shown = capsys.readouterr().out
     assert "cross-validation (2 folds, pooled out-of-fold): n=24" in shown
+    fold_aucs = [
+        json.loads((out / "folds" / f"repeat-1-fold-{k}" / "run" / "metrics.json").read_text())["roc_auc"]
+        for k in (1, 2)
+    ]
+    assert f"ROC AUC per fold: {fold_aucs[0]:.3f}, {fold_aucs[1]:.3f}" in shown
     assert main(["cv", str(data), "-o", str(out), "--hidden", "none"]) == 2
     assert "--hidden applies to a feature store" in capsys.readouterr().err
     features = out / "folds" / "repeat-1-fold-1" / "run" / "features"

@@ -252,6 +252,7 @@ def _read_fold(fold_dir: Path, manifest: Manifest, test_idx: np.ndarray, classes
         "weights": bundle["backbone"]["weights"],
         "warning": bundle.get("warning"),
         "threshold": (bundle.get("threshold") or {}).get("value"),
+        "roc_auc": run_metrics.get("roc_auc"),  # of this fold's held-out images alone
     }
     return {"proba": proba, "decisions": decisions, "unreadable": unreadable, "detail": detail}
 
