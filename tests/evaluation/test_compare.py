@@ -89,3 +89,53 @@ def test_images_are_matched_by_content(two_runs, caplog, tmp_path) -> None:
     store.write_index(kept)
     with pytest.raises(FeatureStoreError, match="another label"):
         compare_runs(run_a, run_b, store_a, features_b=store_b, bootstrap=BOOT)
+
+
+@pytest.fixture(scope="module")
+def two_cvs(two_runs, tmp_path_factory) -> tuple[Path, Path, dict, dict]:
+    """A strong and a weak head cross-validated on the same images (stores A and B see them differently)."""
+    from xvision.evaluation.crossval import CVConfig, cross_validate
+
+    _, _, store_a, store_b = two_runs
+    root = tmp_path_factory.mktemp("cvs")
+    strong = {"hidden": (32,), "epochs": 15, "lr": 0.05}
+    weak = {"hidden": (32,), "epochs": 1, "lr": 0.001}
+    metrics_a = cross_validate(store_a, root / "cv_a", head_params=strong, config=CVConfig(folds=3), progress=False)
+    metrics_b = cross_validate(
+        store_b, root / "cv_b", head_params=weak, config=CVConfig(folds=3, seed=1), progress=False
+    )
+    oof_b = (root / "cv_b" / "oof_predictions.csv").read_text().splitlines()
+    shuffled = [oof_b[0], *np.random.default_rng(0).permutation(oof_b[1:]).tolist()]  # matched by image, not order
+    (root / "cv_b" / "oof_predictions.csv").write_text("\n".join(shuffled) + "\n")
+    return root / "cv_a", root / "cv_b", metrics_a, metrics_b
+
+
+def test_two_cross_validations_are_compared_on_their_out_of_fold_predictions(two_cvs) -> None:
+    from xvision.evaluation.compare import compare_cv
+
+    cv_a, cv_b, metrics_a, metrics_b = two_cvs
+    result = compare_cv(cv_a, cv_b, bootstrap=BOOT)
+    assert result["n"] == 120 and result["matched_by"] == "sha256"  # the same images, other features
+    assert result["auc_a"] == pytest.approx(metrics_a["roc_auc"], abs=1e-5)
+    assert result["auc_b"] == pytest.approx(metrics_b["roc_auc"], abs=1e-5)
+    d = result["difference"]
+    assert d["value"] == pytest.approx(result["auc_a"] - result["auc_b"])
+    assert d["ci_low"] <= d["value"] <= d["ci_high"] and result["delong"]["p_value"] < 0.05
+    assert result["bootstrap"]["unit"] == "group" and result["bootstrap"]["n_units"] == 60
+    same = compare_cv(cv_a, cv_a, bootstrap=BOOT)["difference"]
+    assert same == {"value": 0.0, "ci_low": 0.0, "ci_high": 0.0}
+
+
+def test_compare_cli_takes_two_runs_or_two_cv_folders(two_runs, two_cvs, capsys) -> None:
+    from xvision.cli.main import main
+
+    run_a, _, store_a, _ = two_runs
+    cv_a, cv_b, _, _ = two_cvs
+    assert main(["compare", str(cv_a), str(cv_b), "--bootstrap", "200"]) == 0
+    assert "pooled out-of-fold predictions (matched by sha256): n=120" in capsys.readouterr().out
+    assert main(["compare", str(cv_a), str(run_a)]) == 2
+    assert "is an `xvision cv` folder and" in capsys.readouterr().err
+    assert main(["compare", str(cv_a), str(cv_b), "--features", str(store_a)]) == 2
+    assert "--features and --features-b apply to runs" in capsys.readouterr().err
+    assert main(["compare", str(run_a), str(run_a)]) == 2
+    assert "needs --features" in capsys.readouterr().err

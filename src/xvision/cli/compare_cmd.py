@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from xvision._fileio import atomic_write_json
+from xvision.errors import RunError
 from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
 
 
@@ -14,8 +15,13 @@ def format_comparison(result: dict) -> str:
     """A short human summary of a comparison."""
     d = result["difference"]
     b = result["bootstrap"]
+    where = (
+        f"pooled out-of-fold predictions (matched by {result['matched_by']})"
+        if result.get("kind") == "cross-validation"
+        else f"split {result['split']}"
+    )
     lines = [
-        f"split {result['split']}: n={result['n']} images scored by both runs",
+        f"{where}: n={result['n']} images scored by both",
         f"ROC AUC  A {result['auc_a']:.3f}   B {result['auc_b']:.3f}",
         f"A - B    {d['value']:+.3f}, {100 * b['level']:.0f}% paired bootstrap interval "
         f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({b['n_resamples']} resamples of {b['n_units']} {b['unit']}s)",
@@ -32,14 +38,15 @@ def format_comparison(result: dict) -> str:
 
 
 @click.command("compare")
-@click.argument("run_a", type=click.Path(file_okay=False, path_type=Path))
-@click.argument("run_b", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_a", metavar="RUN_A|CV_A", type=click.Path(file_okay=False, path_type=Path))
+@click.argument("run_b", metavar="RUN_B|CV_B", type=click.Path(file_okay=False, path_type=Path))
 @click.option(
     "--features",
     "features_dir",
     type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="FEATURES_DIR with the split to compare on (run A's backbone; run B's too unless --features-b).",
+    default=None,
+    help="FEATURES_DIR with the split to compare on (run A's backbone; run B's too unless --features-b). "
+    "Required for runs; not taken for two `xvision cv` folders.",
 )
 @click.option(
     "--features-b",
@@ -68,7 +75,7 @@ def format_comparison(result: dict) -> str:
 def compare(
     run_a: Path,
     run_b: Path,
-    features_dir: Path,
+    features_dir: Path | None,
     features_b: Path | None,
     split: str,
     n_resamples: int,
@@ -76,17 +83,32 @@ def compare(
     output: Path | None,
 ) -> None:
     """Compare the ROC AUC of RUN_A and RUN_B on the same images: A - B with a paired bootstrap interval
-    and DeLong's test for correlated AUCs."""
-    from xvision.evaluation.compare import compare_runs
+    and DeLong's test for correlated AUCs.
 
-    result = compare_runs(
-        run_a,
-        run_b,
-        features_dir,
-        features_b=features_b,
-        split=None if split == "all" else split,
-        bootstrap=BootstrapConfig(n_resamples=n_resamples, seed=seed),
-    )
+    Two `xvision cv` output folders (CV_A, CV_B) are compared on their pooled out-of-fold predictions of
+    the images both scored: what one recipe buys over another, with a paired interval."""
+    from xvision.evaluation.compare import compare_cv, compare_runs, is_cv_dir
+
+    bootstrap = BootstrapConfig(n_resamples=n_resamples, seed=seed)
+    cv_dirs = [is_cv_dir(run_a), is_cv_dir(run_b)]
+    if any(cv_dirs):
+        if not all(cv_dirs):
+            cv, other = (run_a, run_b) if cv_dirs[0] else (run_b, run_a)
+            raise RunError(f"{cv} is an `xvision cv` folder and {other} is not; compare two runs or two cv folders")
+        if features_dir is not None or features_b is not None:
+            raise RunError("--features and --features-b apply to runs; two cv folders carry their own predictions")
+        result = compare_cv(run_a, run_b, bootstrap=bootstrap)
+    else:
+        if features_dir is None:
+            raise RunError("comparing two runs needs --features FEATURES_DIR (the images to score them on)")
+        result = compare_runs(
+            run_a,
+            run_b,
+            features_dir,
+            features_b=features_b,
+            split=None if split == "all" else split,
+            bootstrap=bootstrap,
+        )
     click.echo(format_comparison(result))
     if output is not None:
         atomic_write_json(output, result)

@@ -4,10 +4,15 @@ Both runs score the same images of one split: with one feature store when both r
 with a second store (``features_b``) when they do not, images then being matched by content (SHA-256).
 The difference ``AUC_A - AUC_B`` gets a paired bootstrap interval (each resample scores both runs on the
 same images, whole groups drawn within classes, as in ``evaluate``) and, for two classes, DeLong's test.
+
+Two `xvision cv` folders are compared the same way on their pooled out-of-fold predictions
+(:func:`compare_cv`): how much one recipe or ingredient buys over another, with a paired interval.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -62,26 +67,49 @@ def compare_runs(
             log.warning("%d compared images were used to train run %s: its AUC is optimistic", count, name.upper())
 
     proba_a, proba_b = a.predict_proba(X_a), b.predict_proba(X_b)
-    binary = len(classes) == 2
-    pos = classes.index(a.positive) if binary and a.positive else None
-    auc_a = compute_metrics(y, proba_a, classes)["roc_auc"]
-    auc_b = compute_metrics(y, proba_b, classes)["roc_auc"]
-    if auc_a is None or auc_b is None:
+    positive = a.positive if len(classes) == 2 else None
+    scored = compare_scores(y, proba_a, proba_b, classes, positive, [r.group for r in rows], bootstrap)
+    if scored is None:
         raise FeatureStoreError(f"{features}: split {split!r} lacks a class, so ROC AUC is undefined")
-    codes = group_codes([r.group for r in rows], len(rows))
-    samples = paired_auc_samples(y, [proba_a, proba_b], positive=pos, groups=codes, config=bootstrap)
-    diff = samples[0] - samples[1]
-    diff = diff[np.isfinite(diff)]
-    low, high = np.quantile(diff, [(1 - bootstrap.level) / 2, (1 + bootstrap.level) / 2])
-    result: dict[str, Any] = {
+    return {
         "run_a": str(run_a),
         "run_b": str(run_b),
         "features": str(features),
         "features_b": None if features_b is None else str(features_b),
         "split": split or "all",
+        **scored,
+        "overlap_with_training": overlap,
+        "warning": "UNTRAINED BACKBONE" if a.untrained_backbone or b.untrained_backbone else None,
+    }
+
+
+def compare_scores(
+    y: np.ndarray,
+    proba_a: np.ndarray,
+    proba_b: np.ndarray,
+    classes: list[str],
+    positive: str | None,
+    groups: list[str | None],
+    bootstrap: BootstrapConfig,
+) -> dict[str, Any] | None:
+    """AUCs of two sets of probabilities for the same images, their difference with a paired bootstrap
+    interval (whole ``groups`` drawn within classes) and, for two classes, DeLong's test; None when a class
+    is missing (AUC undefined)."""
+    binary = len(classes) == 2
+    pos = classes.index(positive) if binary and positive else None
+    auc_a = compute_metrics(y, proba_a, classes)["roc_auc"]
+    auc_b = compute_metrics(y, proba_b, classes)["roc_auc"]
+    if auc_a is None or auc_b is None:
+        return None
+    codes = group_codes(groups, len(y))
+    samples = paired_auc_samples(y, [proba_a, proba_b], positive=pos, groups=codes, config=bootstrap)
+    diff = samples[0] - samples[1]
+    diff = diff[np.isfinite(diff)]
+    low, high = np.quantile(diff, [(1 - bootstrap.level) / 2, (1 + bootstrap.level) / 2])
+    result: dict[str, Any] = {
         "n": int(len(y)),
         "classes": classes,
-        "positive": a.positive if binary else None,
+        "positive": positive if binary else None,
         "auc_a": float(auc_a),
         "auc_b": float(auc_b),
         "difference": {"value": float(auc_a - auc_b), "ci_low": float(low), "ci_high": float(high)},
@@ -91,11 +119,9 @@ def compare_runs(
             "n_resamples": bootstrap.n_resamples,
             "seed": bootstrap.seed,
             "stratified_by": "class",
-            "unit": "group" if any(r.group for r in rows) else "image",
+            "unit": "group" if any(groups) else "image",
             "n_units": int(len(np.unique(codes))),
         },
-        "overlap_with_training": overlap,
-        "warning": "UNTRAINED BACKBONE" if a.untrained_backbone or b.untrained_backbone else None,
     }
     if binary:
         assert pos is not None
@@ -133,3 +159,71 @@ def _match_by_content(
             f"{features_b}: {len(disagree)} image(s) carry another label than in the first store, e.g. {disagree[0]}"
         )
     return rows, data.X[keep], store_b.X[idx_b]
+
+
+def is_cv_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds the output of `xvision cv` (metrics.json of kind "cross-validation")."""
+    metrics = Path(path) / "metrics.json"
+    if not metrics.is_file():
+        return False
+    try:
+        return json.loads(metrics.read_text(encoding="utf-8")).get("kind") == "cross-validation"
+    except (ValueError, OSError):
+        return False
+
+
+def compare_cv(cv_a: str | Path, cv_b: str | Path, *, bootstrap: BootstrapConfig = DEFAULT_BOOTSTRAP) -> dict[str, Any]:
+    """Compare the pooled out-of-fold predictions of two `xvision cv` folders on the images both scored.
+
+    Every out-of-fold probability comes from a model that never saw its image, so the two sets are
+    compared as two runs' probabilities on one test set are: paired by image (by SHA-256 where both files
+    have it, else by path), with the same interval and test. With ``--repeats``, the first repeat of each.
+    """
+    a, b = _read_cv(cv_a), _read_cv(cv_b)
+    if a["classes"] != b["classes"] or a["positive"] != b["positive"]:
+        raise RunError(
+            f"the cross-validations predict different classes or positive classes ({a['classes']}, "
+            f"{a['positive']!r} vs {b['classes']}, {b['positive']!r}); compare like with like"
+        )
+    key = "sha256" if all(r["sha256"] for r in a["rows"] + b["rows"]) else "path"
+    where = {r[key]: r for r in b["rows"]}
+    pairs = [(r, where[r[key]]) for r in a["rows"] if r[key] in where]
+    if not pairs:
+        raise RunError(f"{cv_a} and {cv_b} share no scored image (matched by {key}); compare like with like")
+    left_out = len(a["rows"]) + len(b["rows"]) - 2 * len(pairs)
+    if left_out:
+        log.warning("%d image(s) scored by only one of the cross-validations are left out", left_out)
+    disagree = [ra["path"] for ra, rb in pairs if ra["label"] != rb["label"]]
+    if disagree:
+        raise RunError(f"{len(disagree)} image(s) carry different labels in the two, e.g. {disagree[0]}")
+    classes = a["classes"]
+    y = np.array([classes.index(ra["label"]) for ra, _ in pairs])
+    proba_a = np.array([[float(ra[f"p_{c}"]) for c in classes] for ra, _ in pairs])
+    proba_b = np.array([[float(rb[f"p_{c}"]) for c in classes] for _, rb in pairs])
+    groups = [ra["group"] or None for ra, _ in pairs]
+    scored = compare_scores(y, proba_a, proba_b, classes, a["positive"], groups, bootstrap)
+    if scored is None:
+        raise RunError("the images both cross-validations scored lack a class, so ROC AUC is undefined")
+    return {
+        "cv_a": str(cv_a),
+        "cv_b": str(cv_b),
+        "kind": "cross-validation",
+        "matched_by": key,
+        **scored,
+        "warning": a["warning"] or b["warning"],
+    }
+
+
+def _read_cv(cv_dir: str | Path) -> dict[str, Any]:
+    """Classes, positive class, watermark and the first repeat's rows of an `xvision cv` folder."""
+    if not is_cv_dir(cv_dir):
+        raise RunError(f"{cv_dir}: not an `xvision cv` output folder (no metrics.json of a cross-validation)")
+    metrics = json.loads((Path(cv_dir) / "metrics.json").read_text(encoding="utf-8"))
+    with open(Path(cv_dir) / "oof_predictions.csv", newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.DictReader(handle) if r["repeat"] == "1"]
+    return {
+        "classes": metrics["classes"],
+        "positive": metrics.get("positive"),
+        "warning": metrics.get("warning"),
+        "rows": rows,
+    }
