@@ -176,3 +176,11 @@ def test_one_fold_at_a_time_then_pooled(data, finished, tmp_path, monkeypatch) -
     pooled = run_cv(data, out)
     assert calls == ["repeat-1-fold-2", "repeat-1-fold-1"]
     assert pooled["roc_auc"] == pytest.approx(complete["roc_auc"], abs=1e-6)  # the same folds and seeds
+
+
+def test_a_cv_folder_given_where_a_run_is_expected_says_what_it_holds(finished, capsys) -> None:
+    out, _ = finished
+    for command in (["report", str(out)], ["predict", str(out), str(out / "cv_recipe.json")]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "not a run folder" in err and "holds a cross-validation" in err and "folds/" in err

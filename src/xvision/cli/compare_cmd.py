@@ -87,7 +87,8 @@ def compare(
 
     Two `xvision cv` output folders (CV_A, CV_B) are compared on their pooled out-of-fold predictions of
     the images both scored: what one recipe buys over another, with a paired interval."""
-    from xvision.evaluation.compare import compare_cv, compare_runs, is_cv_dir
+    from xvision.evaluation.compare import compare_cv, compare_runs
+    from xvision.evaluation.crossval import is_cv_dir
 
     bootstrap = BootstrapConfig(n_resamples=n_resamples, seed=seed)
     cv_dirs = [is_cv_dir(run_a), is_cv_dir(run_b)]

@@ -21,6 +21,7 @@ import numpy as np
 
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.bootstrap import BootstrapConfig, group_codes, paired_auc_samples
+from xvision.evaluation.crossval import is_cv_dir
 from xvision.evaluation.delong import delong_test
 from xvision.evaluation.metrics import compute_metrics
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP
@@ -159,17 +160,6 @@ def _match_by_content(
             f"{features_b}: {len(disagree)} image(s) carry another label than in the first store, e.g. {disagree[0]}"
         )
     return rows, data.X[keep], store_b.X[idx_b]
-
-
-def is_cv_dir(path: str | Path) -> bool:
-    """Whether ``path`` holds the output of `xvision cv` (metrics.json of kind "cross-validation")."""
-    metrics = Path(path) / "metrics.json"
-    if not metrics.is_file():
-        return False
-    try:
-        return json.loads(metrics.read_text(encoding="utf-8")).get("kind") == "cross-validation"
-    except (ValueError, OSError):
-        return False
 
 
 def compare_cv(cv_a: str | Path, cv_b: str | Path, *, bootstrap: BootstrapConfig = DEFAULT_BOOTSTRAP) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import contextlib
 import copy
 import csv
 import io
+import json
 import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -75,6 +76,28 @@ class CVConfig:
         ThresholdRule.parse(self.threshold_rule)
         if self.calibrate != "none" and self.inner_val == 0:
             raise ValueError(f"--calibrate {self.calibrate} is fitted on each fold's validation part: set --inner-val")
+
+
+def is_cv_dir(path: str | Path) -> bool:
+    """Whether ``path`` holds the output of `xvision cv` (metrics.json of kind "cross-validation")."""
+    metrics = Path(path) / "metrics.json"
+    if not metrics.is_file():
+        return False
+    try:
+        return json.loads(metrics.read_text(encoding="utf-8")).get("kind") == "cross-validation"
+    except (ValueError, OSError):
+        return False
+
+
+def not_a_run(path: str | Path) -> str:
+    """The error for a folder without bundle.json, pointing a cv folder's user at what it holds."""
+    message = f"{path}: not a run folder (no readable bundle.json); create one with `xvision fit` or `xvision train`"
+    if is_cv_dir(path):
+        message += (
+            f"; {path} holds a cross-validation (`xvision cv`): its figures are its metrics.json and plots/, "
+            "and a recipe's folds are runs in its folds/ folder"
+        )
+    return message
 
 
 def cv_groups(data: FeatureSet, group_by: str | None) -> np.ndarray:

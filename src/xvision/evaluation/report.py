@@ -67,9 +67,9 @@ def write_report(
     results = Path(results_dir) if results_dir is not None else run_dir
     bundle = _read_json(run_dir / "bundle.json")
     if bundle is None:
-        raise RunError(
-            f"{run_dir}: not a run folder (no readable bundle.json); create one with `xvision fit` or `xvision train`"
-        )
+        from xvision.evaluation.crossval import not_a_run
+
+        raise RunError(not_a_run(run_dir))
     metrics = _read_json(results / "metrics.json")
     store = _find_store(features_dir, bundle, metrics)
     context = build_context(run_dir, results, bundle, metrics, store)

@@ -131,7 +131,9 @@ def load_bundle(run_dir: str | Path) -> RunBundle:
     root = Path(run_dir)
     info_path = root / "bundle.json"
     if not info_path.is_file():
-        raise RunError(f"{root}: not a run folder (no bundle.json); create one with `xvision fit` or `xvision train`")
+        from xvision.evaluation.crossval import not_a_run
+
+        raise RunError(not_a_run(root))
     try:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
