@@ -279,7 +279,7 @@ def _claim(
         before = json.loads(recorded.read_text(encoding="utf-8"))
         flat = {**{k: v for k, v in settings.items() if k != "cv"}, **settings["cv"]}
         flat_before = {**{k: v for k, v in before.items() if k != "cv"}, **(before.get("cv") or {})}
-        changed = sorted(k for k in flat if flat_before.get(k) != flat[k])
+        changed = sorted(k.replace("_sha256", " (its SHA-256)") for k in flat if flat_before.get(k) != flat[k])
         if changed:
             raise RunError(
                 f"{out}: holds the folds of another cross-validation (different {', '.join(changed)}); "
