@@ -120,6 +120,19 @@ def test_folds_of_other_settings_or_a_foreign_folder_are_refused(data, finished,
     assert (foreign / "mine.txt").read_text() == "keep me"
 
 
+def test_settings_may_change_while_no_fold_has_started(data, tmp_path, monkeypatch) -> None:
+    def failing_fit(*args, **kwargs):
+        raise RunError("weights not available offline")
+
+    monkeypatch.setattr(xvision.recipes, "fit", failing_fit)
+    with pytest.raises(RunError, match="offline"):
+        run_cv(data, tmp_path / "cv")
+    monkeypatch.undo()
+    metrics = run_cv(data, tmp_path / "cv", seed=1)  # another setting, accepted: nothing had been fitted
+    assert metrics["cv"]["seed"] == 1
+    assert json.loads((tmp_path / "cv" / "cv_recipe.json").read_text())["cv"]["seed"] == 1
+
+
 def test_an_unreadable_image_is_left_out_and_listed(data, tmp_path) -> None:
     root = tmp_path / "data"
     shutil.copytree(data.parent, root)

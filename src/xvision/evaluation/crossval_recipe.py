@@ -280,6 +280,11 @@ def _claim(
         flat = {**{k: v for k, v in settings.items() if k != "cv"}, **settings["cv"]}
         flat_before = {**{k: v for k, v in before.items() if k != "cv"}, **(before.get("cv") or {})}
         changed = sorted(k.replace("_sha256", " (its SHA-256)") for k in flat if flat_before.get(k) != flat[k])
+        started = any(run.exists() for run in (out / "folds").glob("*/run"))
+        if changed and not started:  # e.g. the first fold failed on missing weights: nothing to keep
+            log.info("%s: no fold had started; starting afresh with these settings", out)
+            atomic_write_json(recorded, settings)
+            return
         if changed:
             raise RunError(
                 f"{out}: holds the folds of another cross-validation (different {', '.join(changed)}); "
