@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from xvision.errors import FeatureStoreError
 from xvision.evaluation import crossval
@@ -52,6 +53,10 @@ def test_folds_keep_groups_together_and_score_every_image_once(store_factory, tm
     assert auc["value"] == metrics["roc_auc"] and auc["ci_low"] <= auc["value"] <= auc["ci_high"]
     assert metrics["roc_auc"] > 0.7  # the synthetic signal is strong
     assert [d["n_test"] for d in metrics["folds_detail"]] and sum(d["n_test"] for d in metrics["folds_detail"]) == 60
+    for detail in metrics["folds_detail"]:  # each fold's own AUC, from its held-out images only
+        held = [r for r in rows if r["fold"] == str(detail["fold"])]
+        y_fold = [r["label"] == "nodule" for r in held]
+        assert detail["roc_auc"] == pytest.approx(roc_auc_score(y_fold, [float(r["p_nodule"]) for r in held]))
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["intervals"] == metrics["intervals"]
     for name in ("confusion_matrix.png", "roc.png", "reliability.png"):

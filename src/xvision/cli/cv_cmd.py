@@ -160,7 +160,7 @@ def cv(
         metrics = cross_validate(source, out_dir, head_params=head_params, config=config, bootstrap=bootstrap)
     click.echo(format_metrics(metrics))
     fold_aucs = [d.get("roc_auc") for d in metrics["folds_detail"]]
-    if is_manifest and fold_aucs and None not in fold_aucs:
+    if fold_aucs and None not in fold_aucs:
         click.echo(
             f"ROC AUC per fold: {', '.join(f'{a:.3f}' for a in fold_aucs)} (mean {sum(fold_aucs) / len(fold_aucs):.3f})"
         )

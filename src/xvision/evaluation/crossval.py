@@ -36,6 +36,7 @@ from xvision.data.split import link_groups
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.bootstrap import BootstrapConfig
 from xvision.evaluation.calibration import apply_temperature
+from xvision.evaluation.metrics import compute_metrics
 from xvision.evaluation.operating import fit_operating_point
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
 from xvision.evaluation.threshold import ThresholdRule, decide
@@ -295,6 +296,7 @@ def _run_fold(
         "threshold": threshold,
         "temperature": temperature,
         "positive": positive,
+        "roc_auc": compute_metrics(y[test_idx], proba, classes, positive=positive)["roc_auc"],  # this fold alone
     }
     return {"proba": proba, "decisions": decisions, "detail": detail}
 
