@@ -14,6 +14,10 @@ def test_every_exported_name_resolves_to_its_module_object() -> None:
     for name in xvision.__all__:
         assert getattr(xvision, name) is not None, name
     assert xvision.fit is fit and xvision.evaluate_manifest is evaluate_manifest
+    from xvision.evaluation.crossval_recipe import cross_validate_recipe
+
+    assert xvision.cross_validate_recipe is cross_validate_recipe
+    assert set(xvision._EXPORTS) <= set(xvision.__all__)  # every lazily exported name is declared
     assert {"fit", "evaluate_manifest", "Predictor"} <= set(dir(xvision))
 
 

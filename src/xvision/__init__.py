@@ -11,6 +11,11 @@ The public API, shared with the CLI (each ``xvision`` command is a thin wrapper 
     evaluate_run(run_dir, features_dir, split="test")  -> metrics dict (+ metrics.json, plots)
     fit(manifest, run_dir, recipe="best")              -> a named recipe end to end (list_recipes())
     evaluate_manifest(run_dir, manifest)               -> metrics on images the run has never seen
+    cross_validate(features_dir, out_dir, config=CVConfig(...))
+                                                       -> pooled out-of-fold metrics of the head
+    cross_validate_recipe(manifest, out_dir, recipe=)  -> the same for a whole recipe (fit once per fold)
+    compare_runs(run_a, run_b, features) / compare_cv(cv_a, cv_b)
+                                                       -> AUC difference, paired interval, DeLong
     Predictor(run_dir).predict_paths(paths)            -> predictions
 """
 
@@ -33,6 +38,11 @@ _EXPORTS = {
     "write_manifest": "xvision.data",
     "evaluate_run": "xvision.evaluation.evaluate",
     "evaluate_manifest": "xvision.evaluation.on_images",
+    "CVConfig": "xvision.evaluation.crossval",
+    "cross_validate": "xvision.evaluation.crossval",
+    "cross_validate_recipe": "xvision.evaluation.crossval_recipe",
+    "compare_runs": "xvision.evaluation.compare",
+    "compare_cv": "xvision.evaluation.compare",
     "fit": "xvision.recipes",
     "list_recipes": "xvision.recipes",
     "extract_manifest": "xvision.features.extract",
@@ -57,6 +67,7 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
+    "CVConfig",
     "MLPClassifier",
     "Predictor",
     "XvisionError",
@@ -64,7 +75,11 @@ __all__ = [
     "assign_splits",
     "build_manifest",
     "check_no_leakage",
+    "compare_cv",
+    "compare_runs",
     "create_backbone",
+    "cross_validate",
+    "cross_validate_recipe",
     "evaluate_manifest",
     "evaluate_run",
     "extract_manifest",
