@@ -118,3 +118,19 @@ def test_errors_are_one_line_with_exit_code_2(
     _assert_one_line_error(capsys, "sum >= 1")
     assert main(["split", str(tmp_path / "nope.csv")]) == 2
     _assert_one_line_error(capsys, "manifest not found")
+
+
+def test_a_full_disk_is_one_line_not_a_traceback(dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:
+    import errno
+
+    import xvision.data.manifest
+
+    def full(path, text):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(xvision.data.manifest, "atomic_write_text", full)
+    out = tmp_path / "m.csv"
+    assert main(["manifest", str(dataset), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.strip() == f"Error: No space left on device: {out}"
+    assert not out.exists()

@@ -92,6 +92,11 @@ def main(argv: list[str] | None = None) -> int:
         return error.exit_code
     except click.exceptions.Exit as exit_:
         return exit_.exit_code
+    except OSError as error:  # the file system refused (disk full, read-only, no permission): say so in one line
+        logging.getLogger(__name__).debug("file system error", exc_info=True)  # -v shows where
+        where = f": {error.filename}" if error.filename else ""
+        click.echo(f"Error: {error.strerror or error}{where}", err=True)
+        return 1
     return status if isinstance(status, int) else 0
 
 
