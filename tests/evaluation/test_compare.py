@@ -136,6 +136,8 @@ def test_compare_cli_takes_two_runs_or_two_cv_folders(two_runs, two_cvs, capsys)
     assert main(["compare", str(cv_a), str(run_a)]) == 2
     assert "is an `xvision cv` folder and" in capsys.readouterr().err
     assert main(["compare", str(cv_a), str(cv_b), "--features", str(store_a)]) == 2
-    assert "--features and --features-b apply to runs" in capsys.readouterr().err
+    assert "--features, --features-b and --split apply to runs" in capsys.readouterr().err
+    assert main(["compare", str(cv_a), str(cv_b), "--split", "all"]) == 2
+    assert "apply to runs" in capsys.readouterr().err
     assert main(["compare", str(run_a), str(run_a)]) == 2
     assert "needs --features" in capsys.readouterr().err

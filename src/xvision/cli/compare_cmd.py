@@ -96,8 +96,10 @@ def compare(
         if not all(cv_dirs):
             cv, other = (run_a, run_b) if cv_dirs[0] else (run_b, run_a)
             raise RunError(f"{cv} is an `xvision cv` folder and {other} is not; compare two runs or two cv folders")
-        if features_dir is not None or features_b is not None:
-            raise RunError("--features and --features-b apply to runs; two cv folders carry their own predictions")
+        if features_dir is not None or features_b is not None or split != "test":
+            raise RunError(
+                "--features, --features-b and --split apply to runs; two cv folders carry their own predictions"
+            )
         result = compare_cv(run_a, run_b, bootstrap=bootstrap)
     else:
         if features_dir is None:
