@@ -29,14 +29,18 @@ from xvision.heads import MLPClassifier
 
 
 def tuned_threshold(run: Path, positive: str, classes: list[str]) -> float:
-    """Youden's threshold on inner 5-fold out-of-fold probabilities of the run's head on its training split."""
+    """Youden's threshold on inner 5-fold (fewer on tiny folds) out-of-fold probabilities of the run's head on
+    its training split."""
     params = json.loads((run / "bundle.json").read_text())["head"]["params"]
     params["hidden"] = tuple(params["hidden"])
     train = load_split(run / "features", "train", mmap=False)
     X, labels = np.asarray(train.X), np.asarray(train.labels)
     y = (labels == positive).astype(int)
     oof = np.zeros(len(y))
-    for fit_idx, held in StratifiedKFold(5, shuffle=True, random_state=0).split(X, y):
+    splits = min(5, int(np.bincount(y, minlength=2).min()))  # 5, or fewer on tiny folds
+    if splits < 2:
+        raise SystemExit(f"{run}: a class has fewer than 2 training images; no inner cross-validation")
+    for fit_idx, held in StratifiedKFold(splits, shuffle=True, random_state=0).split(X, y):
         head = MLPClassifier(**params).fit(X[fit_idx], labels[fit_idx], classes=classes)
         oof[held] = head.predict_proba(X[held])[:, classes.index(positive)]
     return choose_threshold(y, oof, ThresholdRule.parse("youden"))["value"]
