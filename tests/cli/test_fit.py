@@ -262,6 +262,12 @@ def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(f
     changed = root / "data" / "fit-changed.csv"  # another manifest, with a test split too: refused as before
     changed.write_text("".join(lines[:-1]))
     assert main(["fit", str(changed), *args]) == 2 and not (run / "metrics.json").exists()
+    # the recipe reported is the one the bundle says ran (best falls back to finetune_lung without lesions)
+    bundle = json.loads((run / "bundle.json").read_text())
+    (run / "bundle.json").write_text(json.dumps({**bundle, "recipe": "finetune_lung"}))
+    from xvision.recipes import fit as fit_api
+
+    assert fit_api(root / "data" / "fit.csv", run, recipe="best", progress=False).recipe == "finetune_lung"
 
 
 def test_an_unreadable_image_is_left_out_and_said_so(fitted, tmp_path, capsys) -> None:
