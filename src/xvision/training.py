@@ -109,7 +109,7 @@ def train_run(
     threshold_rule: str = "youden",
     calibrate: str = "none",
     positive: str | None = None,
-    audit: bool = True,
+    audit: bool | dict[str, Any] = True,
     recipe: str | None = None,
 ) -> TrainSummary:
     """Train the head on the ``train`` split (``val`` picks the epoch) and write a run folder.
@@ -119,8 +119,9 @@ def train_run(
     the probability of the ``positive`` class; both are stored in bundle.json. Without a validation
     split the threshold is 0.5 (and the bundle says so); temperature scaling then refuses to run.
     Before training, ``audit`` runs the shortcut audit on the store's images (when reachable) and its
-    verdict is stored as bundle.json's ``audit``. ``recipe`` (`xvision fit`'s, after any fallback) is
-    recorded as bundle.json's ``recipe`` (``null`` for `xvision train`).
+    verdict is stored as bundle.json's ``audit``; a record already made for the same images
+    (:func:`~xvision.evaluation.audit.audit_record`) is stored as it is. ``recipe`` (`xvision fit`'s, after
+    any fallback) is recorded as bundle.json's ``recipe`` (``null`` for `xvision train`).
     """
     from tqdm.auto import tqdm
 
@@ -137,7 +138,7 @@ def train_run(
         if unknown:
             raise FeatureStoreError(f"{features_dir}: validation labels {unknown} never occur in training")
     _check_operating_options(features_dir, classes, val, threshold_rule, calibrate, positive)
-    audit_record = audit_for_run(features_dir, enabled=audit)
+    audit_record = audit if isinstance(audit, dict) else audit_for_run(features_dir, enabled=audit)
     _prepare_run_dir(run_dir, overwrite)
     backbone = train.meta["backbone"]
     untrained = not backbone["weights"]["pretrained"]

@@ -194,3 +194,24 @@ def test_a_cv_folder_given_where_a_run_is_expected_says_what_it_holds(finished, 
         assert main(command) == 2
         err = capsys.readouterr().err
         assert "not a run folder" in err and "holds a cross-validation" in err and "folds/" in err
+
+
+def test_the_images_are_audited_once_and_every_fold_records_that_audit(data, tmp_path, monkeypatch) -> None:
+    import xvision.evaluation.audit as audit
+
+    audited: list[int] = []
+    real_audit = audit.audit_manifest
+
+    def counting_audit(manifest, *args, **kwargs):
+        audited.append(len(manifest.rows))
+        return real_audit(manifest, *args, **kwargs)
+
+    monkeypatch.setattr(audit, "audit_manifest", counting_audit)
+    run_cv(data, tmp_path / "cv")
+    assert audited == [24]  # not once per fold: the folds hold the same images
+    records = [
+        json.loads((tmp_path / "cv" / "folds" / f"repeat-1-fold-{k}" / "run" / "bundle.json").read_text())["audit"]
+        for k in (1, 2)
+    ]
+    assert records[0]["status"] == "done" and records[0]["n_images"] == 24
+    assert records[0] == records[1]

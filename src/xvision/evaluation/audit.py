@@ -211,8 +211,21 @@ def audit_for_run(features_dir: str | Path, *, enabled: bool = True) -> dict[str
     try:
         store = FeatureStore(features_dir)
         manifest = _store_manifest(store.read_meta(), store.read_index())
-        if manifest is None:
-            return _skipped("the feature store does not record its manifest's location")
+    except XvisionError as error:
+        return _skipped(str(error))
+    except Exception as error:  # noqa: BLE001 - a pre-flight check must not stop a training run
+        return _failed(error)
+    if manifest is None:
+        return _skipped("the feature store does not record its manifest's location")
+    return audit_record(manifest)
+
+
+def audit_record(manifest: str | Path | Manifest) -> dict[str, Any]:
+    """Audit a manifest's images as training does (:func:`audit_for_run`) and return the same record;
+    `xvision cv MANIFEST --recipe` makes it once and hands it to every fold's `fit`."""
+    try:
+        if not isinstance(manifest, Manifest):
+            manifest = read_manifest(manifest)
         reachable = sum(path.is_file() for path in manifest.paths())
         if reachable < len(manifest.rows) / 2:
             return _skipped(f"only {reachable} of {len(manifest.rows)} images are reachable from {manifest.root}")
@@ -221,8 +234,7 @@ def audit_for_run(features_dir: str | Path, *, enabled: bool = True) -> dict[str
     except XvisionError as error:
         return _skipped(str(error))
     except Exception as error:  # noqa: BLE001 - a pre-flight check must not stop a training run
-        log.warning("shortcut audit failed (%s: %s); training goes on", type(error).__name__, error)
-        return {"status": "skipped", "reason": f"the audit failed: {type(error).__name__}: {error}"}
+        return _failed(error)
     if result.warn:
         for line in result.summary().splitlines():
             log.warning("audit: %s", line.removeprefix("WARNING: "))  # the log level says it already
@@ -238,6 +250,11 @@ def audit_for_run(features_dir: str | Path, *, enabled: bool = True) -> dict[str
         "n_skipped": len(result.skipped),
         "manifest": str(manifest.source or manifest.root),
     }
+
+
+def _failed(error: Exception) -> dict[str, Any]:
+    log.warning("shortcut audit failed (%s: %s); training goes on", type(error).__name__, error)
+    return {"status": "skipped", "reason": f"the audit failed: {type(error).__name__}: {error}"}
 
 
 def _store_manifest(meta: dict[str, Any], index: list[Any]) -> Manifest | None:

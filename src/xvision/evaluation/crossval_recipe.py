@@ -29,6 +29,7 @@ from xvision._fileio import atomic_write_json, sha256_file
 from xvision.data.manifest import Manifest, read_manifest, write_manifest
 from xvision.data.split import group_values, link_groups, readable_hashes
 from xvision.errors import ManifestError, RunError
+from xvision.evaluation.audit import audit_record
 from xvision.evaluation.bootstrap import BootstrapConfig
 from xvision.evaluation.crossval import (
     CVConfig,
@@ -81,6 +82,7 @@ def cross_validate_recipe(
     oof: list[list[Any]] = []
     details: list[dict[str, Any]] = []
     unreadable: dict[str, dict[str, str]] = {}
+    audit: dict[str, Any] | None = None  # the same images in every fold: audited once, when a fold is fitted
     total = config.folds * config.repeats
     if only_fold is not None and not 1 <= only_fold <= total:
         raise RunError(f"only_fold {only_fold}: choose 1 to {total}")
@@ -103,6 +105,8 @@ def cross_validate_recipe(
             if (run / "metrics.json").is_file():
                 log.info("cv: %s: finished on an earlier call, kept", number)
             else:
+                if audit is None:
+                    audit = audit_record(manifest)
                 log.info("cv: %s: fitting recipe %r, %d images held out", number, chosen.name, len(test_idx))
                 fit(
                     fold_manifest,
@@ -112,6 +116,7 @@ def cross_validate_recipe(
                     weights=weights,
                     seed=config.seed + repeat,
                     progress=progress,
+                    audit=audit,
                 )
             if only_fold is not None:
                 return None

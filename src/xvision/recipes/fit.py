@@ -37,13 +37,15 @@ def fit(
     seed: int = 0,
     overwrite: bool = False,
     progress: bool = True,
+    audit: dict[str, Any] | None = None,
 ) -> FitResult:
     """Fit ``recipe`` on the manifest's train (and val) split; evaluate on its test split if there is one.
 
     Without a split column every image trains the model (no held-out estimate: `xvision cv MANIFEST` gives one).
     ``backbone`` overrides the recipe's (e.g. when VGG16 weights are not available offline). A recipe that
     fine-tunes trains its backbone first into ``RUN/finetune`` (resumable; ``weights`` then gives the starting
-    weights) and extracts features with the result.
+    weights) and extracts features with the result. ``audit``: a shortcut-audit record already made for the
+    manifest's images (:func:`~xvision.evaluation.audit.audit_record`), stored instead of auditing again.
     """
     from xvision.evaluation.evaluate import evaluate_run
     from xvision.training import check_run_dir, train_run
@@ -89,7 +91,7 @@ def fit(
         weights, backbone = str(tuned), tuned_backbone(tuned)  # `<name>_lung` when it learnt the lung fields
     extract_manifest(manifest, features, backbone=backbone or chosen.backbone, weights=weights, progress=progress)
     head = MLPClassifier(**{**chosen.head, "seed": seed})
-    train_run(features, run, head=head, overwrite=overwrite, progress=progress, recipe=chosen.name)
+    train_run(features, run, head=head, overwrite=overwrite, progress=progress, recipe=chosen.name, audit=audit or True)
     metrics = None
     if any(row.split == "test" for row in checked.rows):
         metrics = evaluate_run(run, features, split="test")
