@@ -134,3 +134,48 @@ def test_a_full_disk_is_one_line_not_a_traceback(dataset: Path, tmp_path: Path, 
     err = capsys.readouterr().err
     assert err.strip() == f"Error: No space left on device: {out}"
     assert not out.exists()
+
+
+def test_a_labels_table_becomes_a_manifest_with_its_columns_renamed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A data set's own table (JSRT's labels.csv layout): paths relative to the table, other names."""
+    data = tmp_path / "jsrt"
+    _png(data / "images" / "n1.png", 1)
+    _png(data / "images" / "c1.png", 2)
+    (data / "labels.csv").write_text(
+        "file,label,study_id,nodule_x,nodule_y,nodule_diam_px,age\n"
+        "images/c1.png,nodule,S1,2.0,3.0,1.5,61\n"
+        "images/n1.png,normal,S2,,,,47\n"
+    )
+    out = tmp_path / "work" / "manifest.csv"
+    out.parent.mkdir()
+    renames = ["path=file", "group=study_id", "lesion_x=nodule_x", "lesion_y=nodule_y", "lesion_diam=nodule_diam_px"]
+    args = ["manifest", str(data / "labels.csv"), "-o", str(out)]
+    assert main([*args, *(f"--column={pair}" for pair in renames)]) == 0
+    assert "2 images, 2 classes (nodule 1, normal 1), 2 groups" in capsys.readouterr().out
+    manifest = read_manifest(out)
+    assert manifest.columns == ("path", "label", "group", "lesion_x", "lesion_y", "lesion_diam", "age")
+    assert [p.resolve() for p in manifest.paths()] == [(data / "images" / n).resolve() for n in ("c1.png", "n1.png")]
+    first = manifest.rows[0]
+    assert (first.group, first.get("lesion_x"), first.get("lesion_diam")) == ("S1", "2.0", "1.5")
+    assert first.get("age") == "61"
+    assert manifest.rows[1].get("lesion_x") is None
+
+    assert main([*args, "--force"]) == 2  # no mapping: the error says how to map
+    _assert_one_line_error(capsys, "--column path=YOUR_COLUMN")
+    assert main([*args, "--force", "--column", "path=filename"]) == 2
+    _assert_one_line_error(capsys, "no column 'filename' to rename")
+    assert main([*args, "--force", "--column", "path=file", "--column", "label=study_id"]) == 2
+    _assert_one_line_error(capsys, "already has a column 'label'")
+    assert main(["manifest", str(data / "labels.csv"), "-o", str(data / "labels.csv"), "--column", "path=file"]) == 2
+    _assert_one_line_error(capsys, "is the table being read")
+    assert main(["manifest", str(tmp_path / "missing.csv")]) == 2
+    _assert_one_line_error(capsys, "table not found")
+
+
+def test_a_table_naming_missing_files_is_written_with_a_warning(tmp_path: Path, caplog) -> None:
+    (tmp_path / "t.csv").write_text("file,label\nx.png,normal\ny.png,nodule\n")
+    assert main(["manifest", str(tmp_path / "t.csv"), "--column", "path=file"]) == 0
+    assert "2 of 2 files not found (first: x.png" in caplog.text
+    assert [row.path for row in read_manifest(tmp_path / "manifest.csv")] == ["x.png", "y.png"]

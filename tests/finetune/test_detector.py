@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import shlex
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,6 +14,8 @@ import pytest
 import torch
 
 from xvision.backbones.registry import LESION_BACKBONE, LESION_UNIT, max_inside
+from xvision.cli.main import main
+from xvision.data.manifest import read_manifest
 from xvision.data.phantoms import make_phantom_dataset
 from xvision.errors import ManifestError, WeightsNotFoundError
 from xvision.finetune import detector
@@ -151,9 +154,16 @@ def test_fit_detect_gives_a_run_that_predicts_and_best_falls_back_without_lesion
         encoding="utf-8",
     )
     for recipe in ("detect", "best"):  # the default does not fall back silently past misnamed locations
-        with pytest.raises(ManifestError, match="if nodule_x, nodule_y, nodule_diam_px give the lesion's centre"):
+        with pytest.raises(ManifestError, match="if nodule_x, nodule_y, nodule_diam_px give the lesion's centre") as e:
             fit(jsrt_named, tmp_path / "run2", recipe=recipe, weights="random", progress=False)
     assert not (tmp_path / "run2").exists()
+    command = str(e.value).split("`")[1]  # the message's own command renames them
+    assert command.startswith("xvision manifest jsrt-named.csv --column lesion_x=nodule_x")
+    monkeypatch.chdir(tmp_path)
+    assert main(shlex.split(command)[1:]) == 0
+    renamed = read_manifest(tmp_path / "renamed.csv")
+    assert renamed.columns[2:] == ("lesion_x", "lesion_y", "lesion_diam")
+    assert [row.get("lesion_diam") for row in renamed.rows] == ["3"] * len(rows)
     with caplog.at_level(logging.WARNING):
         result = fit(bare, tmp_path / "run2", recipe="best", weights="random", progress=False)
     assert result.recipe == "finetune_lung" and "running recipe 'finetune_lung' instead" in caplog.text

@@ -1,42 +1,100 @@
-"""``xvision manifest``: list a folder of class subfolders as a manifest CSV."""
+"""``xvision manifest``: list a folder of class subfolders, or a data set's labels table, as a manifest CSV."""
 
 from __future__ import annotations
 
+import logging
+import os
 from pathlib import Path
 
 import click
 
-from xvision.data.manifest import build_manifest, write_manifest
+from xvision.data.manifest import Manifest, build_manifest, read_manifest, write_manifest
 from xvision.errors import ManifestError
+
+log = logging.getLogger(__name__)
+
+
+def _column_pairs(values: tuple[str, ...]) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for value in values:
+        mine, _, theirs = value.partition("=")
+        if not mine.strip() or not theirs.strip():
+            raise click.BadParameter(f"{value!r}: write MANIFEST_NAME=YOUR_NAME, e.g. path=file", param_hint="--column")
+        if mine.strip() in pairs:
+            raise click.BadParameter(f"{mine.strip()!r} is given twice", param_hint="--column")
+        pairs[mine.strip()] = theirs.strip()
+    return pairs
 
 
 @click.command("manifest")
-@click.argument("folder", type=click.Path(path_type=Path))
+@click.argument("source", metavar="FOLDER|TABLE.csv", type=click.Path(path_type=Path))
 @click.option(
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the CSV  [default: FOLDER/manifest.csv].",
+    help="Where to write the CSV  [default: manifest.csv in FOLDER, or beside TABLE.csv].",
 )
 @click.option(
     "--group-from",
     type=click.Choice(["none", "stem", "parent"]),
     default="none",
     show_default=True,
-    help="Fill the group (patient) column: none; parent = folder holding the image (class/patient/img.png); "
-    "stem = file name without suffix.",
+    help="FOLDER: fill the group (patient) column: none; parent = folder holding the image "
+    "(class/patient/img.png); stem = file name without suffix.",
+)
+@click.option(
+    "--column",
+    "columns",
+    multiple=True,
+    metavar="NAME=THEIRS",
+    help="TABLE.csv: the table's column THEIRS is the manifest's NAME (path, label, group, split, mask, "
+    "lesion_x, lesion_y, lesion_diam); repeat for each, e.g. --column path=file --column group=study_id.",
 )
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
-def manifest(folder: Path, output: Path | None, group_from: str, force: bool) -> None:
-    """List the images of FOLDER, one subfolder per class, as a manifest CSV (path,label,group).
+def manifest(source: Path, output: Path | None, group_from: str, columns: tuple[str, ...], force: bool) -> None:
+    """Write a manifest CSV (path,label,group,...) from FOLDER, one subfolder per class, or from a data set's
+    labels table TABLE.csv, its columns renamed with --column and every other column kept.
 
-    Paths in the CSV are relative to the CSV's folder. Next step: `xvision split OUTPUT`.
+    Paths in the CSV are relative to the CSV's folder (a table's own paths are read relative to the table's
+    folder). Next step: `xvision split OUTPUT`.
     """
-    output = output or folder / "manifest.csv"
-    if output.exists() and not force:
-        raise ManifestError(f"{output} already exists; pass --force to overwrite it or choose another -o")
-    result = build_manifest(folder, group_from=group_from)  # type: ignore[arg-type]
+    if not source.exists() and source.suffix.lower() == ".csv":
+        raise ManifestError(f"{source}: table not found")
+    if not source.is_file():  # a folder, or a missing one (build_manifest says so)
+        if columns:
+            raise click.UsageError("--column renames a table's columns; FOLDER is a folder of class subfolders")
+        output = output or source / "manifest.csv"
+        _check_output(output, force)
+        result = build_manifest(source, group_from=group_from)  # type: ignore[arg-type]
+    else:
+        if group_from != "none":
+            raise click.UsageError("--group-from applies to a FOLDER; with a table, name its column: --column group=ID")
+        output = output or source.parent / "manifest.csv"
+        if os.path.abspath(output) == os.path.abspath(source):
+            raise ManifestError(f"{output}: is the table being read; choose another -o")
+        _check_output(output, force)
+        result = read_manifest(source, columns=_column_pairs(columns))
+        _report_missing(result, source)
     write_manifest(result, output)
     counts = ", ".join(f"{label} {n}" for label, n in result.counts().items())
     groups = f", {len({row.group for row in result if row.group})} groups" if result.has_groups else ""
     click.echo(f"Wrote {output}: {len(result)} images, {len(result.labels)} classes ({counts}){groups}")
+
+
+def _check_output(output: Path, force: bool) -> None:
+    if output.exists() and not force:
+        raise ManifestError(f"{output} already exists; pass --force to overwrite it or choose another -o")
+
+
+def _report_missing(result: Manifest, source: Path) -> None:
+    """Warn (not fail: the files may come later) when the table names files that are not there."""
+    missing = [row.path for row, file in zip(result.rows, result.paths(), strict=True) if not file.is_file()]
+    if missing:
+        log.warning(
+            "%s: %d of %d files not found (first: %s; paths are read relative to %s)",
+            source,
+            len(missing),
+            len(result.rows),
+            missing[0],
+            source.parent,
+        )

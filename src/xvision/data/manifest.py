@@ -183,8 +183,12 @@ def _check_split_name(value: str, *, where: str) -> None:
         raise ManifestError(f"{where}: unknown split {value!r}; use one of {', '.join(SPLITS)}")
 
 
-def read_manifest(path: str | Path) -> Manifest:
+def read_manifest(path: str | Path, *, columns: Mapping[str, str] | None = None) -> Manifest:
     """Read and validate a manifest CSV.
+
+    ``columns`` maps manifest column names to the file's own (``{"path": "file", "group": "study_id"}``), so a
+    data set's labels table reads as a manifest without editing it (`xvision manifest labels.csv --column
+    path=file`); the other columns keep their names.
 
     Raises:
         ManifestError: The file is missing or empty, lacks a ``path``/``label`` column, has a line with an
@@ -202,7 +206,10 @@ def read_manifest(path: str | Path) -> Manifest:
     header = next(reader, None)
     if not header or not any(name.strip() for name in header):
         raise ManifestError(f"{path}: no header line; the first line must name the columns, e.g. path,label")
-    columns = _check_header([name.strip() for name in header], path)
+    names = [name.strip() for name in header]
+    if columns:
+        names = _renamed(names, columns, path)
+    columns = _check_header(names, path)
 
     root = path.parent
     rows: list[ManifestRow] = []
@@ -231,6 +238,27 @@ def read_manifest(path: str | Path) -> Manifest:
     return Manifest(rows=rows, root=root, columns=columns, source=path)
 
 
+def _renamed(names: list[str], columns: Mapping[str, str], path: Path) -> list[str]:
+    """The header with the file's columns renamed to the manifest's names in ``columns`` (manifest: file)."""
+    unknown = [theirs for theirs in columns.values() if theirs not in names]
+    if unknown:
+        raise ManifestError(
+            f"{path} line 1: no column {', '.join(map(repr, unknown))} to rename (found: {', '.join(names)})"
+        )
+    twice = sorted({theirs for theirs in columns.values() if list(columns.values()).count(theirs) > 1})
+    if twice:
+        raise ManifestError(f"{path}: column {', '.join(map(repr, twice))} is given more than one manifest name")
+    to_manifest = {theirs: mine for mine, theirs in columns.items()}
+    renamed = [to_manifest.get(name, name) for name in names]
+    clash = sorted({mine for mine in columns if renamed.count(mine) > 1})
+    if clash:
+        raise ManifestError(
+            f"{path} line 1: the file already has a column {clash[0]!r}; give it another name too "
+            f"(--column old_{clash[0]}={clash[0]})"
+        )
+    return renamed
+
+
 def _check_header(columns: list[str], path: Path) -> tuple[str, ...]:
     for index, name in enumerate(columns, start=1):
         if not name:
@@ -248,7 +276,8 @@ def _check_header(columns: list[str], path: Path) -> tuple[str, ...]:
         raise ManifestError(
             f"{path} line 1: missing required column(s) {', '.join(missing)} (found: {', '.join(columns)}); "
             "the header must include path,label (optional: group, split, mask, lesion_x, lesion_y, lesion_diam; "
-            "rename your columns to these names)"
+            f"rename your columns to these names, or map them: `xvision manifest {path.name} --column "
+            f"path=YOUR_COLUMN ... -o manifest.csv`)"
         )
     return tuple(columns)
 

@@ -58,7 +58,7 @@ def fit(
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     checked, train_rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # else extraction does
     if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(train_rows):
-        hint = _lesion_column_hint(checked.columns)
+        hint = _lesion_column_hint(checked.columns, Path(manifest).name)
         # Asked for by name, the detector is not swapped; nor when columns look like misnamed lesion locations
         # (a silent swap would train the weaker recipe for minutes): only the default adapts, and only then.
         if not chosen.without_lesions or hint:
@@ -126,7 +126,7 @@ def _check_trainable(manifest_path: str | Path, *, splits: bool) -> tuple[Manife
     return manifest, train_rows
 
 
-def _lesion_column_hint(columns: tuple[str, ...]) -> str:
+def _lesion_column_hint(columns: tuple[str, ...], manifest_name: str) -> str:
     """Columns that look like a lesion's place under other names (JSRT's nodule_x, nodule_y, nodule_diam_px)."""
     from xvision.finetune.targets import LESION_COLUMNS
 
@@ -135,7 +135,15 @@ def _lesion_column_hint(columns: tuple[str, ...]) -> str:
     ]
     if not looks:
         return ""
-    return f"; if {', '.join(looks)} give the lesion's centre and diameter in pixels, rename them to those names"
+    hint = f"; if {', '.join(looks)} give the lesion's centre and diameter in pixels, rename them to those names"
+    guess = [
+        [c for c in looks if test(c.lower())]
+        for test in (lambda c: c.endswith("_x"), lambda c: c.endswith("_y"), lambda c: "diam" in c)
+    ]
+    if all(len(found) == 1 for found in guess):  # one of each: say the exact command
+        pairs = " ".join(f"--column {mine}={found[0]}" for mine, found in zip(LESION_COLUMNS, guess, strict=True))
+        hint += f" (`xvision manifest {manifest_name} {pairs} -o renamed.csv` does)"
+    return hint
 
 
 def _has_lesions(train_rows: list[ManifestRow]) -> bool:
