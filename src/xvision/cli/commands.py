@@ -23,7 +23,7 @@ COMMANDS: list[CommandEntry] = [
     CommandEntry(
         "manifest",
         "xvision.cli.manifest_cmd",
-        "List the images of FOLDER, one subfolder per class, as a manifest CSV (path,label,group).",
+        "Write a manifest CSV from FOLDER (one subfolder per class) or from a labels table TABLE.csv.",
     ),
     CommandEntry(
         "split",

@@ -52,11 +52,11 @@ def _column_pairs(values: tuple[str, ...]) -> dict[str, str]:
 )
 @click.option("--force", is_flag=True, help="Overwrite OUTPUT if it exists.")
 def manifest(source: Path, output: Path | None, group_from: str, columns: tuple[str, ...], force: bool) -> None:
-    """Write a manifest CSV (path,label,group,...) from FOLDER, one subfolder per class, or from a data set's
-    labels table TABLE.csv, its columns renamed with --column and every other column kept.
+    """Write a manifest CSV from FOLDER (one subfolder per class) or from a labels table TABLE.csv.
 
-    Paths in the CSV are relative to the CSV's folder (a table's own paths are read relative to the table's
-    folder). Next step: `xvision split OUTPUT`.
+    From a table, --column renames its columns to the manifest's and every other column is kept. Paths in
+    the CSV are relative to the CSV's folder (a table's own paths are read relative to the table's folder).
+    Next step: `xvision split OUTPUT`.
     """
     if not source.exists() and source.suffix.lower() == ".csv":
         raise ManifestError(f"{source}: table not found")
