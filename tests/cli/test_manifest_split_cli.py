@@ -172,6 +172,9 @@ def test_a_labels_table_becomes_a_manifest_with_its_columns_renamed(
     _assert_one_line_error(capsys, "is the table being read")
     assert main(["manifest", str(tmp_path / "missing.csv")]) == 2
     _assert_one_line_error(capsys, "table not found")
+    (tmp_path / "excel.csv").write_text("file;label\nimages/c1.png;nodule\n")  # a spreadsheet's ';' export
+    assert main(["manifest", str(tmp_path / "excel.csv"), "--column", "path=file"]) == 2
+    _assert_one_line_error(capsys, "separated by ';', not commas")
 
 
 def test_a_table_naming_missing_files_is_written_with_a_warning(tmp_path: Path, caplog) -> None:

@@ -242,6 +242,7 @@ def _renamed(names: list[str], columns: Mapping[str, str], path: Path) -> list[s
     """The header with the file's columns renamed to the manifest's names in ``columns`` (manifest: file)."""
     unknown = [theirs for theirs in columns.values() if theirs not in names]
     if unknown:
+        _check_separator(names, path)
         raise ManifestError(
             f"{path} line 1: no column {', '.join(map(repr, unknown))} to rename (found: {', '.join(names)})"
         )
@@ -259,6 +260,15 @@ def _renamed(names: list[str], columns: Mapping[str, str], path: Path) -> list[s
     return renamed
 
 
+def _check_separator(names: list[str], path: Path) -> None:
+    """A header read as one column that holds another separator: the file is not comma-separated."""
+    if len(names) == 1 and (separator := next((c for c in ";\t|" if c in names[0]), None)):
+        raise ManifestError(
+            f"{path} line 1: the columns are separated by {separator!r}, not commas; save the file as "
+            "comma-separated CSV (in a spreadsheet: CSV, comma-delimited)"
+        )
+
+
 def _check_header(columns: list[str], path: Path) -> tuple[str, ...]:
     for index, name in enumerate(columns, start=1):
         if not name:
@@ -267,12 +277,8 @@ def _check_header(columns: list[str], path: Path) -> tuple[str, ...]:
     if duplicates:
         raise ManifestError(f"{path} line 1: duplicate column(s) {', '.join(duplicates)}; rename them")
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
-    if missing and len(columns) == 1 and (separator := next((c for c in ";\t|" if c in columns[0]), None)):
-        raise ManifestError(
-            f"{path} line 1: the columns are separated by {separator!r}, not commas; save the file as "
-            "comma-separated CSV (in a spreadsheet: CSV, comma-delimited)"
-        )
     if missing:
+        _check_separator(columns, path)
         raise ManifestError(
             f"{path} line 1: missing required column(s) {', '.join(missing)} (found: {', '.join(columns)}); "
             "the header must include path,label (optional: group, split, mask, lesion_x, lesion_y, lesion_diam; "
