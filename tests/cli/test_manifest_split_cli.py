@@ -168,6 +168,11 @@ def test_a_labels_table_becomes_a_manifest_with_its_columns_renamed(
     _assert_one_line_error(capsys, "no column 'filename' to rename")
     assert main([*args, "--force", "--column", "path=file", "--column", "label=study_id"]) == 2
     _assert_one_line_error(capsys, "already has a column 'label'")
+    assert main([*args, "--force", "--column", "path=file", "--column", "group=file"]) == 2
+    _assert_one_line_error(capsys, "column 'file' is given more than one manifest name")
+    for bad, says in (["path"], "write MANIFEST_NAME=YOUR_NAME"), (["path=file", "path=study_id"], "given twice"):
+        assert main([*args, "--force", *(f"--column={pair}" for pair in bad)]) == 2
+        assert says in capsys.readouterr().err
     assert main(["manifest", str(data / "labels.csv"), "-o", str(data / "labels.csv"), "--column", "path=file"]) == 2
     _assert_one_line_error(capsys, "is the table being read")
     assert main(["manifest", str(tmp_path / "missing.csv")]) == 2

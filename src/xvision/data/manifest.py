@@ -209,7 +209,7 @@ def read_manifest(path: str | Path, *, columns: Mapping[str, str] | None = None)
     names = [name.strip() for name in header]
     if columns:
         names = _renamed(names, columns, path)
-    columns = _check_header(names, path)
+    header_columns = _check_header(names, path)
 
     root = path.parent
     rows: list[ManifestRow] = []
@@ -218,12 +218,12 @@ def read_manifest(path: str | Path, *, columns: Mapping[str, str] | None = None)
         line = reader.line_num
         if not any(value.strip() for value in values):
             continue
-        if len(values) != len(columns):
+        if len(values) != len(header_columns):
             raise ManifestError(
-                f"{path} line {line}: {len(values)} fields but the header has {len(columns)} "
-                f"({','.join(columns)}); quote values that contain commas"
+                f"{path} line {line}: {len(values)} fields but the header has {len(header_columns)} "
+                f"({','.join(header_columns)}); quote values that contain commas"
             )
-        record = dict(zip(columns, values, strict=True))
+        record = dict(zip(header_columns, values, strict=True))
         row = _parse_row(record, path, line)
         key = os.path.normcase(os.path.normpath(root.absolute() / row.path))
         if key in seen:
@@ -235,7 +235,7 @@ def read_manifest(path: str | Path, *, columns: Mapping[str, str] | None = None)
         rows.append(row)
     if not rows:
         raise ManifestError(f"{path}: the manifest lists no images; add one line per image below the header")
-    return Manifest(rows=rows, root=root, columns=columns, source=path)
+    return Manifest(rows=rows, root=root, columns=header_columns, source=path)
 
 
 def _renamed(names: list[str], columns: Mapping[str, str], path: Path) -> list[str]:
