@@ -137,7 +137,13 @@ def test_compare_cli_takes_two_runs_or_two_cv_folders(two_runs, two_cvs, capsys)
     assert "is an `xvision cv` folder and" in capsys.readouterr().err
     assert main(["compare", str(cv_a), str(cv_b), "--features", str(store_a)]) == 2
     assert "--features, --features-b and --split apply to runs" in capsys.readouterr().err
-    assert main(["compare", str(cv_a), str(cv_b), "--split", "all"]) == 2
-    assert "apply to runs" in capsys.readouterr().err
+    for split in ("all", "test"):  # an explicit --split, even the runs' default, is refused, not ignored
+        assert main(["compare", str(cv_a), str(cv_b), "--split", split]) == 2
+        assert "apply to runs" in capsys.readouterr().err
     assert main(["compare", str(run_a), str(run_a)]) == 2
     assert "needs --features" in capsys.readouterr().err
+    n_test = len(load_split(store_a, "test").labels)
+    assert main(["compare", str(run_a), str(run_a), "--features", str(store_a), "--bootstrap", "50"]) == 0
+    assert f"split test: n={n_test} images" in capsys.readouterr().out  # runs default to the test split
+    assert main(["compare", str(run_a), str(run_a), "--features", str(store_a), "--split", "all"]) == 0
+    assert f"split all: n={len(load_split(store_a, None).labels)} images" in capsys.readouterr().out

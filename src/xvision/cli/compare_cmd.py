@@ -55,7 +55,11 @@ def format_comparison(result: dict) -> str:
     default=None,
     help="Run B's FEATURES_DIR when it uses another backbone; images are matched by SHA-256.",
 )
-@click.option("--split", default="test", show_default=True, help="Split to compare on, or 'all'.")
+@click.option(
+    "--split",
+    default=None,
+    help="Split to compare runs on, or 'all' [default: test]. Not taken for two `xvision cv` folders.",
+)
 @click.option(
     "--bootstrap",
     "n_resamples",
@@ -77,7 +81,7 @@ def compare(
     run_b: Path,
     features_dir: Path | None,
     features_b: Path | None,
-    split: str,
+    split: str | None,
     n_resamples: int,
     seed: int,
     output: Path | None,
@@ -96,7 +100,7 @@ def compare(
         if not all(cv_dirs):
             cv, other = (run_a, run_b) if cv_dirs[0] else (run_b, run_a)
             raise RunError(f"{cv} is an `xvision cv` folder and {other} is not; compare two runs or two cv folders")
-        if features_dir is not None or features_b is not None or split != "test":
+        if features_dir is not None or features_b is not None or split is not None:
             raise RunError(
                 "--features, --features-b and --split apply to runs; two cv folders carry their own predictions"
             )
@@ -109,7 +113,7 @@ def compare(
             run_b,
             features_dir,
             features_b=features_b,
-            split=None if split == "all" else split,
+            split=None if split == "all" else (split or "test"),
             bootstrap=bootstrap,
         )
     click.echo(format_comparison(result))
