@@ -96,6 +96,19 @@ def test_a_lesion_outside_its_image_is_reported_and_trains_without_location(lesi
     assert torch.equal(samples[1].lesion, good[1].lesion) and rows[1].path not in caplog.text
 
 
+def test_decoding_no_rows_shows_no_progress_bar(lesion_manifest, capsys) -> None:
+    """Without a val split the val set is empty: no 'decode: 0img' bar (it printed twice per detector)."""
+    from xvision.backbones import create_backbone
+    from xvision.data.manifest import read_manifest
+
+    manifest = read_manifest(lesion_manifest)
+    preprocess = create_backbone("efficientnet_lite0", weights="random").preprocess_config
+    assert trainer_module._load_samples(manifest, [], "nodule", preprocess, True, lung=False) == []
+    assert "decode" not in capsys.readouterr().err
+    assert len(trainer_module._load_samples(manifest, manifest.rows[:1], "nodule", preprocess, True, lung=False)) == 1
+    assert "decode: 100%" in capsys.readouterr().err
+
+
 @pytest.fixture(scope="module")
 def phantom_manifest(tmp_path_factory: pytest.TempPathFactory, make_lesion_manifest) -> Path:
     """16 phantoms (8 with a nodule) with lesion columns from the generator's ground truth, one unreadable."""

@@ -135,7 +135,7 @@ def _load_samples(
     resize_only = replace(preprocess, channels=1, mean=(0.0,), std=(1.0,))
     size = preprocess.input_size // 4
     samples = []
-    for row in tqdm(rows, desc="decode", unit="img", disable=not progress):
+    for row in tqdm(rows, desc="decode", unit="img", disable=not progress or not rows):  # no empty bar for no val
         path = manifest.resolve(row)
         try:
             image = load_image(path)
