@@ -118,6 +118,13 @@ def test_predict_reports_bad_files_and_continues(pipeline, capsys, tmp_path) -> 
     assert code == 1
     assert str(good) in out and "bad.png" in err
     assert "Traceback" not in err
+    mask = tmp_path / "lung_mask.png"  # a mask beside the films is refused, not given a confident class
+    Image.fromarray((np.arange(64 * 64).reshape(64, 64) % 7 == 0).astype(np.uint8)).save(mask)
+    assert main(["predict", str(root / "run"), str(good), str(mask)]) == 1
+    out, err = capsys.readouterr()
+    rows = dict(line.split("\t", 1) for line in out.splitlines())
+    assert rows[str(mask)].startswith("ERROR\tonly 2 grey levels: a mask") and "lung_mask.png" in err
+    assert rows[str(good)].split("\t")[0] in ("normal", "nodule")
 
 
 def test_user_mistakes_are_one_line_errors(pipeline, capsys, tmp_path) -> None:

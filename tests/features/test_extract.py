@@ -73,6 +73,7 @@ def test_bad_images_are_reported_and_skipped(tmp_path, backbone) -> None:
     (data / "normal" / "empty.png").write_bytes(b"")
     good = (data / "normal" / "normal0.png").read_bytes()
     (data / "nodule" / "cut.png").write_bytes(good[: len(good) // 2])
+    Image.fromarray(np.full((32, 32), 255, dtype=np.uint8)).save(data / "normal" / "white.png")
     _add_rows(
         manifest,
         [
@@ -80,12 +81,14 @@ def test_bad_images_are_reported_and_skipped(tmp_path, backbone) -> None:
             ("normal/empty.png", "normal"),
             ("nodule/cut.png", "nodule"),
             ("nodule/missing.png", "nodule"),
+            ("normal/white.png", "normal"),
         ],
     )
     report = extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)
     failed = {Path(p).name: reason for p, reason in report.failed}
-    assert set(failed) == {"text.png", "empty.png", "cut.png", "missing.png"}
+    assert set(failed) == {"text.png", "empty.png", "cut.png", "missing.png", "white.png"}
     assert "empty" in failed["empty.png"] and "not found" in failed["missing.png"]
+    assert failed["white.png"].startswith("every pixel has the same value (1): a blank image")
     X, rows = FeatureStore(tmp_path / "feats").load()
     assert len(rows) == 6 and X.shape[0] == 6
     statuses = {Path(r.path).name: r.status for r in FeatureStore(tmp_path / "feats").read_index()}

@@ -16,7 +16,8 @@ from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from xvision.errors import ImageLoadError
-from xvision.io import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES, is_dicom, load_image
+from xvision.io import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES, is_dicom, load_image, load_radiograph
+from xvision.io.loader import MIN_GREY_LEVELS
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 
@@ -150,6 +151,33 @@ def test_tiff_16bit_and_bmp_8bit(tmp_path: Path) -> None:
 def test_constant_image_is_allowed(tmp_path: Path) -> None:
     path = write_png(tmp_path / "flat.png", np.full((4, 4), 7, dtype=np.uint8))
     np.testing.assert_allclose(load_image(path), np.full((4, 4), 7 / 255), atol=1e-7)
+
+
+def test_load_radiograph_refuses_blank_and_binary_images_naming_the_file(tmp_path: Path) -> None:
+    """load_image reads them (above); what the models read refuses them: a lung mask is not a film."""
+    blank = write_png(tmp_path / "blank.png", np.zeros((300, 300), dtype=np.uint8))
+    with pytest.raises(ImageLoadError, match=r"blank\.png: every pixel has the same value \(0\): a blank image"):
+        load_radiograph(blank)
+    mask = np.zeros((600, 520), dtype=np.uint8)
+    mask[100:500, 60:240] = 1  # JSRT's lung masks: 0 outside, 1 inside
+    mask[599, 519] = 1  # a level the 256 x 256 sample skips: still counted before refusing
+    with pytest.raises(ImageLoadError, match=r"mask\.png: only 2 grey levels: a mask"):
+        load_radiograph(write_png(tmp_path / "mask.png", mask))
+    few = (np.arange(600 * 520).reshape(600, 520) % (MIN_GREY_LEVELS - 1)).astype(np.uint8)
+    with pytest.raises(ImageLoadError, match=f"only {MIN_GREY_LEVELS - 1} grey levels"):
+        load_radiograph(write_png(tmp_path / "few.png", few))
+
+
+def test_load_radiograph_returns_what_load_image_does_for_a_film(tmp_path: Path) -> None:
+    """Enough levels, even where the sample sees too few: the whole image is counted before refusing."""
+    film = np.random.default_rng(0).integers(0, 256, (300, 200), dtype=np.uint8)
+    path = write_png(tmp_path / "film.png", film)
+    np.testing.assert_array_equal(load_radiograph(path), load_image(path))
+    sparse = np.zeros((1024, 1024), dtype=np.uint8)
+    sparse[1::4, 1::4] = np.arange(256 * 256).reshape(256, 256) % 200  # levels off the sample's grid only
+    sparse[0, 0] = 5
+    path = write_png(tmp_path / "sparse.png", sparse)
+    np.testing.assert_array_equal(load_radiograph(path, target_size=256), load_image(path, target_size=256))
 
 
 def test_contents_not_suffix_choose_the_decoder(tmp_path: Path) -> None:

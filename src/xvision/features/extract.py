@@ -30,7 +30,7 @@ from xvision.backbones.runtime import (
 from xvision.errors import AccuracyGuardError, FeatureStoreError, ImageLoadError, ManifestError, XvisionError
 from xvision.features.guard import DEFAULT_SAMPLE, FEW_DIMS, GuardResult, evaluate_guard, warn_if_failed
 from xvision.features.store import STORAGE_DTYPES, FeatureStore, IndexRow
-from xvision.io import load_image
+from xvision.io import load_radiograph
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def _load_one(path: Path, config: PreprocessConfig, target_size: int | None) -> 
     try:
         # numpy, not a tensor: tensors cross process boundaries through shared-memory file descriptors,
         # whose sharer thread prints tracebacks when the job is interrupted mid-transfer.
-        return preprocess_image(load_image(path, target_size=target_size), config).numpy(), ""
+        return preprocess_image(load_radiograph(path, target_size=target_size), config).numpy(), ""
     except ImageLoadError as error:
         return None, error.reason
     except Exception as error:  # noqa: BLE001 - one bad image must never kill a long job

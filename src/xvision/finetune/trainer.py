@@ -51,7 +51,7 @@ from xvision.evaluation.threshold import default_positive
 from xvision.finetune.augment import augment_intensity, random_affine, warp
 from xvision.finetune.config import WEIGHTS_NAME, FineTuneConfig
 from xvision.finetune.targets import lesion_map, lesion_of
-from xvision.io import load_image
+from xvision.io import load_image, load_radiograph
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ def _load_samples(
     for row in tqdm(rows, desc="decode", unit="img", disable=not progress or not rows):  # no empty bar for no val
         path = manifest.resolve(row)
         try:
-            image = load_image(path)
+            image = load_radiograph(path)
         except ImageLoadError as error:
             log.warning("skipped: %s", error)
             continue

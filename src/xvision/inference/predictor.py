@@ -13,7 +13,7 @@ import torch
 from xvision.backbones import Backbone, create_backbone
 from xvision.errors import ImageLoadError, RunError
 from xvision.inference.bundle import RunBundle, load_bundle
-from xvision.io import load_image
+from xvision.io import load_radiograph
 
 
 @dataclass
@@ -112,7 +112,7 @@ class Predictor:
             loaded: list[tuple[Prediction, np.ndarray]] = []
             for path in chunk:
                 try:
-                    loaded.append((Prediction(path=str(path)), load_image(path)))
+                    loaded.append((Prediction(path=str(path)), load_radiograph(path)))
                 except ImageLoadError as error:
                     results.append(Prediction(path=str(path), error=error.reason))
             proba = self.predict_arrays([image for _, image in loaded])

@@ -4,6 +4,6 @@
 :mod:`xvision.io.loader` for how each format is scaled and :mod:`xvision.io.dicom` for DICOM.
 """
 
-from xvision.io.loader import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES, is_dicom, load_image
+from xvision.io.loader import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES, is_dicom, load_image, load_radiograph
 
-__all__ = ["DEFAULT_MAX_PIXELS", "SUPPORTED_SUFFIXES", "is_dicom", "load_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "SUPPORTED_SUFFIXES", "is_dicom", "load_image", "load_radiograph"]

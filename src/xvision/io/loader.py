@@ -28,7 +28,7 @@ from PIL import BmpImagePlugin, Image, ImageFile, JpegImagePlugin, PngImagePlugi
 
 from xvision.errors import ImageLoadError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "SUPPORTED_SUFFIXES", "is_dicom", "load_image"]
+__all__ = ["DEFAULT_MAX_PIXELS", "MIN_GREY_LEVELS", "SUPPORTED_SUFFIXES", "is_dicom", "load_image", "load_radiograph"]
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest width x height decoded by default; the largest detector panels are about 4300 x 4300 (18.5 MP)."""
@@ -54,6 +54,10 @@ _PILLOW_SIGNATURES: tuple[tuple[bytes, type[ImageFile.ImageFile]], ...] = (
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 _REASON_LIMIT = 200
+
+MIN_GREY_LEVELS = 8
+"""Fewer distinct values than this and an image cannot be a radiograph: a blank export, or a lung mask or other
+binary image given by mistake (JSRT's ``lung_masks/`` beside its ``images/``). A real film has hundreds."""
 # Reduced decoding keeps at least 4x the target size, so the final anti-aliased resize still dominates the
 # filtering: with 2x, EfficientNet-Lite0 features of real 1024 px radiographs fell to cosine 0.9990 of the
 # full-resolution path; with 4x a 1024 px image is left alone and a 2048 px one is halved.
@@ -98,6 +102,23 @@ def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, target
         raise ImageLoadError(path, f"could not decode the image ({exception_reason(exc)})") from exc
     if not np.isfinite(image).all():
         raise ImageLoadError(path, "decoded pixel values include NaN or infinity")
+    return image
+
+
+def load_radiograph(path: str | Path, *, target_size: int | None = None) -> np.ndarray:
+    """:func:`load_image`, refusing an image that cannot be a radiograph (fewer than :data:`MIN_GREY_LEVELS`
+    distinct values: blank, or a mask) with an :class:`~xvision.errors.ImageLoadError`. What the models read:
+    without it, a lung mask given by mistake gets a confident prediction."""
+    image = load_image(path, target_size=target_size)
+    step = max(1, min(image.shape) // 256)  # a 256 x 256 sample decides in about a millisecond
+    if np.unique(image[::step, ::step]).size < MIN_GREY_LEVELS:
+        levels = np.unique(image).size  # the sample may miss a few: count them all before refusing
+        if levels == 1:
+            raise ImageLoadError(
+                path, f"every pixel has the same value ({float(image.flat[0]):g}): a blank image, not a radiograph"
+            )
+        if levels < MIN_GREY_LEVELS:
+            raise ImageLoadError(path, f"only {levels} grey levels: a mask or another binary image, not a radiograph")
     return image
 
 
