@@ -16,7 +16,8 @@ so a given stored value means the same thing in every image:
   ``MONOCHROME1`` is inverted. See :mod:`xvision.io.dicom`.
 
 Every failure (missing, empty, not an image, truncated, absurd size, unsupported kind) raises
-:class:`~xvision.errors.ImageLoadError`, whose message starts with the file's path.
+:class:`~xvision.errors.ImageLoadError`, whose message starts with the file's path. :func:`load_radiograph`, what
+the models read, also refuses an image that cannot be a radiograph (blank, or a binary mask).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ __all__ = ["DEFAULT_MAX_PIXELS", "MIN_GREY_LEVELS", "SUPPORTED_SUFFIXES", "is_di
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest width x height decoded by default; the largest detector panels are about 4300 x 4300 (18.5 MP)."""
+
+MIN_GREY_LEVELS = 8
+"""Fewer distinct values than this and an image cannot be a radiograph: a blank export, or a lung mask or other
+binary image given by mistake (JSRT's ``lung_masks/`` beside its ``images/``). A real film has hundreds."""
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
 """Lower-case file suffixes that folder scanners should pick up."""
@@ -55,9 +60,6 @@ _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 _REASON_LIMIT = 200
 
-MIN_GREY_LEVELS = 8
-"""Fewer distinct values than this and an image cannot be a radiograph: a blank export, or a lung mask or other
-binary image given by mistake (JSRT's ``lung_masks/`` beside its ``images/``). A real film has hundreds."""
 # Reduced decoding keeps at least 4x the target size, so the final anti-aliased resize still dominates the
 # filtering: with 2x, EfficientNet-Lite0 features of real 1024 px radiographs fell to cosine 0.9990 of the
 # full-resolution path; with 4x a 1024 px image is left alone and a 2048 px one is halved.
@@ -118,7 +120,9 @@ def load_radiograph(path: str | Path, *, target_size: int | None = None) -> np.n
                 path, f"every pixel has the same value ({float(image.flat[0]):g}): a blank image, not a radiograph"
             )
         if levels < MIN_GREY_LEVELS:
-            raise ImageLoadError(path, f"only {levels} grey levels: a mask or another binary image, not a radiograph")
+            raise ImageLoadError(
+                path, f"only {levels} grey levels: a mask or a label image, not a radiograph (a film has hundreds)"
+            )
     return image
 
 
