@@ -1,14 +1,18 @@
-"""Atomic writes and content hashing shared by every stage."""
+"""Atomic writes, content hashing and folder locks shared by every stage."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _CHUNK = 1 << 20
 
@@ -53,3 +57,29 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
     """Write JSON atomically, indented and with a trailing newline."""
     return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, waiting: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the block.
+
+    Another process that asks for the same lock logs ``waiting`` once and waits for it. The lock is
+    ``flock``'s: the system releases it when its holder exits or is killed, so no stale lock is ever left to
+    delete by hand. Where there is no ``flock`` (Windows) or the filesystem refuses it, the block runs unlocked.
+    """
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        yield
+        return
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+b") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning(waiting)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        except OSError as error:  # e.g. a network filesystem without locks
+            log.debug("%s: not locked (%s)", path, error)
+        yield

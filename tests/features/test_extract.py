@@ -204,3 +204,45 @@ def test_leaky_manifest_is_refused(tmp_path, backbone) -> None:
     manifest.write_text(text)  # nodule0 now shares group nodule2, which sits in test
     with pytest.raises(LeakageError, match="nodule2"):
         extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)
+
+
+def test_a_second_extraction_into_the_same_store_waits_then_reuses(tmp_path, backbone, caplog) -> None:
+    """Two writers would race for shard names and index.csv: the second waits for the lock, then extracts
+    nothing the first stored."""
+    import threading
+
+    from xvision._fileio import exclusive_lock
+
+    manifest = _write_set(tmp_path / "data", 3)
+    store = FeatureStore(tmp_path / "feats")
+    extract_manifest(manifest, store.root, backbone=backbone, progress=False)
+    Image.fromarray(np.arange(40 * 48, dtype=np.uint16).reshape(40, 48).astype(np.uint8)).save(
+        tmp_path / "data" / "normal" / "late.png"
+    )
+    _add_rows(manifest, [("normal/late.png", "normal")])
+    reports = []
+    with exclusive_lock(store.lock_path, "held by the test"):  # as another process's extraction would
+        second = threading.Thread(
+            target=lambda: reports.append(extract_manifest(manifest, store.root, backbone=backbone, progress=False))
+        )
+        second.start()
+        second.join(timeout=2.0)
+        assert second.is_alive() and not reports  # waiting, not writing
+        assert "another extraction is writing to it; waiting" in caplog.text
+    second.join(timeout=60)
+    assert reports and reports[0].extracted == 1 and reports[0].reused == 6
+    assert len(FeatureStore(store.root).read_index()) == 7
+
+
+def test_a_folder_that_is_not_a_store_is_refused_untouched(tmp_path, backbone) -> None:
+    manifest = _write_set(tmp_path / "data", 2)
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("mine")
+    with pytest.raises(FeatureStoreError, match="folder exists and is not a feature store"):
+        extract_manifest(manifest, other, backbone=backbone, progress=False)
+    assert [p.name for p in other.iterdir()] == ["notes.txt"]  # no lock file left in it
+    killed = tmp_path / "killed"  # a run killed after taking the lock, before meta.json: its folder is reused
+    killed.mkdir()
+    (killed / ".lock").touch()
+    assert extract_manifest(manifest, killed, backbone=backbone, progress=False).extracted == 4

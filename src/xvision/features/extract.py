@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from xvision._fileio import sha256_file
+from xvision._fileio import exclusive_lock, sha256_file
 from xvision._threads import machine_is_busy, torch_threads
 from xvision._version import __version__
 from xvision.backbones import Backbone, PreprocessConfig, preprocess_image
@@ -267,100 +267,106 @@ def extract_features(
     from tqdm.auto import tqdm
 
     store = FeatureStore(out_dir)
-    description = backbone.describe()
-    meta = _check_or_init_meta(store, description, manifest_info, storage_dtype)
+    _refuse_other_folder(store)  # before the lock file is put into it
+    # One writer at a time: two extractions into one store would race for shard names, meta.json and
+    # index.csv. The second waits, then finds the first one's images stored and extracts only the rest.
+    with exclusive_lock(
+        store.lock_path, f"{store.root}: another extraction is writing to it; waiting for it to finish"
+    ):
+        description = backbone.describe()
+        meta = _check_or_init_meta(store, description, manifest_info, storage_dtype)
 
-    report = ExtractionReport(total=len(rows))
-    hashes, failures = _hash_rows(rows, strict)
-    stored = store.keys()
-    todo: dict[str, Path] = {}
-    for row in rows:
-        key = hashes.get(str(row["abspath"]))
-        if key is None:
-            continue
-        if key in stored:
-            report.reused += 1
-        elif key not in todo:
-            todo[key] = Path(row["abspath"])
-    key_failures: dict[str, str] = {}
-    pending_keys: list[str] = []
-    pending: list[np.ndarray] = []
+        report = ExtractionReport(total=len(rows))
+        hashes, failures = _hash_rows(rows, strict)
+        stored = store.keys()
+        todo: dict[str, Path] = {}
+        for row in rows:
+            key = hashes.get(str(row["abspath"]))
+            if key is None:
+                continue
+            if key in stored:
+                report.reused += 1
+            elif key not in todo:
+                todo[key] = Path(row["abspath"])
+        key_failures: dict[str, str] = {}
+        pending_keys: list[str] = []
+        pending: list[np.ndarray] = []
 
-    def flush() -> None:
-        if pending_keys:
-            store.append(list(pending_keys), np.concatenate(pending, axis=0))
-            pending_keys.clear()
-            pending.clear()
+        def flush() -> None:
+            if pending_keys:
+                store.append(list(pending_keys), np.concatenate(pending, axis=0))
+                pending_keys.clear()
+                pending.clear()
 
-    items = list(todo.items())
-    first = items[0][1] if items else None
-    plan = _plan_for(backbone, first, len(items), precision, engine, device, batch_size, workers, threads)
-    runner = make_runner(backbone.model, backbone.extract, plan) if items else None
-    started = time.monotonic()
-    bar = tqdm(total=len(items), desc="extract", unit="img", disable=not progress or not items)
-    guard: GuardResult | None = None
-    try:
-        with torch_threads(plan.threads), torch.inference_mode():
-            rejected = None
-            if runner is not None and not runner.plan.is_reference:
-                sample = _guard_sample(items, guard_sample, score=backbone.feature_dim < FEW_DIMS)
-                runner, guard, guard_keys, guard_features, rejected = _guarded_runner(
-                    backbone, runner, sample, precision
-                )
-            if runner is not None:
-                recorded = runner.plan
-                meta = _record_run(store, meta, recorded, guard, rejected)
-                report.plan, report.guard = runner.plan.to_dict(), guard.to_dict() if guard else None
-                report.rejected = rejected
-            if guard is not None:
-                warn_if_failed(guard, f"{backbone.name} via {runner.plan.describe()}")
-                if strict and not guard.passed:
-                    raise AccuracyGuardError(
-                        f"{store.root}: accuracy guard failed ({guard.describe()}, below {guard.threshold}); "
-                        "re-run with --precision fp32, or without --strict to accept these features"
+        items = list(todo.items())
+        first = items[0][1] if items else None
+        plan = _plan_for(backbone, first, len(items), precision, engine, device, batch_size, workers, threads)
+        runner = make_runner(backbone.model, backbone.extract, plan) if items else None
+        started = time.monotonic()
+        bar = tqdm(total=len(items), desc="extract", unit="img", disable=not progress or not items)
+        guard: GuardResult | None = None
+        try:
+            with torch_threads(plan.threads), torch.inference_mode():
+                rejected = None
+                if runner is not None and not runner.plan.is_reference:
+                    sample = _guard_sample(items, guard_sample, score=backbone.feature_dim < FEW_DIMS)
+                    runner, guard, guard_keys, guard_features, rejected = _guarded_runner(
+                        backbone, runner, sample, precision
                     )
-                # The sample's fast-path features are what the main loop would compute: keep them.
-                pending_keys.extend(guard_keys)
-                pending.append(guard_features)
-                report.extracted += len(guard_keys)
-                done = set(guard_keys)
-                items = [item for item in items if item[0] not in done]
-                bar.update(len(guard_keys))
-            last_flush = time.monotonic()
-            for batch in _batches(items, backbone.preprocess_config, runner.plan if runner else plan):
-                for key, err in batch.failed:
-                    if strict:
-                        raise ImageLoadError(todo[key], err)
-                    log.warning("skipped %s: %s", todo[key], err)
-                    key_failures[key] = err
-                if batch.images is not None:
-                    features = runner(batch.images)
-                    pending_keys.extend(batch.keys)
-                    pending.append(features)
-                    report.extracted += len(batch.keys)
-                # Flush by size, and by time so that a hard kill loses at most a minute of work.
-                if len(pending_keys) >= shard_size or (pending_keys and time.monotonic() - last_flush > 60):
-                    flush()
-                    last_flush = time.monotonic()
-                bar.update(len(batch.keys) + len(batch.failed))
-    except KeyboardInterrupt:
-        report.interrupted = True
+                if runner is not None:
+                    recorded = runner.plan
+                    meta = _record_run(store, meta, recorded, guard, rejected)
+                    report.plan, report.guard = runner.plan.to_dict(), guard.to_dict() if guard else None
+                    report.rejected = rejected
+                if guard is not None:
+                    warn_if_failed(guard, f"{backbone.name} via {runner.plan.describe()}")
+                    if strict and not guard.passed:
+                        raise AccuracyGuardError(
+                            f"{store.root}: accuracy guard failed ({guard.describe()}, below {guard.threshold}); "
+                            "re-run with --precision fp32, or without --strict to accept these features"
+                        )
+                    # The sample's fast-path features are what the main loop would compute: keep them.
+                    pending_keys.extend(guard_keys)
+                    pending.append(guard_features)
+                    report.extracted += len(guard_keys)
+                    done = set(guard_keys)
+                    items = [item for item in items if item[0] not in done]
+                    bar.update(len(guard_keys))
+                last_flush = time.monotonic()
+                for batch in _batches(items, backbone.preprocess_config, runner.plan if runner else plan):
+                    for key, err in batch.failed:
+                        if strict:
+                            raise ImageLoadError(todo[key], err)
+                        log.warning("skipped %s: %s", todo[key], err)
+                        key_failures[key] = err
+                    if batch.images is not None:
+                        features = runner(batch.images)
+                        pending_keys.extend(batch.keys)
+                        pending.append(features)
+                        report.extracted += len(batch.keys)
+                    # Flush by size, and by time so that a hard kill loses at most a minute of work.
+                    if len(pending_keys) >= shard_size or (pending_keys and time.monotonic() - last_flush > 60):
+                        flush()
+                        last_flush = time.monotonic()
+                    bar.update(len(batch.keys) + len(batch.failed))
+        except KeyboardInterrupt:
+            report.interrupted = True
+            flush()
+            bar.close()
+            log.warning("interrupted: %d images stored; re-run the same command to continue", report.extracted)
+            raise
+        except XvisionError:
+            flush()
+            raise
         flush()
         bar.close()
-        log.warning("interrupted: %d images stored; re-run the same command to continue", report.extracted)
-        raise
-    except XvisionError:
-        flush()
-        raise
-    flush()
-    bar.close()
-    report.seconds = time.monotonic() - started
-    if runner is not None and runner.plan != recorded:
-        report.plan = runner.plan.to_dict()
-        _record_run(store, meta, runner.plan, guard, rejected)  # an engine fell back on its first batch
+        report.seconds = time.monotonic() - started
+        if runner is not None and runner.plan != recorded:
+            report.plan = runner.plan.to_dict()
+            _record_run(store, meta, runner.plan, guard, rejected)  # an engine fell back on its first batch
 
-    store.write_index(_index_rows(rows, hashes, failures, key_failures, report))
-    return report
+        store.write_index(_index_rows(rows, hashes, failures, key_failures, report))
+        return report
 
 
 def _hash_rows(rows: list[dict[str, Any]], strict: bool) -> tuple[dict[str, str], dict[str, str]]:
@@ -445,6 +451,12 @@ def _weights_label(weights: dict[str, Any]) -> str:
     return f"{weights.get('name')}, sha256 {digest[:12]}" if digest else str(weights.get("name"))
 
 
+def _refuse_other_folder(store: FeatureStore) -> None:
+    """A folder that holds something other than a feature store is never written into."""
+    if not store.exists() and store.root.exists() and any(e != store.lock_path for e in store.root.iterdir()):
+        raise FeatureStoreError(f"{store.root}: folder exists and is not a feature store; choose another -o folder")
+
+
 def _check_or_init_meta(
     store: FeatureStore, description: dict[str, Any], manifest: dict[str, Any] | None, storage_dtype: str | None
 ) -> dict[str, Any]:
@@ -474,8 +486,7 @@ def _check_or_init_meta(
             meta["manifest"] = manifest
             store.write_meta(meta)
         return meta
-    if store.root.exists() and any(store.root.iterdir()):
-        raise FeatureStoreError(f"{store.root}: folder exists and is not a feature store; choose another -o folder")
+    _refuse_other_folder(store)
     meta = {
         "backbone": description,
         "xvision_version": __version__,

@@ -7,6 +7,7 @@ Layout of a FEATURES_DIR::
     shards/shard-000000.safetensors   "features" (n, d) float32 or float16; metadata "keys" = JSON list of
                               image SHA-256
     index.csv                 the manifest rows (path, label, group, split, extras) + sha256, status, error
+    .lock                     locked while an extraction writes to the store (a second one waits)
 
 Shards are written atomically and only ever added, so an interrupted extraction keeps every finished shard
 and a re-run extracts only images whose content hash is not stored yet, whichever manifest it comes from.
@@ -69,6 +70,11 @@ class FeatureStore:
     @property
     def index_path(self) -> Path:
         return self.root / "index.csv"
+
+    @property
+    def lock_path(self) -> Path:
+        """Held by the extraction writing to the store (:func:`xvision._fileio.exclusive_lock`)."""
+        return self.root / ".lock"
 
     def exists(self) -> bool:
         return self.meta_path.is_file()
