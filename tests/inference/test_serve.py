@@ -10,6 +10,7 @@ import pytest
 pytest.importorskip("fastapi", reason="the server needs the serve extra (pip install 'xvision[serve]')")
 pytest.importorskip("httpx", reason="FastAPI's TestClient needs httpx")
 
+import pydicom  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from pydicom.data import get_testdata_file  # noqa: E402
 
@@ -34,12 +35,16 @@ def _images(root):
     return sorted((root / "data").rglob("*.png"))[:3]
 
 
-def test_the_server_answers_as_predict_does(run) -> None:
+def test_the_server_answers_as_predict_does(run, tmp_path) -> None:
     images = _images(run)
     dicom = get_testdata_file("CT_small.dcm", download=False)
     uploads = [("files", (p.name, p.read_bytes(), "image/png")) for p in images]
-    if dicom is not None:  # a DICOM upload too
-        uploads.append(("files", ("ct.dcm", Path(dicom).read_bytes(), "application/dicom")))
+    if dicom is not None:  # a DICOM upload too: pydicom's CT slice, relabelled as the radiograph it is not
+        ds = pydicom.dcmread(dicom)
+        ds.Modality = "DX"
+        dicom = tmp_path / "dx.dcm"
+        ds.save_as(dicom)
+        uploads.append(("files", ("dx.dcm", dicom.read_bytes(), "application/dicom")))
     client = TestClient(create_app(run / "run"))
     assert client.get("/health").json() == {"status": "ok"}
     info = client.get("/model").json()
@@ -67,12 +72,14 @@ def test_a_bad_upload_is_reported_and_the_others_predicted(run, tmp_path) -> Non
         files=[
             ("files", ("../../evil.png", b"not an image", "image/png")),
             ("files", (good.name, good.read_bytes(), "image/png")),
+            ("files", ("ct.dcm", Path(get_testdata_file("CT_small.dcm")).read_bytes(), "application/dicom")),
         ],
     )
     assert answer.status_code == 200
-    bad, ok = answer.json()["predictions"]
+    bad, ok, ct = answer.json()["predictions"]
     assert bad["path"] == "evil.png" and "not a supported image" in bad["error"] and bad["probabilities"] == {}
     assert ok["error"] is None and ok["predicted"] in ("nodule", "normal")
+    assert "DICOM modality CT (computed tomography) is not a chest radiograph" in ct["error"]
     alone = client.post("/predict", files=[("files", ("x.png", b"", "image/png"))])
     assert alone.status_code == 422 and alone.json()["detail"].startswith("x.png: ")
     assert client.post("/predict").status_code == 422  # no files at all

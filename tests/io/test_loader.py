@@ -180,6 +180,27 @@ def test_load_radiograph_returns_what_load_image_does_for_a_film(tmp_path: Path)
     np.testing.assert_array_equal(load_radiograph(path, target_size=256), load_image(path, target_size=256))
 
 
+def test_load_radiograph_refuses_dicoms_of_other_modalities(tmp_path: Path) -> None:
+    """A CT slice or an MR image decodes like a film; its Modality says it is not one."""
+    pixels = (np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16) % 4096
+    for modality in ("DX", "CR", "OT", None):  # radiographs, a scanned film, a header without the tag
+        path = write_dicom(tmp_path / f"{modality}.dcm", pixels, bits_stored=12)
+        if modality is None:
+            ds = pydicom.dcmread(path)
+            del ds.Modality
+            ds.save_as(path)
+        elif modality != "DX":
+            write_dicom(path, pixels, bits_stored=12, Modality=modality)
+        np.testing.assert_array_equal(load_radiograph(path), load_image(path))
+    for modality, name in (("CT", "computed tomography"), ("MR", "magnetic resonance"), ("MG", "mammography")):
+        path = write_dicom(tmp_path / f"{modality}.dcm", pixels, bits_stored=12, Modality=modality)
+        assert load_image(path).shape == (64, 64)  # readable, but not what a chest X-ray model reads
+        with pytest.raises(ImageLoadError, match=rf"{modality}\.dcm: DICOM modality {modality} \({name}\) is not"):
+            load_radiograph(path)
+    with pytest.raises(ImageLoadError, match="modality CT"):
+        load_radiograph(bundled_dicom("CT_small.dcm"))
+
+
 def test_contents_not_suffix_choose_the_decoder(tmp_path: Path) -> None:
     png_named_dcm = write_png(tmp_path / "actually_png.dcm", np.array([[0, 255]], dtype=np.uint8))
     assert not is_dicom(png_named_dcm)

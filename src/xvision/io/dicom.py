@@ -26,13 +26,36 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 from xvision.errors import ImageLoadError
 from xvision.io.loader import check_dimensions, exception_reason
 
-__all__ = ["load_dicom"]
+__all__ = ["check_projection_radiograph", "load_dicom"]
 
 _GRAYSCALE = frozenset({"MONOCHROME1", "MONOCHROME2"})
 # Values longer than this (the pixel data) are read from disk only when used, so the header is checked first.
 _DEFER_SIZE = 4096
 # Windowing clips: values this far outside any window land exactly on the ends of the output range.
 _FAR_BEYOND = 1e12
+# DICOM Modality (0008,0060) codes of images that are not projection radiographs. Chest X-rays are CR or DX
+# (Open-i's 7,469 DICOMs: 7,443 CR, 26 DX); scanned films may say OT or SC, and a missing tag is allowed: only
+# what is surely something else is refused.
+NOT_RADIOGRAPHS = {
+    "CT": "computed tomography",
+    "MR": "magnetic resonance",
+    "US": "ultrasound",
+    "NM": "nuclear medicine",
+    "PT": "positron emission tomography",
+    "MG": "mammography",
+    "XA": "X-ray angiography",
+    "RF": "fluoroscopy",
+    "IO": "intra-oral radiography",
+    "PX": "panoramic dental radiography",
+    "OP": "ophthalmic photography",
+    "OPT": "ophthalmic tomography",
+    "IVOCT": "intravascular optical coherence tomography",
+    "IVUS": "intravascular ultrasound",
+    "ES": "endoscopy",
+    "XC": "external camera photography",
+    "GM": "general microscopy",
+    "SM": "slide microscopy",
+}
 
 
 def load_dicom(path: str | Path, *, max_pixels: int) -> np.ndarray:
@@ -77,6 +100,22 @@ def load_dicom(path: str | Path, *, max_pixels: int) -> np.ndarray:
         )
         image = 1.0 - image
     return image.astype(np.float32)
+
+
+def check_projection_radiograph(path: str | Path) -> None:
+    """Refuse a DICOM whose Modality says it is not a projection radiograph (a CT slice, an MR image, ...):
+    it decodes like one, and a chest X-ray model would give it a confident, meaningless answer."""
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["Modality"])
+    except Exception as exc:
+        raise ImageLoadError(path, f"not a readable DICOM file ({exception_reason(exc)})") from exc
+    modality = str(ds.get("Modality", "")).strip().upper()
+    if modality in NOT_RADIOGRAPHS:
+        raise ImageLoadError(
+            path,
+            f"DICOM modality {modality} ({NOT_RADIOGRAPHS[modality]}) is not a chest radiograph; "
+            "Xvision reads projection radiographs (CR, DX)",
+        )
 
 
 def _check_header(path: Path, ds: Dataset, max_pixels: int) -> None:

@@ -108,10 +108,16 @@ def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, target
 
 
 def load_radiograph(path: str | Path, *, target_size: int | None = None) -> np.ndarray:
-    """:func:`load_image`, refusing an image that cannot be a radiograph (fewer than :data:`MIN_GREY_LEVELS`
-    distinct values: blank, or a mask) with an :class:`~xvision.errors.ImageLoadError`. What the models read:
-    without it, a lung mask given by mistake gets a confident prediction."""
+    """:func:`load_image`, refusing an image that cannot be a chest radiograph with an
+    :class:`~xvision.errors.ImageLoadError`: fewer than :data:`MIN_GREY_LEVELS` distinct values (blank, or a
+    mask), or a DICOM whose Modality is another kind of image (CT, MR, ...; see
+    :data:`xvision.io.dicom.NOT_RADIOGRAPHS`). What the models read: without it, a lung mask or a CT slice
+    given by mistake gets a confident prediction."""
     image = load_image(path, target_size=target_size)
+    if is_dicom(path):
+        from xvision.io.dicom import check_projection_radiograph
+
+        check_projection_radiograph(path)
     step = max(1, min(image.shape) // 256)  # a 256 x 256 sample decides in about a millisecond
     if np.unique(image[::step, ::step]).size < MIN_GREY_LEVELS:
         levels = np.unique(image).size  # the sample may miss a few: count them all before refusing
