@@ -17,7 +17,7 @@ so a given stored value means the same thing in every image:
 
 Every failure (missing, empty, not an image, truncated, absurd size, unsupported kind) raises
 :class:`~xvision.errors.ImageLoadError`, whose message starts with the file's path. :func:`load_radiograph`, what
-the models read, also refuses an image that cannot be a radiograph (blank, or a binary mask).
+the models read, also refuses an image that cannot be a chest radiograph (blank, a mask, a CT or MR DICOM).
 """
 
 from __future__ import annotations
@@ -59,7 +59,6 @@ _PILLOW_SIGNATURES: tuple[tuple[bytes, type[ImageFile.ImageFile]], ...] = (
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 _REASON_LIMIT = 200
-
 # Reduced decoding keeps at least 4x the target size, so the final anti-aliased resize still dominates the
 # filtering: with 2x, EfficientNet-Lite0 features of real 1024 px radiographs fell to cosine 0.9990 of the
 # full-resolution path; with 4x a 1024 px image is left alone and a 2048 px one is halved.
