@@ -244,7 +244,8 @@ def extract_features(
     storage_dtype: str | None = None,
     guard_sample: int | None = None,
 ) -> ExtractionReport:
-    """Extract features for ``rows`` into ``out_dir``, resuming from what is already stored.
+    """Extract features for ``rows`` into ``out_dir``, resuming from what is already stored. One extraction
+    writes to ``out_dir`` at a time: another one started meanwhile waits for it (``out_dir/.lock``).
 
     The fastest path the hardware supports is chosen automatically (see :mod:`xvision.backbones.runtime`)
     and recorded in ``meta.json``; unless it is the fp32 reference path, ``guard_sample`` images are also run
