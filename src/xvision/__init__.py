@@ -3,6 +3,7 @@
 The public API, shared with the CLI (each ``xvision`` command is a thin wrapper over one of these)::
 
     load_image(path)                                   -> float32 (H, W) in [0, 1], display polarity
+    load_radiograph(path)                              -> the same, refusing blank images, masks, CT/MR DICOMs
     read_manifest / build_manifest / assign_splits / check_no_leakage
     create_backbone(name, weights=None)                -> Backbone (model + preprocessing + weights identity)
     extract_manifest(manifest, out_dir, backbone=...)  -> FEATURES_DIR (resumable)
@@ -50,6 +51,7 @@ _EXPORTS = {
     "Predictor": "xvision.inference",
     "load_bundle": "xvision.inference",
     "load_image": "xvision.io",
+    "load_radiograph": "xvision.io",
     "train_run": "xvision.training",
 }
 
@@ -88,6 +90,7 @@ __all__ = [
     "list_recipes",
     "load_bundle",
     "load_image",
+    "load_radiograph",
     "read_manifest",
     "train_run",
     "write_manifest",
