@@ -487,8 +487,7 @@ def _check_or_init_meta(
             meta["manifest"] = manifest
             store.write_meta(meta)
         return meta
-    _refuse_other_folder(store)
-    meta = {
+    meta = {  # a folder holding anything else was refused before the lock (_refuse_other_folder)
         "backbone": description,
         "xvision_version": __version__,
         "torch_version": torch.__version__,
