@@ -72,7 +72,10 @@ def test_a_bad_upload_is_reported_and_the_others_predicted(run, tmp_path) -> Non
         files=[
             ("files", ("../../evil.png", b"not an image", "image/png")),
             ("files", (good.name, good.read_bytes(), "image/png")),
-            ("files", ("ct.dcm", Path(get_testdata_file("CT_small.dcm")).read_bytes(), "application/dicom")),
+            (
+                "files",
+                ("ct.dcm", Path(get_testdata_file("CT_small.dcm", download=False)).read_bytes(), "application/dicom"),
+            ),
         ],
     )
     assert answer.status_code == 200
