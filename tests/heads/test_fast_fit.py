@@ -68,6 +68,15 @@ def test_momentum_uses_the_standard_optimizer_and_still_learns() -> None:
     assert (head.predict(X) == y).mean() > 0.8
 
 
+@pytest.mark.parametrize("weight_decay", [0.0, 0.01])
+def test_linear_head_with_plain_sgd_learns(weight_decay: float) -> None:
+    # `--hidden none` at the default momentum 0: there is no layer after the first for the deferred step.
+    X, y = _codes(300)
+    head = MLPClassifier(hidden=(), epochs=8, lr=0.02, weight_decay=weight_decay).fit(X, y)
+    assert head.history_[-1]["train_loss"] < head.history_[0]["train_loss"]
+    assert (head.predict(X) == y).mean() > 0.8
+
+
 def test_fit_leaves_threads_as_it_found_them() -> None:
     X, y = _codes(60)
     before = torch.get_num_threads()

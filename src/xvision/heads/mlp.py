@@ -162,7 +162,10 @@ class MLPClassifier:
         best_loss = math.inf
         best_state = None
         self.best_epoch_ = self.epochs
-        step = _DeferredFirstLayerStep(net, self) if self.momentum == 0 else _PlainStep(net, self)
+        # The deferred step needs layers after the first one to train; a linear head (no hidden layer) has
+        # none, and is small enough that the standard optimiser costs nothing.
+        deferred = self.momentum == 0 and len(net.layers) > 1
+        step = _DeferredFirstLayerStep(net, self) if deferred else _PlainStep(net, self)
         with _flush_denormals(), torch_threads(auto_threads()):
             for epoch in range(1, self.epochs + 1):
                 net.train()
