@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from xvision.errors import FeatureStoreError
+from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation import crossval
 from xvision.evaluation.bootstrap import BootstrapConfig
 from xvision.evaluation.crossval import CVConfig, cross_validate, cv_groups
@@ -139,3 +139,20 @@ def test_too_few_groups_for_the_folds(store_factory, tmp_path) -> None:
         cross_validate(features, tmp_path / "cv", config=CVConfig(folds=5), progress=False)
     with pytest.raises(ValueError, match="inner-val"):
         CVConfig(calibrate="temperature")
+
+
+def test_an_output_folder_holding_something_else_is_refused(store_factory, tmp_path) -> None:
+    features = store_factory(n_groups=20, per_group=1, dim=8, signal=2.0)
+    run = tmp_path / "run"  # a trained run given as -o by mistake: its metrics must survive
+    run.mkdir()
+    (run / "bundle.json").write_text("{}")
+    (run / "metrics.json").write_text('{"kind": "evaluation"}')
+    with pytest.raises(RunError, match="not empty"):
+        cross_validate(features, run, head_params=SMALL_HEAD, config=CVConfig(folds=3), progress=False)
+    assert (run / "metrics.json").read_text() == '{"kind": "evaluation"}'
+    out = tmp_path / "cv"  # an earlier feature-store cv is recomputed in place
+    for _ in range(2):
+        cross_validate(
+            features, out, head_params=SMALL_HEAD, config=CVConfig(folds=3), bootstrap=None, progress=False
+        )
+    assert json.loads((out / "metrics.json").read_text())["kind"] == "cross-validation"

@@ -101,6 +101,25 @@ def not_a_run(path: str | Path) -> str:
     return message
 
 
+RECIPE_SETTINGS_FILE = "cv_recipe.json"  # what `xvision cv MANIFEST --recipe` records (crossval_recipe)
+
+
+def _refuse_other_output(out: Path) -> None:
+    """Refuse an ``out`` that holds anything but an earlier feature-store cv, which is recomputed (seconds).
+
+    A run folder or a recipe cv given by mistake would otherwise lose its metrics.json and plots.
+    """
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out}: exists and is not a folder; choose another -o")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    if is_cv_dir(out) and not (out / RECIPE_SETTINGS_FILE).exists() and not (out / "bundle.json").exists():
+        return
+    raise RunError(
+        f"{out}: folder exists and is not empty (not an earlier `xvision cv FEATURES_DIR` output); choose another -o"
+    )
+
+
 def cv_groups(data: FeatureSet, group_by: str | None) -> np.ndarray:
     """Group id per image: images linked by the ``group_by`` column or by identical SHA-256 share one."""
     values = [
@@ -127,6 +146,7 @@ def cross_validate(
     from tqdm.auto import tqdm
 
     features_dir, out = Path(features_dir), Path(out_dir)
+    _refuse_other_output(out)
     data = load_split(features_dir, config.split)
     classes = sorted(set(data.labels))
     if len(classes) < 2:

@@ -32,6 +32,7 @@ from xvision.errors import ManifestError, RunError
 from xvision.evaluation.audit import audit_record
 from xvision.evaluation.bootstrap import BootstrapConfig
 from xvision.evaluation.crossval import (
+    RECIPE_SETTINGS_FILE,
     CVConfig,
     check_enough_groups,
     combine_repeats,
@@ -45,7 +46,7 @@ from xvision.evaluation.threshold import default_positive
 
 log = logging.getLogger(__name__)
 
-SETTINGS_FILE = "cv_recipe.json"
+SETTINGS_FILE = RECIPE_SETTINGS_FILE
 
 
 def cross_validate_recipe(
