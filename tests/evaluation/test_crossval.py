@@ -152,7 +152,5 @@ def test_an_output_folder_holding_something_else_is_refused(store_factory, tmp_p
     assert (run / "metrics.json").read_text() == '{"kind": "evaluation"}'
     out = tmp_path / "cv"  # an earlier feature-store cv is recomputed in place
     for _ in range(2):
-        cross_validate(
-            features, out, head_params=SMALL_HEAD, config=CVConfig(folds=3), bootstrap=None, progress=False
-        )
+        cross_validate(features, out, head_params=SMALL_HEAD, config=CVConfig(folds=3), bootstrap=None, progress=False)
     assert json.loads((out / "metrics.json").read_text())["kind"] == "cross-validation"
