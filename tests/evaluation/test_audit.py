@@ -231,3 +231,19 @@ def test_a_mark_burned_into_real_radiographs_is_found(jsrt_dir: Path, tmp_path: 
     result = audit_manifest(tmp_path / "manifest.csv", AuditConfig(repeats=2))
     assert result.warn and result.auc is not None and result.auc > 0.9
     assert "top_right" in result.strongest[0]["feature"] or "any_corner" in result.strongest[0]["feature"]
+
+
+def test_the_tree_model_judges_a_small_set_too(clean_set: Path, tmp_path: Path) -> None:
+    # 32 images: a 5-fold training part of about 26 cannot make scikit-learn's default 20-image leaves, and
+    # a model that predicts one constant for every image must never read as "pass".
+    marked = marked_copy(clean_set, tmp_path / "marked", fill=255, corner="top_left")
+    with open(marked, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    small = [r for r in rows if r["label"] == "nodule"][:16] + [r for r in rows if r["label"] == "normal"][:16]
+    subset = marked.parent / "small.csv"
+    with open(subset, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(small)
+    result = audit_manifest(subset, AuditConfig(model="tree"), progress=False)
+    assert result.verdict == "warn" and result.auc is not None and result.auc > 0.8

@@ -183,6 +183,11 @@ def audit_manifest(
     if folds < config.folds:
         log.warning("a class has only %d groups: using %d folds instead of %d", folds, folds, config.folds)
     proba = out_of_fold_proba(table.X, y, groups, config, folds)
+    if np.ptp(proba, axis=0).max() < 1e-9:  # every image got the same score: the model learnt nothing to judge
+        note = f"the {config.model} model predicted the same for every image; too few images for it to judge"
+        return AuditResult(
+            **base, folds=folds, auc=None, ci_low=None, ci_high=None, warn=False, strongest=[], note=note
+        )
     auc = macro_auc(y, proba)
     low, high = _auc_interval(y, proba, groups, config)
     return AuditResult(
@@ -287,7 +292,7 @@ def out_of_fold_proba(
         for repeat in range(config.repeats):
             splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=config.seed + repeat)
             for train, test in splitter.split(X, y, codes):
-                model = _make_model(config.model, config.seed + repeat).fit(X[train], y[train])
+                model = _make_model(config.model, config.seed + repeat, len(train)).fit(X[train], y[train])
                 proba = np.zeros((len(test), k))
                 proba[:, model.classes_] = model.predict_proba(X[test])
                 total[test] += proba
@@ -333,14 +338,18 @@ def strongest_features(table: FeatureTable, y: np.ndarray, classes: list[str]) -
     return ranked[:STRONGEST]
 
 
-def _make_model(kind: AuditModel, seed: int) -> Any:
+def _make_model(kind: AuditModel, seed: int, n_train: int) -> Any:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
     if kind == "tree":
         from sklearn.ensemble import HistGradientBoostingClassifier
 
-        return HistGradientBoostingClassifier(max_depth=2, max_iter=100, learning_rate=0.1, random_state=seed)
+        # scikit-learn's default leaf of 20 images cannot split a fold of a few dozen: scale it to the fold.
+        leaf = int(np.clip(n_train // 10, 2, 20))
+        return HistGradientBoostingClassifier(
+            max_depth=2, max_iter=100, learning_rate=0.1, min_samples_leaf=leaf, random_state=seed
+        )
     from sklearn.linear_model import LogisticRegression
 
     return make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=2000))
