@@ -130,6 +130,9 @@ def test_fit_refuses_a_used_folder_before_any_work(fitted, capsys, monkeypatch) 
     capsys.readouterr()
     assert main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "run"), *args]) != 0
     assert "folder exists and is not empty" in capsys.readouterr().err and bundle.stat().st_mtime_ns == stamp
+    same = ["--recipe", "lite0", "--backbone", TINY]  # without --weights: the same command, finished, is a no-op
+    assert main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "run"), *same, "--seed", "1"]) != 0
+    assert "folder exists and is not empty" in capsys.readouterr().err  # another seed is another fit
     assert main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "data"), *args, "--overwrite"]) != 0
     assert "not a run folder" in capsys.readouterr().err
     assert not (root / "data" / "features").exists()
@@ -256,7 +259,12 @@ def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(f
     again, before = (json.loads((r / "metrics.json").read_text()) for r in (run, root / "run"))
     assert again["n"] == before["n"] and again["roc_auc"] == before["roc_auc"] and again["run"] == str(run)
     assert (run / "bundle.json").stat().st_mtime_ns == stamp
-    assert main(["fit", str(root / "data" / "fit.csv"), *args]) == 2  # finished: refused as before
+    assert main(["fit", str(root / "data" / "fit.csv"), *args]) == 2  # finished; --weights: refused as before
+    # The same command without --weights (the usual case): finished, nothing to redo, and a report that an
+    # interruption left unwritten is written.
+    (run / "report.html").unlink(missing_ok=True)
+    assert main(["fit", str(root / "data" / "fit.csv"), *args[:-2]]) == 0
+    assert (run / "report.html").is_file() and (run / "bundle.json").stat().st_mtime_ns == stamp
     (run / "metrics.json").unlink()
     lines = (root / "data" / "fit.csv").read_text().splitlines(keepends=True)
     changed = root / "data" / "fit-changed.csv"  # another manifest, with a test split too: refused as before

@@ -55,6 +55,10 @@ def fit(
         log.warning("%s: the head was trained on this manifest and not evaluated (interrupted?): evaluating", run_dir)
         ran = json.loads((Path(run_dir) / "bundle.json").read_text(encoding="utf-8")).get("recipe") or chosen.name
         return FitResult(Path(run_dir), ran, evaluate_run(run_dir, Path(run_dir) / "features", split="test"))
+    if not overwrite and weights is None:
+        done = _already_fitted(Path(run_dir), manifest, chosen, backbone=backbone, seed=seed)
+        if done is not None:
+            return done
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     checked, train_rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # else extraction does
     if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(train_rows):
@@ -96,6 +100,45 @@ def fit(
     if any(row.split == "test" for row in checked.rows):
         metrics = evaluate_run(run, features, split="test")
     return FitResult(run, chosen.name, metrics)
+
+
+def _already_fitted(
+    run: Path, manifest_path: str | Path, chosen: Any, *, backbone: str | None, seed: int
+) -> FitResult | None:
+    """The finished result when ``run`` already holds this recipe (same backbone and seed) fitted on this very
+    manifest (same SHA-256) and, with a test split, evaluated: running the same command again then has nothing
+    to redo. A report that an interruption left unwritten is written now. Anything else is None, and the
+    folder is then refused as usual (``weights`` given is never taken as the same: the caller checks)."""
+    from xvision.evaluation.report import REPORT_NAME, report_after_evaluate
+
+    bundle_path, metrics_path = run / "bundle.json", run / "metrics.json"
+    if not bundle_path.is_file() or not Path(manifest_path).is_file():
+        return None
+    try:
+        bundle = json.loads(bundle_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    recorded = (bundle.get("data") or {}).get("manifest")
+    if not isinstance(recorded, dict) or recorded.get("sha256") != sha256_file(manifest_path):
+        return None
+    if bundle.get("recipe") not in {chosen.name, chosen.without_lesions}:
+        return None
+    if backbone is not None and (bundle.get("backbone") or {}).get("name") != backbone:
+        return None
+    if ((bundle.get("head") or {}).get("params") or {}).get("seed") != seed:
+        return None
+    has_test = any(row.split == "test" for row in read_manifest(manifest_path).rows)
+    if has_test and not metrics_path.is_file():
+        return None  # _trained_not_evaluated's case
+    metrics = json.loads(metrics_path.read_text(encoding="utf-8")) if has_test else None
+    if has_test and not (run / REPORT_NAME).exists():
+        report_after_evaluate(run, run, run / "features")
+    log.warning(
+        "%s: already holds recipe %r fitted on this manifest; nothing to redo (--overwrite fits it again)",
+        run,
+        bundle["recipe"],
+    )
+    return FitResult(run, bundle["recipe"], metrics)
 
 
 def _trained_not_evaluated(run: Path, manifest_path: str | Path) -> bool:
