@@ -40,11 +40,13 @@ def fetch() -> None:
 )
 @click.option(
     "--images",
-    help="With --bulk: NLMCXR_png.tgz, a path or URL  [default: the Open-i URL, unless only --reports is given: "
-    "then records are written without images].",
+    help="With --bulk: NLMCXR_png.tgz, a path or URL  [default: the archive under --base-url, unless only "
+    "--reports is given: then records are written without images].",
 )
 @click.option("--workers", type=click.IntRange(1, 16), default=4, show_default=True, help="Parallel image downloads.")
-@click.option("--rate", type=click.FloatRange(min=0), default=4.0, show_default=True, help="Most requests/second.")
+@click.option(
+    "--rate", type=click.FloatRange(min=0), default=4.0, show_default=True, help="Most requests/second (0: no limit)."
+)
 @click.option("--timeout", type=click.FloatRange(min=0.01), default=20.0, show_default=True, help="Seconds per read.")
 @click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True, help="Retries per request.")
 @click.option("--page-size", type=click.IntRange(1, 500), default=30, show_default=True, help="Results per page.")

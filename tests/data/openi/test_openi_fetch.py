@@ -161,6 +161,17 @@ def test_query_error_is_a_one_line_error(
     assert err.startswith("Error: Open-i rejected the query: Invalid image type: bogus") and "\n" not in err
 
 
+def test_a_wrong_base_url_is_a_one_line_error_not_a_retry(
+    serve: Callable[..., FakeOpenI], items: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = serve(items)  # the stand-in answers 404 under /api/api/...: a base URL given with its path
+    args = ["fetch", "openi", "-o", str(tmp_path / "f"), "--base-url", server.base_url + "/api"]
+    assert main([*args, *FAST_ARGS]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "HTTP 404" in err and "--base-url" in err and "\n" not in err
+    assert not (tmp_path / "f" / "failures.jsonl").exists()  # nothing a rerun could retry
+
+
 def test_query_and_collection_are_sent(serve: Callable[..., FakeOpenI], items: list[dict], tmp_path: Path) -> None:
     server = serve(items)
     summary = _fetch(server, tmp_path / "out", query="cardiomegaly", image_type="x")
