@@ -20,6 +20,9 @@ def format_comparison(result: dict) -> str:
         if result.get("kind") == "cross-validation"
         else f"split {result['split']}"
     )
+    more = {k: n for k, n in (result.get("repeats") or {}).items() if n > 1}
+    if more:  # only the first repeat's folds pair image by image; say so, since the cv's own figure is the mean
+        where += "; repeat 1 only (" + ", ".join(f"{k.upper()} has {n}" for k, n in more.items()) + ")"
     lines = [
         f"{where}: n={result['n']} images scored by both",
         f"ROC AUC  A {result['auc_a']:.3f}   B {result['auc_b']:.3f}",

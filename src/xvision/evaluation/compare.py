@@ -194,10 +194,12 @@ def compare_cv(cv_a: str | Path, cv_b: str | Path, *, bootstrap: BootstrapConfig
     scored = compare_scores(y, proba_a, proba_b, classes, a["positive"], groups, bootstrap)
     if scored is None:
         raise RunError("the images both cross-validations scored lack a class, so ROC AUC is undefined")
+    repeats = {"a": a["repeats"], "b": b["repeats"]}
     return {
         "cv_a": str(cv_a),
         "cv_b": str(cv_b),
         "kind": "cross-validation",
+        "repeats": repeats,
         "matched_by": key,
         **scored,
         "warning": a["warning"] or b["warning"],
@@ -216,4 +218,5 @@ def _read_cv(cv_dir: str | Path) -> dict[str, Any]:
         "positive": metrics.get("positive"),
         "warning": metrics.get("warning"),
         "rows": rows,
+        "repeats": int((metrics.get("cv") or {}).get("repeats") or 1),
     }
