@@ -98,9 +98,14 @@ def openi(
 
 def _report(summary: FetchSummary, output: Path) -> None:
     total = f" of {summary.total}" if summary.total is not None else ""
+    records = output / RECORDS_FILE
+    held = (
+        sum(1 for line in records.read_text(encoding="utf-8").splitlines() if line.strip()) if records.is_file() else 0
+    )
+    # The folder may also hold records of an earlier fetch with another query: say what the file holds in all.
     click.echo(
-        f"{summary.stored}{total} records in {output / RECORDS_FILE} "
-        f"({summary.downloaded} new, {summary.already} already there)"
+        f"{summary.stored}{total} results stored ({summary.downloaded} new, {summary.already} already there); "
+        f"{records} holds {held} records"
     )
     for retry, failures in ((True, summary.retryable), (False, [f for f in summary.failures if not f.retry])):
         if not failures:

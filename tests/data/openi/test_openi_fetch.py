@@ -82,10 +82,12 @@ def test_rerun_downloads_nothing_and_adds_no_record(
     server = serve(items)
     args = ["fetch", "openi", "-o", str(tmp_path / "out"), "--base-url", server.base_url, *FAST_ARGS]
     assert main(args) == 0
-    assert f"{len(items)} of {len(items)} records in " in capsys.readouterr().out
+    assert f"{len(items)} of {len(items)} results stored ({len(items)} new" in capsys.readouterr().out
     before = len(server.requests("/imgs/"))
     assert main(args) == 0
-    assert f"(0 new, {len(items)} already there)" in capsys.readouterr().out
+    assert f"(0 new, {len(items)} already there); {tmp_path / 'out' / 'records.jsonl'} holds {len(items)} records" in (
+        capsys.readouterr().out
+    )
     assert len(server.requests("/imgs/")) == before
     assert_matches_server(tmp_path / "out", server)
 
