@@ -90,3 +90,16 @@ def test_load_split_memory_maps_on_request_and_training_streams(tmp_path) -> Non
     b = MLPClassifier(hidden=(16,), epochs=3, lr=0.05).fit(eager.X, eager.labels)
     assert np.allclose(a.predict_proba(lazy.X), b.predict_proba(eager.X), atol=1e-6)
     assert [r["train_loss"] for r in a.history_] == pytest.approx([r["train_loss"] for r in b.history_], rel=1e-6)
+
+
+def test_a_wrong_folder_is_named_for_what_it_is(tmp_path) -> None:
+    with pytest.raises(FeatureStoreError, match="no such feature folder"):
+        FeatureStore(tmp_path / "nope").read_index()
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "bundle.json").write_text("{}")
+    with pytest.raises(FeatureStoreError, match="a run folder, not a feature folder"):
+        FeatureStore(run).read_index()
+    (tmp_path / "half").mkdir()  # an extraction stopped before its index: re-run it
+    with pytest.raises(FeatureStoreError, match="the extraction did not finish"):
+        FeatureStore(tmp_path / "half").read_index()

@@ -234,7 +234,10 @@ def audit_record(manifest: str | Path | Manifest) -> dict[str, Any]:
         reachable = sum(path.is_file() for path in manifest.paths())
         if reachable < len(manifest.rows) / 2:
             return _skipped(f"only {reachable} of {len(manifest.rows)} images are reachable from {manifest.root}")
-        log.info("auditing %d images for shortcuts (xvision audit; --no-audit skips this)", len(manifest.rows))
+        log.info(
+            "auditing %d images for shortcuts (as `xvision audit` does; `train --no-audit` skips it)",
+            len(manifest.rows),
+        )
         result = audit_manifest(manifest)
     except XvisionError as error:
         return _skipped(str(error))

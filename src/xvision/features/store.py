@@ -198,6 +198,14 @@ class FeatureStore:
 
     def read_index(self) -> list[IndexRow]:
         if not self.index_path.is_file():
+            folder = self.index_path.parent
+            if not folder.is_dir():
+                raise FeatureStoreError(f"{folder}: no such feature folder (made by `xvision extract`)")
+            if (folder / "bundle.json").is_file():
+                raise FeatureStoreError(
+                    f"{folder}: a run folder, not a feature folder; its features are in the folder `xvision extract` "
+                    "wrote (for `xvision fit`, RUN/features)"
+                )
             raise FeatureStoreError(
                 f"{self.index_path}: missing; the extraction did not finish; re-run `xvision extract`"
             )
