@@ -19,7 +19,7 @@ def _blobs(n: int = 120, d: int = 30, seed: int = 0) -> tuple[np.ndarray, np.nda
 
 def test_init_only_stores_parameters() -> None:
     head = MLPClassifier(hidden=(8,), lr=0.5)
-    assert head.get_params()["hidden"] == [8] and head.lr == 0.5
+    assert head.get_params()["hidden"] == (8,) and head.lr == 0.5
     assert not hasattr(head, "classes_")
 
 
@@ -82,3 +82,19 @@ def test_wrong_feature_width_is_a_clear_error() -> None:
     head = MLPClassifier(epochs=1).fit(X, y)
     with pytest.raises(ValueError, match="expected features of shape"):
         head.predict(np.zeros((2, 5)))
+
+
+def test_scikit_learn_tools_take_the_head() -> None:
+    from sklearn.base import clone, is_classifier
+    from sklearn.model_selection import cross_val_score
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(80, 6)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    head = MLPClassifier(hidden=(8,), epochs=20, lr=0.1, momentum=0.9)
+    twin = clone(head).set_params(epochs=5)
+    assert twin.get_params()["hidden"] == (8,) and twin.epochs == 5 and head.epochs == 20 and is_classifier(head)
+    with pytest.raises(ValueError, match="no parameter"):
+        twin.set_params(depth=3)
+    scores = cross_val_score(head, X, y, cv=4, scoring="roc_auc")
+    assert scores.mean() > 0.8

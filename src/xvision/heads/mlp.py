@@ -67,6 +67,9 @@ class MLPNet(nn.Module):
 EpochCallback = Callable[[int, dict[str, float], "MLPClassifier"], None]
 
 
+_PARAMS = ("hidden", "lr", "momentum", "weight_decay", "batch_size", "epochs", "standardize", "seed")
+
+
 class MLPClassifier:
     """Multi-layer perceptron on CNN codes, trained with plain mini-batch SGD (the seed recipe).
 
@@ -95,17 +98,32 @@ class MLPClassifier:
         self.standardize = standardize
         self.seed = seed
 
-    def get_params(self) -> dict[str, Any]:
-        return {
-            "hidden": list(self.hidden),
-            "lr": self.lr,
-            "momentum": self.momentum,
-            "weight_decay": self.weight_decay,
-            "batch_size": self.batch_size,
-            "epochs": self.epochs,
-            "standardize": self.standardize,
-            "seed": self.seed,
-        }
+    _estimator_type = "classifier"  # scikit-learn < 1.6 reads this; later versions __sklearn_tags__
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """The constructor's parameters as given (scikit-learn's ``clone`` relies on that; ``deep`` is moot)."""
+        return {name: getattr(self, name) for name in _PARAMS}
+
+    def set_params(self, **params: Any) -> MLPClassifier:
+        unknown = sorted(set(params) - set(_PARAMS))
+        if unknown:
+            raise ValueError(f"MLPClassifier has no parameter(s) {unknown}; they are {list(_PARAMS)}")
+        for name, value in params.items():
+            setattr(self, name, value)
+        return self
+
+    def __sklearn_tags__(self) -> Any:
+        # Imported here: scikit-learn only asks once it is loaded, and loading it would slow `xvision predict`.
+        from sklearn.base import BaseEstimator, ClassifierMixin
+
+        class _Probe(ClassifierMixin, BaseEstimator):
+            pass
+
+        return _Probe().__sklearn_tags__()
+
+    def score(self, X: np.ndarray | FeatureArray, y: np.ndarray) -> float:
+        """Accuracy on ``(X, y)``, scikit-learn's default score for a classifier."""
+        return float(np.mean(self.predict(X) == np.asarray(y)))
 
     def _validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
