@@ -88,6 +88,10 @@ def test_predict_prints_json_and_draws_a_grid(pipeline, capsys) -> None:
         assert sum(r["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
     assert "UNTRAINED BACKBONE" in err
     assert Image.open(grid).format == "PNG"
+    kept = root / "data" / "manifest.csv"  # a slip of the file name never replaces another file with a PNG
+    before = kept.read_bytes()
+    assert main(["predict", str(root / "run"), str(images[0]), "--grid", str(kept)]) == 2
+    assert "ending in .png" in capsys.readouterr().err and kept.read_bytes() == before
 
 
 def test_predict_matches_evaluate_on_the_same_image(pipeline, capsys) -> None:

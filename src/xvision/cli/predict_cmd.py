@@ -104,6 +104,8 @@ def predict(
     """
     if as_json and as_csv:
         raise click.UsageError("choose one of --json and --csv")
+    if grid is not None and grid.suffix.lower() != ".png":  # a slip such as `--grid manifest.csv` would replace it
+        raise click.UsageError(f"--grid {grid}: give a file name ending in .png")
     paths = expand_inputs(inputs)
     if not paths:
         raise ImageLoadError(", ".join(map(str, inputs)), "no supported images found")
