@@ -187,3 +187,14 @@ def test_a_table_naming_missing_files_is_written_with_a_warning(tmp_path: Path, 
     assert main(["manifest", str(tmp_path / "t.csv"), "--column", "path=file"]) == 0
     assert "2 of 2 files not found (first: x.png" in caplog.text
     assert [row.path for row in read_manifest(tmp_path / "manifest.csv")] == ["x.png", "y.png"]
+
+
+def test_a_one_class_table_is_written_with_a_warning(tmp_path: Path, caplog) -> None:
+    (tmp_path / "t.csv").write_text("file,label\nx.png,normal\ny.png,normal\n")
+    assert main(["manifest", str(tmp_path / "t.csv"), "--column", "path=file", "-o", str(tmp_path / "m.csv")]) == 0
+    assert "only class normal; training needs two" in caplog.text
+    caplog.clear()
+    assert len(read_manifest(tmp_path / "m.csv")) == 2
+    (tmp_path / "u.csv").write_text("file,label\nx.png,normal\ny.png,nodule\n")
+    assert main(["manifest", str(tmp_path / "u.csv"), "--column", "path=file", "-o", str(tmp_path / "n.csv")]) == 0
+    assert "only class" not in caplog.text

@@ -75,6 +75,12 @@ def manifest(source: Path, output: Path | None, group_from: str, columns: tuple[
         _check_output(output, force)
         result = read_manifest(source, columns=_column_pairs(columns))
         _report_missing(result, source)
+        if len(result.labels) < 2:  # a warning, not an error: a one-class table can still be evaluated on
+            log.warning(
+                "%s: only class %s; training needs two (evaluating or predicting on it works)",
+                source,
+                ", ".join(result.labels) or "(none)",
+            )
     write_manifest(result, output)
     counts = ", ".join(f"{label} {n}" for label, n in result.counts().items())
     groups = f", {len({row.group for row in result if row.group})} groups" if result.has_groups else ""
