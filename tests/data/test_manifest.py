@@ -230,3 +230,14 @@ def test_find_images_follows_linked_folders_once_and_finds_unnamed_dicoms(tmp_pa
     (root / "notes.txt").write_text("not an image")
     found = [p.relative_to(root).as_posix() for p in find_images(root)]
     assert found == ["1.2.840.5", "a.png", "linked/b.png"]
+
+
+def test_links_to_nothing_are_left_out_of_a_folder_manifest(tmp_path: Path, caplog) -> None:
+    for label, seed in (("normal", 1), ("nodule", 2)):
+        _png(tmp_path / label / "a.png", seed)
+    (tmp_path / "nodule" / "dangling.png").symlink_to(tmp_path / "gone.png")
+    (tmp_path / "normal" / "loop.png").symlink_to(tmp_path / "normal" / "loop.png")
+    manifest = build_manifest(tmp_path)
+    assert sorted(row.path for row in manifest) == ["nodule/a.png", "normal/a.png"]
+    assert "skipping 1 link(s) that lead to no file (first: dangling.png)" in caplog.text
+    assert "(first: loop.png)" in caplog.text

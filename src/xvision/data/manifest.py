@@ -433,6 +433,7 @@ def find_images(folder: str | Path, suffixes: Iterable[str] | None = None) -> li
 
 def _find_images(class_dir: Path, accepted: frozenset[str]) -> list[Path]:
     images: list[Path] = []
+    broken: list[Path] = []
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -444,7 +445,14 @@ def _find_images(class_dir: Path, accepted: frozenset[str]) -> list[Path]:
         for name in sorted(filenames):
             candidate = Path(dirpath) / name
             if not _hidden(name) and _is_image(candidate, accepted):
-                images.append(candidate)
+                if candidate.is_file():
+                    images.append(candidate)
+                else:  # a link to nothing, or a loop: no later stage could read it, and `split` would stop on it
+                    broken.append(candidate)
+    if broken:
+        logger.warning(
+            "%s: skipping %d link(s) that lead to no file (first: %s)", class_dir, len(broken), broken[0].name
+        )
     return images
 
 
