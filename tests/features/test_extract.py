@@ -246,3 +246,15 @@ def test_a_folder_that_is_not_a_store_is_refused_untouched(tmp_path, backbone) -
     killed.mkdir()
     (killed / ".lock").touch()
     assert extract_manifest(manifest, killed, backbone=backbone, progress=False).extracted == 4
+
+
+def test_replacing_the_index_with_another_manifests_rows_is_said(tmp_path, backbone, caplog) -> None:
+    manifest = _write_set(tmp_path / "data", 2)
+    extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)
+    extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)  # the same rows: quiet
+    assert "index.csv now lists" not in caplog.text
+    data = tmp_path / "data"
+    lines = manifest.read_text().splitlines()
+    (data / "fewer.csv").write_text("\n".join(lines[:-1]) + "\n")  # one image less
+    extract_manifest(data / "fewer.csv", tmp_path / "feats", backbone=backbone, progress=False)
+    assert "index.csv now lists this manifest's images and splits (3 of the 4 earlier entries kept)" in caplog.text

@@ -366,7 +366,9 @@ def extract_features(
             report.plan = runner.plan.to_dict()
             _record_run(store, meta, runner.plan, guard, rejected)  # an engine fell back on its first batch
 
-        store.write_index(_index_rows(rows, hashes, failures, key_failures, report))
+        index = _index_rows(rows, hashes, failures, key_failures, report)
+        _warn_if_index_changes(store, index)
+        store.write_index(index)
         return report
 
 
@@ -387,6 +389,29 @@ def _hash_rows(rows: list[dict[str, Any]], strict: bool) -> tuple[dict[str, str]
                 raise ImageLoadError(path, reason) from None
             failures[str(path)] = reason
     return hashes, failures
+
+
+def _warn_if_index_changes(store: FeatureStore, index: list[IndexRow]) -> None:
+    """Say so when ``index.csv`` (which images, in which split) is replaced by another manifest's rows.
+
+    Stored features stay (they are keyed by content), but a run trained on the old index judged with this store
+    would be scored on other splits; its evaluation warns about images it trained on, yet the figures change.
+    """
+    if not store.index_path.is_file():
+        return
+    try:
+        before = {(row.sha256, row.split) for row in store.read_index()}
+    except XvisionError:
+        return
+    after = {(row.sha256, row.split) for row in index}
+    if before != after:
+        log.warning(
+            "%s: index.csv now lists this manifest's images and splits (%d of the %d earlier entries kept); "
+            "runs trained on the earlier index should be evaluated with their own store",
+            store.root,
+            len(before & after),
+            len(before),
+        )
 
 
 def _index_rows(
