@@ -162,17 +162,12 @@ class _Run:
                 items, reported = _parse_page(page)
             except (Cancelled, QueryError):
                 raise
-            except Refused as error:
-                if total is None:  # the first page refused outright (404, 403, ...): retrying cannot help
-                    raise FetchError(
+            except FetchError as error:  # a lost page always fails the command: its results are unknown
+                if total is None and isinstance(error, Refused):  # the first page refused outright (404, 403):
+                    raise FetchError(  # retrying cannot help
                         f"the search was refused ({error}); is --base-url the service's root "
                         "(e.g. https://openi.nlm.nih.gov)?"
                     ) from None
-                self.summary.failures.append(Failure("page", f"{first}-{last}", str(error)))
-                self.page_bar.update()
-                first = last + 1
-                continue
-            except FetchError as error:  # a lost page always fails the command: its results are unknown
                 self.summary.failures.append(Failure("page", f"{first}-{last}", str(error)))
                 self.page_bar.update()
                 if total is None:  # without the first page the range is unknown
