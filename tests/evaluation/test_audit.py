@@ -247,3 +247,13 @@ def test_the_tree_model_judges_a_small_set_too(clean_set: Path, tmp_path: Path) 
         writer.writerows(small)
     result = audit_manifest(subset, AuditConfig(model="tree"), progress=False)
     assert result.verdict == "warn" and result.auc is not None and result.auc > 0.8
+
+
+def test_a_model_that_scores_every_image_alike_is_undetermined_not_pass(clean_set: Path, monkeypatch) -> None:
+    from sklearn.dummy import DummyClassifier
+
+    from xvision.evaluation import audit
+
+    monkeypatch.setattr(audit, "_make_model", lambda kind, seed, n_train: DummyClassifier(strategy="prior"))
+    result = audit_manifest(clean_set, progress=False)
+    assert result.verdict == "undetermined" and result.auc is None and "same for every image" in (result.note or "")
