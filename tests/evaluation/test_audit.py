@@ -78,10 +78,12 @@ def test_unreadable_images_are_reported_and_skipped(clean_set: Path, tmp_path: P
     folder = tmp_path / "set"
     shutil.copytree(clean_set.parent, folder)
     (folder / "normal" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    Image.new("L", (SIZE, SIZE), 0).save(folder / "normal" / "blank.png")  # extraction skips it: so does the audit
     with open(folder / "manifest.csv", "a", encoding="utf-8") as handle:
-        handle.write("normal/broken.png,normal,PX\nnormal/missing.png,normal,PY\n")
+        handle.write("normal/broken.png,normal,PX\nnormal/missing.png,normal,PY\nnormal/blank.png,normal,PZ\n")
     result = audit_manifest(folder / "manifest.csv", AuditConfig(repeats=1))
-    assert sorted(item["path"] for item in result.skipped) == ["normal/broken.png", "normal/missing.png"]
+    skipped = sorted(item["path"] for item in result.skipped)
+    assert skipped == ["normal/blank.png", "normal/broken.png", "normal/missing.png"]
     assert result.n_images == 2 * N_PER_CLASS and result.auc is not None
     assert main(["audit", str(folder / "manifest.csv"), "--no-progress", "--repeats", "1"]) == 0
     assert "skipped normal/broken.png" in capsys.readouterr().err

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from xvision.errors import ImageLoadError
-from xvision.io import is_dicom, load_image
+from xvision.io import is_dicom, load_radiograph
 from xvision.io.loader import exception_reason
 
 log = logging.getLogger(__name__)
@@ -86,10 +86,10 @@ def image_features(path: str | Path) -> ImageFeatures:
     """Compute the nuisance features of one image file.
 
     Raises:
-        ImageLoadError: The file cannot be read as an image (see :func:`xvision.io.load_image`).
+        ImageLoadError: The file cannot be read as a radiograph (see :func:`xvision.io.load_radiograph`).
     """
     path = Path(path)
-    image = load_image(path)
+    image = load_radiograph(path)  # what extraction reads: blank files, masks and CT slices are skipped here too
     height, width = image.shape
     numeric: dict[str, float] = {
         "width": float(width),
