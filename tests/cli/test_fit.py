@@ -265,6 +265,10 @@ def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(f
     (run / "report.html").unlink(missing_ok=True)
     assert main(["fit", str(root / "data" / "fit.csv"), *args[:-2]]) == 0
     assert (run / "report.html").is_file() and (run / "bundle.json").stat().st_mtime_ns == stamp
+    kept = (run / "bundle.json").read_text()  # a head `train` made (no recipe) is not this recipe's finished fit
+    (run / "bundle.json").write_text(json.dumps({**json.loads(kept), "recipe": None}))
+    assert main(["fit", str(root / "data" / "fit.csv"), *args[:-2]]) == 2
+    (run / "bundle.json").write_text(kept)
     (run / "metrics.json").unlink()
     lines = (root / "data" / "fit.csv").read_text().splitlines(keepends=True)
     changed = root / "data" / "fit-changed.csv"  # another manifest, with a test split too: refused as before

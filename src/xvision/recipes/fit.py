@@ -111,17 +111,9 @@ def _already_fitted(
     folder is then refused as usual (``weights`` given is never taken as the same: the caller checks)."""
     from xvision.evaluation.report import REPORT_NAME, report_after_evaluate
 
-    bundle_path, metrics_path = run / "bundle.json", run / "metrics.json"
-    if not bundle_path.is_file() or not Path(manifest_path).is_file():
-        return None
-    try:
-        bundle = json.loads(bundle_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    recorded = (bundle.get("data") or {}).get("manifest")
-    if not isinstance(recorded, dict) or recorded.get("sha256") != sha256_file(manifest_path):
-        return None
-    if bundle.get("recipe") not in {chosen.name, chosen.without_lesions}:
+    metrics_path = run / "metrics.json"
+    bundle = _bundle_fitted_on(run, manifest_path)
+    if bundle is None or bundle.get("recipe") not in {chosen.name, chosen.without_lesions} - {None}:
         return None
     if backbone is not None and (bundle.get("backbone") or {}).get("name") != backbone:
         return None
@@ -144,12 +136,24 @@ def _already_fitted(
 def _trained_not_evaluated(run: Path, manifest_path: str | Path) -> bool:
     """Whether ``run`` holds a head trained on this very manifest (same SHA-256) that has a test split and was
     not yet evaluated: `fit` was interrupted in the seconds between the two, and only the evaluation is left."""
-    if not (run / "bundle.json").is_file() or (run / "metrics.json").exists() or not Path(manifest_path).is_file():
-        return False
-    recorded = (json.loads((run / "bundle.json").read_text(encoding="utf-8")).get("data") or {}).get("manifest")
-    if not isinstance(recorded, dict) or recorded.get("sha256") != sha256_file(manifest_path):
+    if (run / "metrics.json").exists() or _bundle_fitted_on(run, manifest_path) is None:
         return False
     return any(row.split == "test" for row in read_manifest(manifest_path).rows)
+
+
+def _bundle_fitted_on(run: Path, manifest_path: str | Path) -> dict[str, Any] | None:
+    """``run``'s bundle.json when its head was trained on this very manifest (same SHA-256), else None."""
+    bundle_path = run / "bundle.json"
+    if not bundle_path.is_file() or not Path(manifest_path).is_file():
+        return None
+    try:
+        bundle = json.loads(bundle_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    recorded = (bundle.get("data") or {}).get("manifest") if isinstance(bundle, dict) else None
+    if not isinstance(recorded, dict) or recorded.get("sha256") != sha256_file(manifest_path):
+        return None
+    return bundle
 
 
 def _check_trainable(manifest_path: str | Path, *, splits: bool) -> tuple[Manifest, list[ManifestRow]]:
