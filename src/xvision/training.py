@@ -181,6 +181,8 @@ def train_run(
         positive=positive,
     )
     atomic_write_json(run_dir / "train_keys.json", sorted(set(train.keys)))
+    if val is not None:  # evaluate warns when a "held-out" figure is measured on these
+        atomic_write_json(run_dir / "val_keys.json", sorted(set(val.keys)))
     config = {"head": "mlp", "params": head.get_params(), "features_dir": str(features_dir.resolve())}
     atomic_write_json(run_dir / "config.json", config)
     counts = {c: train.labels.count(c) for c in classes}

@@ -143,3 +143,26 @@ def test_undefined_resamples_are_counted_not_averaged() -> None:
     m = score_predictions(y, as_proba(np.log(p / (1 - p))), ["a", "b"], bootstrap=BootstrapConfig(n_resamples=300))
     entry = m["intervals"]["precision"]["b"]
     assert entry["value"] == 1.0 and entry["n_undefined"] > 0 and entry["ci_low"] == entry["ci_high"] == 1.0
+
+
+def test_few_cases_per_class_get_a_caution_and_enough_do_not() -> None:
+    # Four perfectly separated films per class: every resample is perfectly separated, so the AUC interval
+    # is [1, 1]. That is the bootstrap's blind spot, and metrics.json must say so.
+    y = np.array([0] * 4 + [1] * 4)
+    scores = np.r_[np.linspace(-2, -1, 4), np.linspace(1, 2, 4)]
+    m = score_predictions(y, as_proba(scores), ["normal", "nodule"], bootstrap=BootstrapConfig(n_resamples=200))
+    auc = m["intervals"]["roc_auc"]
+    assert auc["ci_low"] == auc["ci_high"] == 1.0
+    assert "normal 4, nodule 4" in m["bootstrap"]["caution"] and "zero width" in m["bootstrap"]["caution"]
+
+    # Groups are the units: 12 images of 3 patients per class is still three cases per class.
+    y12 = np.repeat([0, 1], 12)
+    groups = [f"p{i // 4}" for i in range(24)]
+    scores12 = np.random.default_rng(0).normal(size=24) + y12
+    m = score_predictions(y12, as_proba(scores12), ["a", "b"], groups=groups, bootstrap=BootstrapConfig(50))
+    assert "a 3, b 3" in m["bootstrap"]["caution"]
+
+    y = np.array([0] * 40 + [1] * 10)  # ten positives is enough
+    rng = np.random.default_rng(1)
+    m = score_predictions(y, as_proba(rng.normal(size=50) + y), ["a", "b"], bootstrap=BootstrapConfig(50))
+    assert "caution" not in m["bootstrap"]

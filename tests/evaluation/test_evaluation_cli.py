@@ -58,8 +58,28 @@ def test_evaluate_writes_intervals_calibration_and_the_rule(phantom_run, capsys)
     for name in ("precision", "recall"):
         assert set(metrics["intervals"][name]) == {"nodule", "normal"}
     assert metrics["bootstrap"]["n_resamples"] == 2000 and metrics["bootstrap"]["unit"] == "group"
+    # A test split of a few patients per class: the intervals are printed with a caution, not bare.
+    assert metrics["bootstrap"]["n_units"] < 10 and "few cases per class" in metrics["bootstrap"]["caution"]
+    assert "caution: few cases per class" in printed
     for name in ("confusion_matrix.png", "roc.png", "reliability.png", "training_curve.png"):
         assert Image.open(out / "plots" / name).format == "PNG"
+
+
+def test_evaluating_on_the_validation_split_is_flagged_as_optimistic(phantom_run, caplog) -> None:
+    run = phantom_run / "run"
+    val_keys = json.loads((run / "val_keys.json").read_text())
+    assert val_keys and not set(val_keys) & set(json.loads((run / "train_keys.json").read_text()))
+    out = phantom_run / "eval-val"
+    assert main(["evaluate", str(run), "--features", str(phantom_run / "feats"), "--split", "val", "-o", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["overlap_with_validation"] == metrics["n"] == len(val_keys)
+    assert f"{len(val_keys)} evaluated images were the run's validation images" in caplog.text
+    assert "Evaluated on validation images" in (out / "report.html").read_text()
+    caplog.clear()
+    out = phantom_run / "eval-test"
+    assert main(["evaluate", str(run), "--features", str(phantom_run / "feats"), "-o", str(out)]) == 0
+    assert json.loads((out / "metrics.json").read_text())["overlap_with_validation"] == 0
+    assert "validation images" not in caplog.text
 
 
 def test_predict_decides_with_the_runs_threshold(phantom_run, capsys) -> None:

@@ -29,6 +29,8 @@ def format_comparison(result: dict) -> str:
         f"A - B    {d['value']:+.3f}, {100 * b['level']:.0f}% paired bootstrap interval "
         f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({b['n_resamples']} resamples of {b['n_units']} {b['unit']}s)",
     ]
+    if b.get("caution"):
+        lines.append(f"caution: {b['caution']}")
     delong = result.get("delong")
     if delong:
         z = "n/a" if delong["z"] is None else f"{delong['z']:.3f}"

@@ -54,6 +54,8 @@ def format_metrics(metrics: dict) -> str:
             f"[intervals: {100 * b['level']:.0f}% percentile bootstrap, {b['n_resamples']} resamples of "
             f"{b['n_units']} {b['unit']}s, stratified by class, seed {b['seed']}]"
         )
+        if b.get("caution"):
+            lines.append(f"caution: {b['caution']}")
     classes = metrics["classes"]
     width = max(len(c) for c in classes)
     lines.append(f"{'':{width}}  precision  recall  f1     n")

@@ -21,6 +21,10 @@ import numpy as np
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_LEVEL = 0.95
+#: Below this many units (groups or images) in a class, intervals get a caution: a percentile bootstrap of a
+#: handful of cases understates the uncertainty, down to zero width (every resample of a perfectly separated
+#: set is perfectly separated). Ten per class is a common rule of thumb for resampling binary outcomes.
+MIN_UNITS_PER_CLASS = 10
 #: Upper bound on the entries of one block of the weight matrix (keeps memory near 32 MB for any n).
 _BLOCK_ENTRIES = 4_000_000
 
@@ -52,6 +56,27 @@ def group_codes(groups: Sequence[str | None] | None, n: int) -> np.ndarray:
         key = f"g:{g}" if g else f"i:{i}"
         out[i] = codes.setdefault(key, len(codes))
     return out
+
+
+def small_sample_caution(y: np.ndarray, groups: np.ndarray, classes: Sequence[str]) -> str | None:
+    """A one-line caution when some class has fewer than :data:`MIN_UNITS_PER_CLASS` resampled units.
+
+    ``groups`` are the integer ids of :func:`group_codes`; a unit is counted in its most common class, as the
+    bootstrap strata are.
+    """
+    y = np.asarray(y, dtype=np.int64)
+    if y.size == 0:
+        return None
+    _, group_index = np.unique(groups, return_inverse=True)
+    strata = _group_strata(y, group_index, int(group_index.max()) + 1)
+    counts = np.bincount(strata, minlength=len(classes))
+    few = [f"{classes[c]} {int(n)}" for c, n in enumerate(counts) if n < MIN_UNITS_PER_CLASS]
+    if not few:
+        return None
+    return (
+        f"few cases per class ({', '.join(few)}; under {MIN_UNITS_PER_CLASS}): the bootstrap understates "
+        "uncertainty this small, and an interval can shrink to zero width; read the intervals as rough"
+    )
 
 
 def resample_weights(y: np.ndarray, groups: np.ndarray, *, n_resamples: int, seed: int) -> Iterator[np.ndarray]:

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from xvision.errors import FeatureStoreError, RunError
-from xvision.evaluation.bootstrap import BootstrapConfig, group_codes, paired_auc_samples
+from xvision.evaluation.bootstrap import BootstrapConfig, group_codes, paired_auc_samples, small_sample_caution
 from xvision.evaluation.crossval import is_cv_dir
 from xvision.evaluation.delong import delong_test
 from xvision.evaluation.metrics import compute_metrics
@@ -124,6 +124,9 @@ def compare_scores(
             "n_units": int(len(np.unique(codes))),
         },
     }
+    caution = small_sample_caution(y, codes, classes)
+    if caution:
+        result["bootstrap"]["caution"] = caution
     if binary:
         assert pos is not None
         result["delong"] = delong_test(y == pos, proba_a[:, pos], proba_b[:, pos], level=bootstrap.level).to_dict()

@@ -53,6 +53,13 @@ def evaluate_run(
     overlap = len(set(data.keys) & bundle.train_keys())
     if overlap:
         log.warning("%d evaluated images were used in training: these figures are optimistic", overlap)
+    seen_in_val = len(set(data.keys) & bundle.val_keys())
+    if seen_in_val:
+        log.warning(
+            "%d evaluated images were the run's validation images, which chose its epoch, threshold and "
+            "calibration: these figures are optimistic; judge the model on test",
+            seen_in_val,
+        )
     unreadable = unreadable_images(features_dir, split)
 
     proba = bundle.predict_proba(data.X)
@@ -76,6 +83,7 @@ def evaluate_run(
         "weights": bundle.backbone["weights"],
         "warning": watermark,
         "overlap_with_training": overlap,
+        "overlap_with_validation": seen_in_val,
         "unreadable": unreadable,
         **metrics,
     }

@@ -195,6 +195,15 @@ def _banners(untrained: bool, audit: dict[str, Any] | None, metrics: dict[str, A
                 "are optimistic.",
             }
         )
+    if metrics and metrics.get("overlap_with_validation"):
+        banners.append(
+            {
+                "kind": "warning",
+                "title": "Evaluated on validation images",
+                "text": f"{metrics['overlap_with_validation']} evaluated images were the run's validation images, "
+                "which chose its epoch and threshold: the figures are optimistic.",
+            }
+        )
     if metrics and metrics.get("unreadable"):
         names = ", ".join(u["path"] for u in metrics["unreadable"][:3]) + (
             ", ..." if len(metrics["unreadable"]) > 3 else ""
@@ -283,6 +292,7 @@ def _interval_note(metrics: dict[str, Any]) -> str | None:
     return (
         f"Intervals: {boot.get('level', 0.95):.0%} percentile bootstrap, {boot.get('n_resamples')} resamples of "
         f"{boot.get('n_units')} {unit} within each class (seed {boot.get('seed')})."
+        + (f" Caution: {boot['caution']}." if boot.get("caution") else "")
     )
 
 

@@ -78,6 +78,8 @@ def limitations(
         notes.append(f"The shortcut audit did not run ({audit.get('reason')}).")
     if metrics.get("overlap_with_training"):
         notes.append(f"{metrics['overlap_with_training']} evaluated images were also used in training.")
+    if metrics.get("overlap_with_validation"):
+        notes.append(f"{metrics['overlap_with_validation']} evaluated images chose the run's epoch and threshold.")
     threshold = bundle.get("threshold") or {}
     if threshold.get("source") == "none":
         notes.append(f"The decision threshold is a default ({threshold.get('note') or 'no validation split'}).")

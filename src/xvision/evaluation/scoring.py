@@ -19,6 +19,7 @@ from xvision.evaluation.bootstrap import (
     group_codes,
     metric_intervals,
     roc_band,
+    small_sample_caution,
 )
 from xvision.evaluation.calibration import calibration_summary
 from xvision.evaluation.metrics import compute_metrics
@@ -82,6 +83,9 @@ def score_predictions(
         "unit": "group" if groups is not None and any(groups) else "image",
         "n_units": int(n_units),
     }
+    caution = small_sample_caution(np.asarray(y), codes, classes)
+    if caution:
+        metrics["bootstrap"]["caution"] = caution
     band = roc_band(samples, grid, bootstrap.level)
     if band is not None:
         metrics["roc_band"] = band

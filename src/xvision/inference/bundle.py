@@ -8,6 +8,7 @@ Layout of a RUN_DIR::
     checkpoints/epoch-NNN.safetensors   one per epoch
     history.csv           epoch, train/val loss and accuracy
     train_keys.json       SHA-256 of every training image (evaluate warns when test images overlap)
+    val_keys.json         SHA-256 of every validation image (they chose the epoch and threshold: the same)
 
 bundle.json also holds how probabilities become decisions, all fitted on the validation split by
 `xvision train` (see xvision.evaluation.operating): ``positive`` (two classes), ``calibration``
@@ -118,7 +119,14 @@ class RunBundle:
         return decide(proba, positive=index, threshold=self.threshold)
 
     def train_keys(self) -> set[str]:
-        path = self.root / "train_keys.json"
+        return self._keys("train_keys.json")
+
+    def val_keys(self) -> set[str]:
+        """Content keys of the validation images (empty for runs without validation, or older runs)."""
+        return self._keys("val_keys.json")
+
+    def _keys(self, name: str) -> set[str]:
+        path = self.root / name
         return set(json.loads(path.read_text())) if path.is_file() else set()
 
 
