@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
+import skimage.data
 from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import FileDataset, FileMetaDataset
@@ -17,7 +18,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from xvision.errors import ImageLoadError
 from xvision.io import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES, is_dicom, load_image, load_radiograph
-from xvision.io.loader import MIN_GREY_LEVELS
+from xvision.io.loader import MIN_GREY_LEVELS, MIN_SIDE
 
 DX_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 
@@ -178,6 +179,34 @@ def test_load_radiograph_returns_what_load_image_does_for_a_film(tmp_path: Path)
     sparse[0, 0] = 5
     path = write_png(tmp_path / "sparse.png", sparse)
     np.testing.assert_array_equal(load_radiograph(path, target_size=256), load_image(path, target_size=256))
+
+
+def test_load_radiograph_refuses_icons_and_colour_pictures_but_not_grey_films_saved_in_colour(tmp_path: Path) -> None:
+    """An 8 x 8 icon and a colour photograph used to get confident predictions; a film saved as RGB (as JPEG
+    or with a red annotation arrow) is still a film."""
+    rng = np.random.default_rng(0)
+    icon = write_png(tmp_path / "icon.png", rng.integers(0, 256, (8, 12), dtype=np.uint8))
+    assert load_image(icon).shape == (8, 12)
+    with pytest.raises(ImageLoadError, match=rf"icon\.png: image is 12 x 8 pixels: too small .*at least {MIN_SIDE}"):
+        load_radiograph(icon)
+    smallest = write_png(tmp_path / "small.png", rng.integers(0, 256, (MIN_SIDE, MIN_SIDE + 5), dtype=np.uint8))
+    assert load_radiograph(smallest).shape == (MIN_SIDE, MIN_SIDE + 5)
+
+    photo = tmp_path / "cat.jpg"
+    Image.fromarray(skimage.data.chelsea()).save(photo, quality=90)
+    with pytest.raises(ImageLoadError, match=r"cat\.jpg: a colour image \(\d+% of its pixels coloured\)"):
+        load_radiograph(photo)
+    assert load_image(photo).ndim == 2  # load_image, for display, still reads it
+
+    grey = rng.integers(0, 256, (200, 160), dtype=np.uint8)
+    rgb = np.repeat(grey[:, :, None], 3, axis=2)
+    rgb[20:60, 20:30] = (255, 0, 0)  # an annotation arrow: 1.25% of the film
+    annotated = tmp_path / "annotated.jpg"
+    Image.fromarray(rgb).save(annotated, quality=85)  # JPEG chroma noise on top
+    assert load_radiograph(annotated).shape == (200, 160)
+    palette = tmp_path / "palette.png"
+    Image.fromarray(grey).convert("P").save(palette)
+    np.testing.assert_array_equal(load_radiograph(palette), load_image(palette))
 
 
 def test_load_radiograph_refuses_dicoms_of_other_modalities(tmp_path: Path) -> None:

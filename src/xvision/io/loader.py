@@ -29,7 +29,15 @@ from PIL import BmpImagePlugin, Image, ImageFile, JpegImagePlugin, PngImagePlugi
 
 from xvision.errors import ImageLoadError
 
-__all__ = ["DEFAULT_MAX_PIXELS", "MIN_GREY_LEVELS", "SUPPORTED_SUFFIXES", "is_dicom", "load_image", "load_radiograph"]
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "MIN_GREY_LEVELS",
+    "MIN_SIDE",
+    "SUPPORTED_SUFFIXES",
+    "is_dicom",
+    "load_image",
+    "load_radiograph",
+]
 
 DEFAULT_MAX_PIXELS = 50_000_000
 """Largest width x height decoded by default; the largest detector panels are about 4300 x 4300 (18.5 MP)."""
@@ -37,6 +45,18 @@ DEFAULT_MAX_PIXELS = 50_000_000
 MIN_GREY_LEVELS = 8
 """Fewer distinct values than this and an image cannot be a radiograph: a blank export, or a lung mask or other
 binary image given by mistake (JSRT's ``lung_masks/`` beside its ``images/``). A real film has hundreds."""
+
+MIN_SIDE = 32
+"""Smallest width or height of a radiograph: below it an image is an icon, a tracking pixel or a thumbnail of a
+thumbnail, and resizing it to a network's 224+ px input would invent everything the model reads."""
+
+COLOUR_CHROMA = 32
+"""A pixel whose channels differ by more than this (of 255) is coloured. Grey images saved as RGB (JPEG
+included) stay within a few levels; an annotation arrow colours a sliver of a film."""
+
+MAX_COLOUR_FRACTION = 0.2
+"""Above this fraction of coloured pixels an RGB image is a photograph, a screenshot or a heatmap overlay
+(such as Grad-CAM output given back by mistake), not a radiograph."""
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
 """Lower-case file suffixes that folder scanners should pick up."""
@@ -85,9 +105,12 @@ def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, target
         ImageLoadError: The file is missing, empty, not a supported image, truncated or corrupt, larger than
             ``max_pixels``, or of an unsupported kind (e.g. a colour DICOM).
     """
+    return _decode(Path(path), max_pixels, target_size, refuse_colour=False)
+
+
+def _decode(path: Path, max_pixels: int, target_size: int | None, *, refuse_colour: bool) -> np.ndarray:
     if max_pixels <= 0:
         raise ValueError(f"max_pixels must be positive, got {max_pixels}")
-    path = Path(path)
     head = _read_head(path)
     try:
         if _is_dicom_head(path, head):
@@ -96,7 +119,7 @@ def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, target
 
             image = _reduce_array(load_dicom(path, max_pixels=max_pixels), target_size)
         else:
-            image = _load_with_pillow(path, head, max_pixels, target_size)
+            image = _load_with_pillow(path, head, max_pixels, target_size, refuse_colour=refuse_colour)
     except ImageLoadError:
         raise
     except Exception as exc:  # a decoder failed in a way not foreseen below: still one clean error
@@ -111,8 +134,14 @@ def load_radiograph(path: str | Path, *, target_size: int | None = None) -> np.n
     :class:`~xvision.errors.ImageLoadError`: fewer than :data:`MIN_GREY_LEVELS` distinct values (blank, or a
     mask), or a DICOM whose Modality is another kind of image (CT, MR, ...; see
     :data:`xvision.io.dicom.NOT_RADIOGRAPHS`). What the models read: without it, a lung mask or a CT slice
-    given by mistake gets a confident prediction."""
-    image = load_image(path, target_size=target_size)
+    given by mistake gets a confident prediction. Also refused: a side under :data:`MIN_SIDE` pixels, and an RGB
+    image with more than :data:`MAX_COLOUR_FRACTION` of its pixels coloured (a photograph or an overlay)."""
+    image = _decode(Path(path), DEFAULT_MAX_PIXELS, target_size, refuse_colour=True)
+    if min(image.shape) < MIN_SIDE:
+        height, width = image.shape
+        raise ImageLoadError(
+            path, f"image is {width} x {height} pixels: too small for a radiograph (at least {MIN_SIDE} a side)"
+        )
     if is_dicom(path):
         from xvision.io.dicom import check_projection_radiograph
 
@@ -214,7 +243,9 @@ def _reduce_array(image: np.ndarray, target_size: int | None) -> np.ndarray:
     return np.asarray(Image.fromarray(image, mode="F").reduce(factor), dtype=np.float32)
 
 
-def _load_with_pillow(path: Path, head: bytes, max_pixels: int, target_size: int | None = None) -> np.ndarray:
+def _load_with_pillow(
+    path: Path, head: bytes, max_pixels: int, target_size: int | None = None, *, refuse_colour: bool = False
+) -> np.ndarray:
     image_class = _pillow_class(head)
     if image_class is None:
         raise ImageLoadError(path, "not a supported image: the contents are not PNG, JPEG, TIFF, BMP or DICOM")
@@ -234,9 +265,27 @@ def _load_with_pillow(path: Path, head: bytes, max_pixels: int, target_size: int
             image.load()
         except Exception as exc:
             raise ImageLoadError(path, f"truncated or corrupt image data ({exception_reason(exc)})") from exc
+        if refuse_colour:
+            _check_not_colour(path, image)
         if factor >= 2 and image.mode == "L":
             return np.asarray(image.reduce(factor), dtype=np.float32) / np.float32(255)
         return _reduce_array(_pillow_to_array(path, image), target_size)
+
+
+def _check_not_colour(path: Path, image: ImageFile.ImageFile) -> None:
+    """Raise ImageLoadError when more than MAX_COLOUR_FRACTION of an RGB-like image's pixels are coloured."""
+    if image.mode not in ("P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"):
+        return
+    rgb = image if image.mode == "RGB" else image.convert("RGB")
+    step = max(1, min(rgb.size) // 256)  # a 256 x 256 sample is plenty for a fraction
+    pixels = np.asarray(rgb)[::step, ::step].astype(np.int16)
+    chroma = pixels.max(axis=2) - pixels.min(axis=2)
+    fraction = float(np.mean(chroma > COLOUR_CHROMA))
+    if fraction > MAX_COLOUR_FRACTION:
+        raise ImageLoadError(
+            path,
+            f"a colour image ({fraction:.0%} of its pixels coloured): a photograph or an overlay, not a radiograph",
+        )
 
 
 def _pillow_to_array(path: Path, image: ImageFile.ImageFile) -> np.ndarray:
