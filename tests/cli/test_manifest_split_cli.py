@@ -198,3 +198,29 @@ def test_a_one_class_table_is_written_with_a_warning(tmp_path: Path, caplog) -> 
     (tmp_path / "u.csv").write_text("file,label\nx.png,normal\ny.png,nodule\n")
     assert main(["manifest", str(tmp_path / "u.csv"), "--column", "path=file", "-o", str(tmp_path / "n.csv")]) == 0
     assert "only class" not in caplog.text
+
+
+def test_labels_written_two_ways_get_a_hint_from_manifest_and_split(tmp_path: Path, caplog) -> None:
+    rows = [("a.png", "nodule"), ("b.png", "NODULE"), ("c.png", "normal"), ("d.png", "abnormal"), ("e.png", "nodlue")]
+    for i, (name, _) in enumerate(rows):
+        _png(tmp_path / name, i)
+    (tmp_path / "t.csv").write_text("path,label\n" + "".join(f"{p},{label}\n" for p, label in rows))
+    assert main(["manifest", str(tmp_path / "t.csv"), "-o", str(tmp_path / "m.csv")]) == 0
+    assert "labels 'NODULE' and 'nodule' differ only by case" in caplog.text
+    assert "labels 'nodlue' and 'nodule' look alike (a typo?); they are separate classes" in caplog.text
+    assert "'abnormal' and 'normal'" not in caplog.text  # two classes named alike on purpose: no hint
+    assert read_manifest(tmp_path / "m.csv").labels == ["NODULE", "abnormal", "nodlue", "nodule", "normal"]
+    caplog.clear()
+    main(["split", str(tmp_path / "m.csv"), "--test", "0", "--val", "0"])
+    assert "labels 'NODULE' and 'nodule' differ only by case" in caplog.text
+
+
+def test_stem_groups_that_span_class_folders_get_a_warning(tmp_path: Path, caplog) -> None:
+    for k, label in enumerate(("normal", "nodule")):  # per-class numbering: normal/1.png, nodule/1.png
+        for i in range(3):
+            _png(tmp_path / "ds" / label / f"{i}.png", 10 * k + i)
+    assert main(["manifest", str(tmp_path / "ds"), "--group-from", "stem"]) == 0
+    assert "3 group(s) from --group-from stem hold images of two classes (first '0': nodule, normal)" in caplog.text
+    caplog.clear()
+    assert main(["manifest", str(tmp_path / "ds"), "--group-from", "none", "--force"]) == 0
+    assert "hold images of two classes" not in caplog.text

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from xvision.data.hints import groups_spanning_classes, warn_similar_labels
 from xvision.data.manifest import Manifest, build_manifest, read_manifest, write_manifest
 from xvision.errors import ManifestError
 
@@ -66,6 +67,7 @@ def manifest(source: Path, output: Path | None, group_from: str, columns: tuple[
         output = output or source / "manifest.csv"
         _check_output(output, force)
         result = build_manifest(source, group_from=group_from)  # type: ignore[arg-type]
+        _warn_spanning_groups(result, source, group_from)
     else:
         if group_from != "none":
             raise click.UsageError("--group-from applies to a FOLDER; with a table, name its column: --column group=ID")
@@ -81,10 +83,26 @@ def manifest(source: Path, output: Path | None, group_from: str, columns: tuple[
                 source,
                 ", ".join(result.labels) or "(none)",
             )
+    warn_similar_labels(result, source)
     write_manifest(result, output)
     counts = ", ".join(f"{label} {n}" for label, n in result.counts().items())
     groups = f", {len({row.group for row in result if row.group})} groups" if result.has_groups else ""
     click.echo(f"Wrote {output}: {len(result)} images, {len(result.labels)} classes ({counts}){groups}")
+
+
+def _warn_spanning_groups(result: Manifest, source: Path, group_from: str) -> None:
+    mixed = groups_spanning_classes(result)
+    if mixed:
+        n, example = mixed
+        log.warning(
+            "%s: %d group(s) from --group-from %s hold images of two classes (first %s); files named alike in "
+            "different class folders are taken as one patient. If the names are only numbers per class, "
+            "use --group-from none",
+            source,
+            n,
+            group_from,
+            example,
+        )
 
 
 def _check_output(output: Path, force: bool) -> None:

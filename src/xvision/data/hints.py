@@ -1,0 +1,74 @@
+"""Warnings about a manifest that is valid but probably not what its author meant.
+
+Both are hints, never errors: a data set may really have classes named alike, or a patient with films of two
+classes. They are printed by ``xvision manifest`` and ``xvision split``, the commands a user runs right after
+writing the labels, where a fix is still cheap.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections import defaultdict
+from pathlib import Path
+
+from xvision.data.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+#: Labels shorter than this (after folding) are never called typos of each other: "T1"/"T2", "AP"/"PA".
+MIN_TYPO_LENGTH = 4
+
+
+def _folded(label: str) -> str:
+    return re.sub(r"[\s_\-.]+", "", label.casefold())
+
+
+def similar_labels(labels: list[str]) -> list[str]:
+    """One line per pair of labels that differ only by case or punctuation, or look like a typo of each other."""
+    hints = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1 :]:
+            fa, fb = _folded(a), _folded(b)
+            if fa == fb:
+                hints.append(f"labels {a!r} and {b!r} differ only by case or punctuation")
+            elif min(len(fa), len(fb)) >= MIN_TYPO_LENGTH and _one_edit_apart(fa, fb):
+                hints.append(f"labels {a!r} and {b!r} look alike (a typo?)")
+    return hints
+
+
+def warn_similar_labels(manifest: Manifest, source: str | Path) -> None:
+    """Log one warning per pair of :func:`similar_labels`, naming ``source``."""
+    for hint in similar_labels(manifest.labels):
+        log.warning("%s: %s; they are separate classes. If they are one, fix the labels first", source, hint)
+
+
+def _one_edit_apart(a: str, b: str) -> bool:
+    """One letter added, dropped, changed or two neighbours swapped ("nodule": "nodules", "nodlue").
+
+    Not a digit: "class1"/"class2" and "grade1"/"grade2" are numbered classes, not typos. Two edits never
+    count, so "normal"/"abnormal" is left alone."""
+    if abs(len(a) - len(b)) > 1:
+        return False
+    if len(a) > len(b):
+        a, b = b, a
+    i = 0
+    while i < len(a) and a[i] == b[i]:
+        i += 1
+    if len(a) < len(b):  # b has one letter more, at i
+        return a[i:] == b[i + 1 :] and not b[i].isdigit()
+    if a[i + 1 :] == b[i + 1 :]:  # one letter changed
+        return not (a[i].isdigit() or b[i].isdigit())
+    return i + 1 < len(a) and a[i] == b[i + 1] and a[i + 1] == b[i] and a[i + 2 :] == b[i + 2 :]
+
+
+def groups_spanning_classes(manifest: Manifest) -> tuple[int, str] | None:
+    """``(how many groups, an example)`` for groups whose images carry more than one label, or None."""
+    labels: dict[str, set[str]] = defaultdict(set)
+    for row in manifest:
+        if row.group:
+            labels[row.group].add(row.label)
+    mixed = sorted(g for g, found in labels.items() if len(found) > 1)
+    if not mixed:
+        return None
+    return len(mixed), f"{mixed[0]!r}: {', '.join(sorted(labels[mixed[0]]))}"
