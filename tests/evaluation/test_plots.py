@@ -195,3 +195,23 @@ def test_matplotlib_is_imported_lazily_and_pyplot_never(tmp_path: Path) -> None:
         "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot global state touched'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_heatmap_overlay_fades_faint_heat_into_the_film(tmp_path: Path) -> None:
+    from xvision.evaluation.plots import HEAT_OPACITY, heat_overlay, plot_heatmap
+
+    ramp = np.linspace(0.0, 1.0, 201)
+    alpha = heat_overlay(ramp)[:, 3]
+    assert alpha[0] == 0.0 and alpha[-1] == HEAT_OPACITY and np.all(np.diff(alpha) >= 0)
+    assert alpha[np.searchsorted(ramp, 0.06)] < 0.1  # weak heat is nearly invisible, not a 40% blue patch
+    assert np.max(np.diff(alpha)) < 0.02  # no step anywhere along the ramp
+
+    # Drawn: a grey film with heat rising left to right. Next to the cold edge the film shows through
+    # almost unchanged; adjacent columns never jump in colour.
+    film = np.full((120, 120), 0.5)
+    heat = np.tile(np.linspace(0.0, 1.0, 120), (120, 1))
+    pixels = read_png(plot_heatmap(film, heat, tmp_path / "heat.png")).astype(int)
+    row = pixels[pixels.shape[0] // 2]
+    coloured = np.flatnonzero(np.ptp(row, axis=1) > 0)  # columns where the overlay shows colour
+    inside = row[coloured[0] : coloured[-1] + 1]
+    assert np.abs(np.diff(inside, axis=0)).max() <= 12

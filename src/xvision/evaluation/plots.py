@@ -281,14 +281,31 @@ def plot_prediction_grid(
     return _save(fig, path, watermark)
 
 
+#: Heat at or above this is drawn at full overlay opacity; below it the overlay fades out linearly.
+HEAT_FADE = 0.5
+HEAT_OPACITY = 0.5
+
+
+def heat_overlay(heat: np.ndarray) -> np.ndarray:
+    """RGBA of a [0, 1] heatmap for drawing over a film: the jet colour of each value, with an opacity that
+    rises from 0 (no heat) to HEAT_OPACITY at HEAT_FADE. Faint heat fades into the film instead of being cut
+    off at a threshold, which painted every weak value as a hard-edged blue patch."""
+    from matplotlib import colormaps
+
+    heat = np.clip(np.asarray(heat, dtype=np.float64), 0.0, 1.0)
+    rgba = colormaps["jet"](heat)
+    rgba[..., 3] = HEAT_OPACITY * np.clip(heat / HEAT_FADE, 0.0, 1.0)
+    return rgba
+
+
 def plot_heatmap(
     image: np.ndarray, heat: np.ndarray, path: str | Path, *, title: str = "", watermark: str | None = None
 ) -> Path:
-    """Draw a radiograph (2-D, [0, 1]) with a heatmap of the same shape ([0, 1]) over it; faint heat omitted."""
+    """Draw a radiograph (2-D, [0, 1]) with a heatmap of the same shape ([0, 1]) over it (see heat_overlay)."""
     fig = _new_figure((5.0, 5.0))
     ax = fig.add_subplot(1, 1, 1)
     ax.imshow(image, cmap="gray", vmin=0.0, vmax=1.0)
-    ax.imshow(np.ma.masked_less(heat, 0.05), cmap="jet", alpha=0.4, vmin=0.0, vmax=1.0)
+    ax.imshow(heat_overlay(heat))
     ax.set_title(title, fontsize=9)
     ax.axis("off")
     return _save(fig, path, watermark)
