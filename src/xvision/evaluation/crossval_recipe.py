@@ -41,6 +41,7 @@ from xvision.evaluation.crossval import (
     threshold_summary,
     write_cv_outputs,
 )
+from xvision.evaluation.report import REPORT_NAME, report_after_evaluate
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, score_predictions
 from xvision.evaluation.threshold import default_positive
 
@@ -105,6 +106,8 @@ def cross_validate_recipe(
                 (run / "metrics.json").unlink(missing_ok=True)
             if (run / "metrics.json").is_file():
                 log.info("cv: %s: finished on an earlier call, kept", number)
+                if not (run / REPORT_NAME).exists():  # interrupted between the fold's metrics and its report
+                    report_after_evaluate(run, run, run / "features")
             else:
                 if audit is None:
                     audit = audit_record(manifest)
