@@ -41,3 +41,29 @@ def test_the_public_api_still_imports_from_the_package() -> None:
 
     assert callable(xvision.load_image) and callable(xvision.train_run)
     assert "Predictor" in dir(xvision)
+
+
+def test_python_warnings_print_as_one_log_line_without_source_paths() -> None:
+    code = (
+        "import warnings\n"
+        "from xvision.cli.main import main\n"
+        "assert main({argv}) == 0\n"
+        "warnings.warn('film.dcm: MONOCHROME1 inverted', UserWarning)\n"
+    )
+    for argv, where in ((["backbones"], False), (["-v", "backbones"], True)):
+        run = subprocess.run([sys.executable, "-c", code.format(argv=argv)], capture_output=True, text=True, check=True)
+        lines = [line for line in run.stderr.splitlines() if "MONOCHROME1" in line]
+        assert len(lines) == 1 and lines[0].startswith("WARNING: film.dcm: MONOCHROME1 inverted"), run.stderr
+        assert ("UserWarning at <string>:4" in lines[0]) == where and "warnings.warn(" not in run.stderr
+
+
+def test_backbones_lists_the_lung_variants_it_accepts(capsys) -> None:
+    from xvision.backbones.registry import get_spec, lung_bases
+
+    assert main(["backbones"]) == 0
+    listed = capsys.readouterr().out
+    lung_line = next(line for line in listed.splitlines() if line.startswith("<name>_lung"))
+    assert "efficientnet_lite0_512" in lung_line and "lesion" not in lung_line
+    for base in lung_bases():  # every base named there is accepted with the suffix, and only those
+        assert get_spec(base + "_lung").name == base + "_lung"
+    assert "vgg16" not in lung_bases() and "efficientnet_lite0_1024_lesion" not in lung_bases()

@@ -129,6 +129,14 @@ def test_predict_reports_bad_files_and_continues(pipeline, capsys, tmp_path) -> 
     rows = dict(line.split("\t", 1) for line in out.splitlines())
     assert rows[str(mask)].startswith("ERROR\tonly 2 grey levels: a mask") and "lung_mask.png" in err
     assert rows[str(good)].split("\t")[0] in ("normal", "nodule")
+    icon = tmp_path / "icon.png"  # an 8 x 8 icon is refused too, not scaled up to 224 px and classified
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (8, 8), dtype=np.uint8)).save(icon)
+    assert main(["predict", str(root / "run"), str(icon)]) == 1
+    assert "icon.png: image is 8 x 8 pixels: too small" in capsys.readouterr().err
+    loop = tmp_path / "loop.png"  # a link to itself: said so, not "file not found"
+    loop.symlink_to(loop)
+    assert main(["predict", str(root / "run"), str(loop)]) == 2
+    assert "loop.png: a link that leads to no file" in capsys.readouterr().err
 
 
 def test_user_mistakes_are_one_line_errors(pipeline, capsys, tmp_path) -> None:

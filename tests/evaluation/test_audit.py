@@ -72,6 +72,11 @@ def test_cli_exit_status_3_when_it_warns_0_when_not(clean_set: Path, tmp_path: P
     assert written["verdict"] == "warn" and written["config"]["threshold"] == 0.6
     assert main(["audit", str(clean_set), "--no-progress", "--threshold", "0.6", "--folds", "4"]) == 0
     assert "no shortcut found" in capsys.readouterr().out
+    # -o naming a folder (existing, or new with a final /) writes audit.json inside it, not a file named so
+    for folder in (f"{tmp_path / 'new'}/", str(tmp_path / "marked")):
+        assert main(["audit", str(marked), "--no-progress", "-o", folder]) == 3
+        assert json.loads((Path(folder) / "audit.json").read_text())["verdict"] == "warn"
+    assert not (tmp_path / "new").is_file()
 
 
 def test_unreadable_images_are_reported_and_skipped(clean_set: Path, tmp_path: Path, capsys) -> None:

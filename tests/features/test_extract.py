@@ -108,12 +108,16 @@ def test_a_manifest_whose_images_all_fail_is_an_error_that_names_the_first(tmp_p
         extract_manifest(data / "w.csv", tmp_path / "feats2", backbone=backbone, progress=False)
 
 
-def test_strict_makes_a_bad_image_fatal(tmp_path, backbone) -> None:
+def test_strict_makes_a_bad_image_fatal(tmp_path, backbone, capsys) -> None:
     manifest = _write_set(tmp_path / "data", 2)
     (tmp_path / "data" / "normal" / "text.png").write_text("nope")
     _add_rows(manifest, [("normal/text.png", "normal")])
-    with pytest.raises(ImageLoadError, match="text.png"):
-        extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False, strict=True)
+    with pytest.raises(ImageLoadError, match="text.png") as raised:
+        extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=True, strict=True)
+    # The progress bar was closed before the error left: the CLI's "Error: ..." starts a line of its own.
+    bar = capsys.readouterr().err
+    assert "extract" in bar and bar.endswith("\n"), repr(bar[-80:])
+    del raised
 
 
 def test_interrupted_extraction_resumes_without_redoing_work(tmp_path, backbone, monkeypatch) -> None:

@@ -442,6 +442,11 @@ def list_backbones() -> list[BackboneSpec]:
     return list(_REGISTRY.values())
 
 
+def lung_bases() -> list[str]:
+    """The backbones that take the ``_lung`` suffix: those with the bundled EfficientNet-Lite0 ImageNet weights."""
+    return [name for name, spec in _REGISTRY.items() if spec.weights is _EFFNET_LITE0_WEIGHTS]
+
+
 def get_spec(name: str) -> BackboneSpec:
     if name.startswith("timm:"):
         return _timm_spec(name)
@@ -451,7 +456,7 @@ def get_spec(name: str) -> BackboneSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        known = ", ".join([*_REGISTRY, "timm:<name>"])
+        known = ", ".join([*_REGISTRY, *(b + LUNG_SUFFIX for b in lung_bases()), "timm:<name>"])
         raise BackboneError(f"unknown backbone {name!r}; choose one of: {known}") from None
 
 

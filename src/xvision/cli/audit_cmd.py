@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -42,7 +43,11 @@ WARN_STATUS = 3
 )
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of folds and bootstrap.")
 @click.option(
-    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), default=None, help="Write audit.json here."
+    "-o",
+    "--output",
+    type=click.Path(path_type=str),
+    default=None,
+    help="Write the result as JSON to this file (a folder, or a path ending in /: audit.json inside it).",
 )
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of text.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show a progress bar.")
@@ -54,7 +59,7 @@ def audit(
     group_by: str,
     model: str,
     seed: int,
-    output: Path | None,
+    output: str | None,
     as_json: bool,
     progress: bool,
 ) -> None:
@@ -73,10 +78,11 @@ def audit(
         model=model,  # type: ignore[arg-type]  # click.Choice guarantees the literal
         seed=seed,
     )
+    target = _output_file(output) if output is not None else None
     result = audit_manifest(manifest_path, config, progress=progress)
     payload = result.to_dict()
-    if output is not None:
-        atomic_write_json(output, payload)
+    if target is not None:
+        atomic_write_json(target, payload)
     if as_json:
         click.echo(json.dumps(payload, indent=2, default=str))
     else:
@@ -84,7 +90,15 @@ def audit(
             click.secho(line, fg="red" if line.startswith("WARNING") else None)
         for item in result.skipped:
             click.echo(f"skipped {item['path']}: {item['reason']}", err=True)
-    if output is not None:
-        click.echo(f"audit: {output}", err=True)
+    if target is not None:
+        click.echo(f"audit: {target}", err=True)
     if result.warn:
         raise click.exceptions.Exit(WARN_STATUS)
+
+
+def _output_file(output: str) -> Path:
+    """``-o`` as the file to write: ``audit.json`` inside a folder, or inside a path written with a final /."""
+    path = Path(output)
+    if output.endswith(("/", os.sep)) or path.is_dir():
+        return path / "audit.json"
+    return path

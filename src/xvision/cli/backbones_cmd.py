@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from xvision.backbones import list_backbones
+from xvision.backbones.registry import LUNG_SUFFIX, lung_bases
 
 
 @click.command("backbones")
@@ -15,4 +16,9 @@ def backbones() -> None:
     for spec in specs:
         size = f"{spec.preprocess.input_size}px"
         click.echo(f"{spec.name:{width}s} {size:>6s}  {spec.description}")
+    click.echo(
+        f"{'<name>' + LUNG_SUFFIX:{width}s} {'':>6s}  <name> one of {', '.join(lung_bases())}: its final features "
+        "pooled over the lung fields a lung unit predicts; made by `xvision fit --recipe finetune_lung` "
+        "(fine-tuned weights)"
+    )
     click.echo(f"{'timm:<name>':{width}s} {'':>6s}  any timm model, pre-logits features")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from typing import TextIO
 
 import click
 
@@ -58,7 +59,26 @@ def cli(verbose: bool) -> None:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    logging.captureWarnings(True)
+    _warnings_as_log_lines(verbose)
+
+
+def _warnings_as_log_lines(verbose: bool) -> None:
+    """Python warnings (a MONOCHROME1 film, a library's deprecation) as ``WARNING: message`` lines: the
+    source file and line that ``warnings`` prints mean nothing to a user; ``-v`` adds them back."""
+    import warnings
+
+    def show(
+        message: Warning | str,
+        category: type[Warning],
+        filename: str,
+        lineno: int,
+        file: TextIO | None = None,
+        line: str | None = None,
+    ) -> None:
+        where = f" ({category.__name__} at {filename}:{lineno})" if verbose else ""
+        logging.getLogger("py.warnings").warning("%s%s", message, where)
+
+    warnings.showwarning = show
 
 
 def _interrupt_on_sigterm() -> None:

@@ -26,6 +26,8 @@ def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
             paths.extend(find_images(item))
         elif item.exists():
             paths.append(item)
+        elif item.is_symlink():
+            raise ImageLoadError(item, "a link that leads to no file (its target is missing, or links loop)")
         else:
             raise ImageLoadError(item, "file not found")
     return paths

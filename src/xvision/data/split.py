@@ -87,8 +87,7 @@ def group_values(manifest: Manifest, group_by: str | None) -> list[str | None]:
     if group_by not in manifest.columns:
         raise ManifestError(
             f"{manifest.name}: no column {group_by!r} to group by; available columns: "
-            f"{', '.join(manifest.columns)}; or use `--group-by none` (group_by=None) "
-            "to make every image its own group"
+            f"{', '.join(manifest.columns)}; or use `--group-by none` to make every image its own group"
         )
     return [row.get(group_by) for row in manifest.rows]
 

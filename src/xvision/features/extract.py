@@ -358,6 +358,7 @@ def extract_features(
             raise
         except XvisionError:
             flush()
+            bar.close()  # the error then starts a line of its own, not the end of the progress bar's
             raise
         flush()
         bar.close()
