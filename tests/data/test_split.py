@@ -156,6 +156,15 @@ def test_split_counts_report_images_and_groups(tmp_path: Path) -> None:
     ]
 
 
+def test_split_counts_count_identical_files_as_one_group(tmp_path: Path) -> None:
+    rows = [ManifestRow(f"{i}.png", "a", split="train") for i in range(3)]
+    for i, seed in enumerate((1, 1, 2)):  # 0.png and 1.png are the same bytes: one unit, as the split treats it
+        _png(tmp_path / f"{i}.png", seed)
+    manifest = Manifest(rows=rows, root=tmp_path)
+    assert split_counts(manifest) == [("train", "a", 3, 3)]
+    assert split_counts(manifest, hashes=file_hashes(manifest)) == [("train", "a", 3, 2)]
+
+
 # --- leakage -------------------------------------------------------------------------------------------
 
 

@@ -42,13 +42,13 @@ def split(manifest_path: Path, group_by: str, test: float, val: float, seed: int
     check_no_leakage(result, group_by=column, hashes=hashes)
     output = output or manifest_path
     write_manifest(result, output)
-    click.echo(_table(result, column))
+    click.echo(_table(result, column, hashes))
     click.echo(f"Wrote {output}; no group or identical image is in two splits.")
 
 
-def _table(manifest: Manifest, group_by: str | None) -> str:
+def _table(manifest: Manifest, group_by: str | None, hashes: dict[str, str]) -> str:
     header = ("split", "class", "images", "groups")
-    body = [(s, label, str(n), str(g)) for s, label, n, g in split_counts(manifest, group_by)]
+    body = [(s, label, str(n), str(g)) for s, label, n, g in split_counts(manifest, group_by, hashes)]
     widths = [max(len(cell) for cell in column) for column in zip(header, *body, strict=True)]
     return "\n".join(
         f"{split:<{widths[0]}}  {label:<{widths[1]}}  {images:>{widths[2]}}  {groups:>{widths[3]}}"

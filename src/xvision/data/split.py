@@ -224,18 +224,23 @@ def _deal(units: list[list[int]], wanted: list[str], fractions: Mapping[str, flo
     return dealt
 
 
-def split_counts(manifest: Manifest, group_by: str | None = "group") -> list[tuple[str, str, int, int]]:
+def split_counts(
+    manifest: Manifest, group_by: str | None = "group", hashes: Mapping[str, str] | None = None
+) -> list[tuple[str, str, int, int]]:
     """``(split, label, images, groups)`` for every split and label present, in split then label order.
 
     A group is counted once per (split, label) it has images in; rows without a group count as one each.
-    Rows without a split are reported under the split name ``"-"``.
+    With ``hashes`` (from :func:`file_hashes`), byte-identical files count as one group, as the split
+    treats them. Rows without a split are reported under the split name ``"-"``.
     """
     images: Counter[tuple[str, str]] = Counter()
-    groups: dict[tuple[str, str], set[str]] = defaultdict(set)
-    for row, value in zip(manifest.rows, group_values(manifest, group_by), strict=True):
+    groups: dict[tuple[str, str], set[int]] = defaultdict(set)
+    digests = [(hashes or {}).get(str(manifest.resolve(row))) for row in manifest.rows]
+    units = link_groups(digests, group_values(manifest, group_by))
+    for row, unit in zip(manifest.rows, units.tolist(), strict=True):
         key = (row.split or "-", row.label)
         images[key] += 1
-        groups[key].add(f"group:{value}" if value is not None else f"path:{row.path}")
+        groups[key].add(unit)
     order = {name: i for i, name in enumerate((*SPLITS, "-"))}
     return [
         (split, label, images[(split, label)], len(groups[(split, label)]))
