@@ -235,12 +235,11 @@ def split_counts(
     """
     images: Counter[tuple[str, str]] = Counter()
     groups: dict[tuple[str, str], set[int]] = defaultdict(set)
-    digests = [(hashes or {}).get(str(manifest.resolve(row))) for row in manifest.rows]
-    units = link_groups(digests, group_values(manifest, group_by))
-    for row, unit in zip(manifest.rows, units.tolist(), strict=True):
-        key = (row.split or "-", row.label)
-        images[key] += 1
-        groups[key].add(unit)
+    for unit, members in enumerate(_units(manifest, group_by, hashes)):
+        for index in members:
+            row = manifest.rows[index]
+            images[(row.split or "-", row.label)] += 1
+            groups[(row.split or "-", row.label)].add(unit)
     order = {name: i for i, name in enumerate((*SPLITS, "-"))}
     return [
         (split, label, images[(split, label)], len(groups[(split, label)]))
