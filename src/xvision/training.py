@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 import math
+import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,10 +65,22 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
     return True
 
 
+#: What a previous run's evaluation left in RUN_DIR: the new head would otherwise be reported with the old
+#: head's figures (``xvision report`` reads them). ``eval-*`` folders of ``evaluate --manifest`` are kept: they
+#: name their own run and data, and may be wanted for comparison.
+_STALE_RESULTS = ("metrics.json", "predictions.csv", "report.html", "val_keys.json", "plots")
+
+
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     if check_run_dir(run_dir, overwrite):
         for old in (run_dir / "checkpoints").glob("epoch-*.safetensors"):
             old.unlink()
+        for name in _STALE_RESULTS:
+            stale = run_dir / name
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            else:
+                stale.unlink(missing_ok=True)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +150,17 @@ def test_user_mistakes_are_one_line_errors(pipeline, capsys, tmp_path) -> None:
     assert "not a run folder" in capsys.readouterr().err
     assert main(["extract", str(root / "manifest.csv"), "--backbone", "nonsense", "-o", str(tmp_path / "f")]) == 2
     assert "unknown backbone" in capsys.readouterr().err
+
+
+def test_training_over_an_evaluated_run_drops_the_old_heads_results(pipeline, tmp_path, capsys) -> None:
+    root, _ = pipeline
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    assert (run / "metrics.json").is_file() and (run / "report.html").is_file()
+    (run / "eval-other").mkdir()  # evaluate --manifest results name their own run and data: kept
+    assert main(["train", str(root / "feats"), "-o", str(run), "--epochs", "2", "--overwrite", "--no-audit"]) == 0
+    for stale in ("metrics.json", "predictions.csv", "report.html", "plots"):
+        assert not (run / stale).exists(), stale  # else `report` shows the old head's figures beside the new one
+    assert (run / "eval-other").is_dir() and (run / "val_keys.json").is_file()
+    assert main(["evaluate", str(run), "--features", str(root / "feats")]) == 0
+    assert (run / "metrics.json").is_file()
