@@ -149,6 +149,11 @@ def test_report_command_and_graceful_degradation(phantom_run: Path, tmp_path: Pa
 
     assert main(["report", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    # --results naming a folder without metrics.json is a mistake, not a run "not evaluated yet"
+    (tmp_path / "images").mkdir()
+    assert main(["report", str(phantom_run), "--results", str(tmp_path / "images")]) == 2
+    assert "images: no metrics.json" in capsys.readouterr().err
+    assert not (tmp_path / "images" / "report.html").exists()
 
 
 def test_multiclass_run_without_images(tmp_path: Path) -> None:

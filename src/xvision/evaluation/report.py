@@ -61,7 +61,8 @@ def write_report(
         out: The HTML file (default: ``report.html`` in ``results_dir``).
 
     Raises:
-        RunError: ``run_dir`` has no readable ``bundle.json``.
+        RunError: ``run_dir`` has no readable ``bundle.json``, or ``results_dir`` is given and holds no
+            ``metrics.json``.
     """
     run_dir = Path(run_dir)
     results = Path(results_dir) if results_dir is not None else run_dir
@@ -70,6 +71,8 @@ def write_report(
         from xvision.evaluation.crossval import not_a_run
 
         raise RunError(not_a_run(run_dir))
+    if results_dir is not None and not (results / "metrics.json").is_file():  # a typo must not look "not evaluated"
+        raise RunError(f"{results}: no metrics.json; --results names the folder evaluate wrote with -o")
     metrics = _read_json(results / "metrics.json")
     store = _find_store(features_dir, bundle, metrics)
     context = build_context(run_dir, results, bundle, metrics, store)
