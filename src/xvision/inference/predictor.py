@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,6 +14,7 @@ from xvision.backbones import Backbone, create_backbone
 from xvision.errors import ImageLoadError, RunError
 from xvision.inference.bundle import RunBundle, load_bundle
 from xvision.io import load_radiograph
+from xvision.io.loader import not_a_radiograph
 
 
 @dataclass
@@ -96,33 +97,45 @@ class Predictor:
         return self.bundle.positive
 
     @torch.inference_mode()
-    def predict_arrays(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        """Probabilities (n, classes) for images already in Xvision's array form (calibrated if the run is)."""
+    def predict_arrays(self, images: Sequence[np.ndarray] | np.ndarray) -> np.ndarray:
+        """Probabilities (n, classes) for images already in Xvision's array form (calibrated if the run is).
+
+        Each image is a 2-D float array in [0, 1], 0 = black, as :func:`xvision.load_image` returns; one such
+        array alone is one image. Anything else (uint8 pixels, colour, NaN, a blank or tiny image) raises
+        ValueError or TypeError naming the image's index and the problem: scored anyway, it would get a
+        confident, meaningless probability.
+        """
+        if isinstance(images, np.ndarray) and images.ndim == 2:
+            images = [images]
+        images = list(images)
         if not images:
             return np.empty((0, len(self.classes)), dtype=np.float32)
+        for index, image in enumerate(images):
+            check_image_array(image, f"image {index}")
         batch = torch.stack([self.backbone.preprocess(image) for image in images])
         batch = batch.contiguous(memory_format=torch.channels_last)
         return self.bundle.predict_proba(self.backbone.extract(batch))
 
-    def predict_paths(self, paths: Sequence[str | Path], *, batch_size: int = 16) -> list[Prediction]:
-        """Predict each file; unreadable files come back with ``error`` set instead of stopping the job."""
-        results: list[Prediction] = []
+    def predict_paths(self, paths: Iterable[str | Path] | str | Path, *, batch_size: int = 16) -> list[Prediction]:
+        """Predict each file, one result per path in the order given (a single path is a list of one);
+        unreadable files come back with ``error`` set instead of stopping the job."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        results: list[Prediction] = [Prediction(path=str(path)) for path in paths]
         for start in range(0, len(paths), batch_size):
-            chunk = paths[start : start + batch_size]
             loaded: list[tuple[Prediction, np.ndarray]] = []
-            for path in chunk:
+            for prediction in results[start : start + batch_size]:
                 try:
-                    loaded.append((Prediction(path=str(path)), load_radiograph(path)))
+                    loaded.append((prediction, load_radiograph(prediction.path)))
                 except ImageLoadError as error:
-                    results.append(Prediction(path=str(path), error=error.reason))
+                    prediction.error = error.reason
             proba = self.predict_arrays([image for _, image in loaded])
             decisions = self.bundle.decide(proba)
             for (prediction, _), p, label in zip(loaded, proba, decisions, strict=True):
                 prediction.probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
                 prediction.label = self.classes[int(label)]
-                results.append(prediction)
-        order = {str(p): i for i, p in enumerate(paths)}
-        return sorted(results, key=lambda r: order.get(r.path, 0))
+        return results
 
 
 def prediction_record(predictor: Predictor, result: Prediction) -> dict[str, Any]:
@@ -140,3 +153,26 @@ def prediction_record(predictor: Predictor, result: Prediction) -> dict[str, Any
         "error": result.error,
         **({"warning": UNTRAINED_WARNING} if predictor.untrained_backbone else {}),
     }
+
+
+def check_image_array(image: object, name: str) -> None:
+    """Raise TypeError/ValueError unless ``image`` is in Xvision's array form and could be a radiograph."""
+    if not isinstance(image, np.ndarray):
+        raise TypeError(f"{name}: expected a numpy array, got {type(image).__name__}")
+    if image.ndim != 2:
+        raise ValueError(
+            f"{name}: expected a 2-D grayscale array, got shape {image.shape}; read files with xvision.load_image"
+        )
+    if not np.issubdtype(image.dtype, np.floating):
+        raise ValueError(
+            f"{name}: {image.dtype} pixels; Xvision's array form is float in [0, 1] (0 = black): use "
+            "xvision.load_image(path), or divide 8-bit pixels by 255 and 16-bit ones by 65535"
+        )
+    if not np.isfinite(image).all():
+        raise ValueError(f"{name}: contains NaN or infinity")
+    low, high = float(image.min()), float(image.max())
+    if low < 0.0 or high > 1.0:
+        raise ValueError(f"{name}: values span [{low:g}, {high:g}]; Xvision's array form is float in [0, 1]")
+    problem = not_a_radiograph(image)
+    if problem:
+        raise ValueError(f"{name}: {problem}")

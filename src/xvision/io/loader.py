@@ -137,27 +137,31 @@ def load_radiograph(path: str | Path, *, target_size: int | None = None) -> np.n
     given by mistake gets a confident prediction. Also refused: a side under :data:`MIN_SIDE` pixels, and an RGB
     image with more than :data:`MAX_COLOUR_FRACTION` of its pixels coloured (a photograph or an overlay)."""
     image = _decode(Path(path), DEFAULT_MAX_PIXELS, target_size, refuse_colour=True)
-    if min(image.shape) < MIN_SIDE:
-        height, width = image.shape
-        raise ImageLoadError(
-            path, f"image is {width} x {height} pixels: too small for a radiograph (at least {MIN_SIDE} a side)"
-        )
     if is_dicom(path):
         from xvision.io.dicom import check_projection_radiograph
 
         check_projection_radiograph(path)
-    step = max(1, min(image.shape) // 256)  # a 256 x 256 sample decides in about a millisecond
-    if np.unique(image[::step, ::step]).size < MIN_GREY_LEVELS:
-        levels = np.unique(image).size  # the sample may miss a few: count them all before refusing
-        if levels == 1:
-            raise ImageLoadError(
-                path, f"every pixel has the same value ({float(image.flat[0]):g}): a blank image, not a radiograph"
-            )
-        if levels < MIN_GREY_LEVELS:
-            raise ImageLoadError(
-                path, f"only {levels} grey levels: a mask or a label image, not a radiograph (a film has hundreds)"
-            )
+    problem = not_a_radiograph(image)
+    if problem:
+        raise ImageLoadError(path, problem)
     return image
+
+
+def not_a_radiograph(image: np.ndarray) -> str | None:
+    """Why a decoded image (Xvision's array form) cannot be a chest radiograph, or None: a side under
+    :data:`MIN_SIDE` pixels, one value everywhere (blank), or fewer than :data:`MIN_GREY_LEVELS` (a mask)."""
+    if min(image.shape) < MIN_SIDE:
+        height, width = image.shape
+        return f"image is {width} x {height} pixels: too small for a radiograph (at least {MIN_SIDE} a side)"
+    step = max(1, min(image.shape) // 256)  # a 256 x 256 sample decides in about a millisecond
+    if np.unique(image[::step, ::step]).size >= MIN_GREY_LEVELS:
+        return None
+    levels = np.unique(image).size  # the sample may miss a few: count them all before refusing
+    if levels == 1:
+        return f"every pixel has the same value ({float(image.flat[0]):g}): a blank image, not a radiograph"
+    if levels < MIN_GREY_LEVELS:
+        return f"only {levels} grey levels: a mask or a label image, not a radiograph (a film has hundreds)"
+    return None
 
 
 def is_dicom(path: str | Path) -> bool:

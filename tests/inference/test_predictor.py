@@ -1,0 +1,65 @@
+"""The Python API's Predictor: arrays it cannot score are refused by name, and paths come back in order."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xvision.cli.main import main
+from xvision.data.phantoms import make_phantom_dataset
+from xvision.inference import Predictor
+from xvision.io import load_image
+
+TINY = "timm:mobilenetv3_small_050"
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory) -> tuple[Predictor, list]:
+    root = tmp_path_factory.mktemp("predictor")
+    manifest = make_phantom_dataset(root / "data", n_per_class=6, size=64, seed=5)
+    assert main(["extract", str(manifest), "--backbone", TINY, "--weights", "random", "-o", str(root / "f")]) == 0
+    assert main(["train", str(root / "f"), "-o", str(root / "run"), "--epochs", "2", "--no-audit"]) == 0
+    return Predictor(root / "run"), sorted((root / "data").rglob("*.png"))
+
+
+def test_arrays_not_in_xvisions_form_are_refused_by_name(predictor) -> None:
+    model, images = predictor
+    film = load_image(images[0])
+    as_uint8 = np.asarray(Image.open(images[0]))  # what np.array(Image.open(...)) gives: 0..255 integers
+    with pytest.raises(ValueError, match=r"image 1: uint8 pixels; .*divide 8-bit pixels by 255"):
+        model.predict_arrays([film, as_uint8])
+    with pytest.raises(ValueError, match=r"image 0: values span \[0, \d+\]; Xvision.s array form is float in \[0, 1\]"):
+        model.predict_arrays([as_uint8.astype(np.float32)])
+    broken = film.copy()
+    broken[3, 3] = np.nan
+    with pytest.raises(ValueError, match="image 0: contains NaN"):
+        model.predict_arrays([broken])
+    with pytest.raises(ValueError, match=r"image 0: expected a 2-D grayscale array, got shape \(64, 64, 3\)"):
+        model.predict_arrays([np.repeat(film[:, :, None], 3, axis=2)])
+    with pytest.raises(ValueError, match="every pixel has the same value"):
+        model.predict_arrays([np.zeros((64, 64), dtype=np.float32)])
+    with pytest.raises(ValueError, match="4 x 4 pixels: too small"):
+        model.predict_arrays([film[:4, :4]])
+    with pytest.raises(TypeError, match="expected a numpy array, got list"):
+        model.predict_arrays([film.tolist()])
+    # One 2-D array alone is one image; the same answer as in a list.
+    np.testing.assert_allclose(model.predict_arrays(film), model.predict_arrays([film]), rtol=1e-6)
+    assert model.predict_arrays(film).shape == (1, 2)
+
+
+def test_paths_come_back_one_per_input_in_the_order_given(predictor, tmp_path) -> None:
+    model, images = predictor
+    bad = tmp_path / "bad.png"
+    bad.write_text("not an image")
+    a, b = images[0], images[-1]
+    results = model.predict_paths([a, bad, a, b], batch_size=2)
+    assert [r.path for r in results] == [str(a), str(bad), str(a), str(b)]
+    assert results[1].error and results[0].error is results[2].error is results[3].error is None
+    assert results[0].probabilities == results[2].probabilities
+    # A single path (str or Path) is one image, not a sequence of characters; any iterable is accepted.
+    [single] = model.predict_paths(str(a))
+    assert single.path == str(a) and single.probabilities == results[0].probabilities
+    assert [r.path for r in model.predict_paths(p for p in (b, a))] == [str(b), str(a)]
+    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+        model.predict_paths([a], batch_size=0)
