@@ -204,6 +204,21 @@ def test_load_radiograph_refuses_icons_and_colour_pictures_but_not_grey_films_sa
     annotated = tmp_path / "annotated.jpg"
     Image.fromarray(rgb).save(annotated, quality=85)  # JPEG chroma noise on top
     assert load_radiograph(annotated).shape == (200, 160)
+    # What Xvision itself draws is not a film: a Grad-CAM overlay with one focal hot spot, and a ROC plot.
+    from xvision.evaluation.plots import plot_heatmap, plot_roc
+
+    yy, xx = np.mgrid[0:200, 0:160]
+    spot = np.exp(-((yy - 80) ** 2 + (xx - 60) ** 2) / (2 * 12.0**2))
+    overlay = plot_heatmap(grey / 255.0, spot, tmp_path / "gradcam.png")
+    with pytest.raises(ImageLoadError, match=r"gradcam\.png: a colour image"):
+        load_radiograph(overlay)
+    labels = np.r_[np.zeros(20), np.ones(20)]
+    fpr = np.linspace(0, 1, 51)
+    band = {"fpr": fpr.tolist(), "tpr_low": (fpr**2).tolist(), "tpr_high": np.sqrt(fpr).tolist()}  # as evaluate
+    scores = labels + rng.normal(size=40)
+    roc = plot_roc(labels, scores, tmp_path / "roc.png", auc=0.7, positive_name="nodule", band=band)
+    with pytest.raises(ImageLoadError, match=r"roc\.png: a colour image"):
+        load_radiograph(roc)
     palette = tmp_path / "palette.png"
     Image.fromarray(grey).convert("P").save(palette)
     np.testing.assert_array_equal(load_radiograph(palette), load_image(palette))

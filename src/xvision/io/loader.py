@@ -50,13 +50,15 @@ MIN_SIDE = 32
 """Smallest width or height of a radiograph: below it an image is an icon, a tracking pixel or a thumbnail of a
 thumbnail, and resizing it to a network's 224+ px input would invent everything the model reads."""
 
-COLOUR_CHROMA = 32
+COLOUR_CHROMA = 16
 """A pixel whose channels differ by more than this (of 255) is coloured. Grey images saved as RGB (JPEG
 included) stay within a few levels; an annotation arrow colours a sliver of a film."""
 
-MAX_COLOUR_FRACTION = 0.2
-"""Above this fraction of coloured pixels an RGB image is a photograph, a screenshot or a heatmap overlay
-(such as Grad-CAM output given back by mistake), not a radiograph."""
+MAX_COLOUR_FRACTION = 0.05
+"""Above this fraction of coloured pixels an RGB image is a photograph, a screenshot, a plot or a heatmap
+overlay, not a radiograph. Xvision's own Grad-CAM pictures colour 7-75% of their pixels (a focal spot to a
+diffuse map) and its ROC plot with its interval band 50%; an annotation arrow or a coloured label box is
+1-3% of a film."""
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
 """Lower-case file suffixes that folder scanners should pick up."""
