@@ -155,3 +155,22 @@ def test_the_heatmap_is_a_png_of_the_image_with_its_decision(run) -> None:
     assert answer.headers["x-xvision-predicted"] == predicted
     bad = client.post("/heatmap", files={"file": ("x.png", b"junk", "image/png")})
     assert bad.status_code == 422 and bad.json()["detail"].startswith("x.png: not a supported image")
+
+
+def test_a_request_over_the_total_limit_is_refused_as_it_arrives(run, monkeypatch) -> None:
+    client = TestClient(create_app(run / "run", max_request_mb=1))
+    monkeypatch.setattr(Predictor, "predict_paths", lambda *a, **k: pytest.fail("predicted an oversize request"))
+    half = b"\0" * (600 * 1024)  # each file under the per-file limit, together over the request limit
+    answer = client.post("/predict", files=[("files", ("a.png", half, "image/png")), ("files", ("b.png", half))])
+    assert answer.status_code == 413 and "request body over 1 MB" in answer.json()["detail"]
+
+    def chunks():  # no Content-Length: counted as it streams, and refused once past the limit
+        for _ in range(64):
+            yield b"--x\r\n" + b"\0" * (64 * 1024)
+
+    streamed = client.post("/predict", content=chunks(), headers={"content-type": "multipart/form-data; boundary=x"})
+    assert streamed.status_code == 413 and "request body over 1 MB" in streamed.json()["detail"]
+
+    # A declared size over the limit is refused from the header alone, without waiting for the body.
+    claimed = client.post("/predict", content=b"x", headers={"content-length": "99999999999"})
+    assert claimed.status_code == 413 and "request body over 1 MB" in claimed.json()["detail"]

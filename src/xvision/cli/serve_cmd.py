@@ -8,7 +8,12 @@ from pathlib import Path
 import click
 
 from xvision.errors import XvisionError
-from xvision.inference.server import DEFAULT_MAX_UPLOAD_MB, create_app, require_server_packages
+from xvision.inference.server import (
+    DEFAULT_MAX_REQUEST_MB,
+    DEFAULT_MAX_UPLOAD_MB,
+    create_app,
+    require_server_packages,
+)
 
 
 @click.command("serve")
@@ -19,7 +24,14 @@ from xvision.inference.server import DEFAULT_MAX_UPLOAD_MB, create_app, require_
 @click.option(
     "--max-upload-mb", default=DEFAULT_MAX_UPLOAD_MB, show_default=True, type=click.IntRange(1), help="Largest file."
 )
-def serve(run_dir: Path, host: str, port: int, weights: str | None, max_upload_mb: int) -> None:
+@click.option(
+    "--max-request-mb",
+    default=DEFAULT_MAX_REQUEST_MB,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Largest request, all files together (refused as it arrives, before it fills the disk).",
+)
+def serve(run_dir: Path, host: str, port: int, weights: str | None, max_upload_mb: int, max_request_mb: int) -> None:
     """Serve RUN_DIR's predictions over HTTP: POST /predict and /heatmap, GET /model and /health.
 
     POST /predict takes images in the multipart field `files` and answers the records of
@@ -31,7 +43,8 @@ def serve(run_dir: Path, host: str, port: int, weights: str | None, max_upload_m
     import uvicorn
 
     _check_address(host, port)  # before seconds of loading the run
-    app = create_app(run_dir, weights=weights, max_upload_mb=max_upload_mb)  # a bad run fails before binding
+    # A bad run fails here, before binding.
+    app = create_app(run_dir, weights=weights, max_upload_mb=max_upload_mb, max_request_mb=max_request_mb)
     if host not in ("127.0.0.1", "localhost", "::1"):
         logging.getLogger(__name__).warning(
             "listening on %s: anyone who can reach this address can send images and read predictions "

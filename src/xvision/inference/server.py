@@ -7,7 +7,8 @@
   Answers ``{"predictions": [...]}``, one record per file in upload order, the same records as
   `xvision predict --json` (``path`` is the uploaded file's name). A file that cannot be read gets ``error``
   and the others are still predicted; when no file can be read the answer is 422 with the reasons. A file
-  over ``max_upload_mb`` is refused with 413 before anything is predicted.
+  over ``max_upload_mb`` is refused with 413 before anything is predicted, and so is a request body over
+  ``max_request_mb`` (all files together) as soon as it passes that size.
 - ``POST /heatmap``: one image in the field ``file``; answers a PNG: the image with the Grad-CAM of the
   positive class over it and the decision in its title (what `predict --heatmaps` draws), the decision also
   in the header ``X-Xvision-Predicted`` (URL-encoded).
@@ -34,6 +35,9 @@ from xvision.inference.predictor import Prediction, Predictor, prediction_record
 from xvision.io import SUPPORTED_SUFFIXES
 
 DEFAULT_MAX_UPLOAD_MB = 64  # a 4-megapixel 16-bit DICOM is about 8 MB
+#: Largest request body, all files together. The multipart parser spools the whole body to disk before an
+#: endpoint sees a file, so the per-file limit alone would let one request fill the disk first.
+DEFAULT_MAX_REQUEST_MB = 256
 _CHUNK = 1 << 20
 
 
@@ -74,9 +78,17 @@ def model_info(predictor: Predictor) -> dict[str, Any]:
     }
 
 
-def create_app(run_dir: str | Path, *, weights: str | None = None, max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB):
+def create_app(
+    run_dir: str | Path,
+    *,
+    weights: str | None = None,
+    max_upload_mb: int = DEFAULT_MAX_UPLOAD_MB,
+    max_request_mb: int = DEFAULT_MAX_REQUEST_MB,
+):
     """A FastAPI application serving ``run_dir``. The run is loaded here, so a bad run folder fails at once
-    (as an :class:`~xvision.errors.XvisionError`), not at the first request."""
+    (as an :class:`~xvision.errors.XvisionError`), not at the first request. A request body over
+    ``max_request_mb`` is refused with 413 as it arrives: at once when its Content-Length says so, else as
+    soon as that many bytes have come."""
     require_server_packages()
     from fastapi import FastAPI, File, HTTPException, Response, UploadFile
 
@@ -84,6 +96,7 @@ def create_app(run_dir: str | Path, *, weights: str | None = None, max_upload_mb
     info = model_info(predictor)
     lock = threading.Lock()
     app = FastAPI(title="Xvision", version=__version__, summary=f"Predictions of the run {Path(run_dir).name}")
+    app.add_middleware(_BodyLimit, limit=max_request_mb * _CHUNK)
 
     @app.get("/health")
     def health() -> dict[str, str]:
@@ -156,8 +169,40 @@ def _save(upload: Any, path: Path, limit: int) -> bool:
     return True
 
 
+class _BodyLimit:
+    """ASGI middleware: 413 for a request body over ``limit`` bytes, before the multipart parser stores it."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from fastapi import HTTPException
+        from fastapi.responses import JSONResponse
+
+        too_large = f"request body over {self.limit // _CHUNK} MB; the limit is --max-request-mb"
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            # Refused without reading the body: neither a claimed 100 GB nor a slow sender is waited on.
+            await JSONResponse({"detail": too_large}, status_code=413)(scope, receive, send)
+            return
+        seen = 0
+
+        async def counted() -> dict:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:  # a chunked body with no Content-Length: stop as soon as it passes the limit
+                raise HTTPException(413, too_large)  # FastAPI passes HTTPException through body parsing
+            return message
+
+        await self.app(scope, counted, send)
+
+
 def _renamed(result: Prediction, name: str) -> Prediction:
     return Prediction(path=name, label=result.label, probabilities=result.probabilities, error=result.error)
 
 
-__all__ = ["DEFAULT_MAX_UPLOAD_MB", "create_app", "model_info", "require_server_packages"]
+__all__ = ["DEFAULT_MAX_REQUEST_MB", "DEFAULT_MAX_UPLOAD_MB", "create_app", "model_info", "require_server_packages"]
