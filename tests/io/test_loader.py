@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import struct
 import warnings
 import zlib
@@ -455,3 +456,16 @@ def test_dicom_unusable_window_falls_back_to_bits_stored_with_a_warning(tmp_path
     with pytest.warns(UserWarning, match="ignoring unusable VOI LUT/window"):
         image = load_image(path)
     np.testing.assert_allclose(image, STORED_12BIT / 4095, atol=1e-6)
+
+
+def test_an_undecodable_dicom_is_one_line_naming_a_decoder_to_install(caplog) -> None:
+    path = get_testdata_file("JPEG-lossy.dcm", download=False)  # 12-bit JPEG Extended: Pillow cannot decode it
+    try:
+        load_image(path)
+    except ImageLoadError as error:
+        message = str(error)
+    else:
+        pytest.skip("a decoder for 12-bit JPEG Extended is installed here (pylibjpeg-libjpeg or gdcm)")
+    assert "JPEG Extended (Process 2 and 4)" in message and "pip install pylibjpeg-libjpeg" in message
+    # pydicom's own ERROR record with its traceback is dropped: the ImageLoadError says it, on one line.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("pydicom")]

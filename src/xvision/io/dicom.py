@@ -15,6 +15,7 @@ within ``max_pixels``) before any pixel data is read.
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -58,6 +59,31 @@ NOT_RADIOGRAPHS = {
 }
 
 
+class _OwnErrorsOnly(logging.Filter):
+    """pydicom logs a failed decode at ERROR with a traceback before raising; Xvision turns the exception into
+    one ImageLoadError line naming the file (and the job goes on), so those records are dropped."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+# A logger's filter sees only its own records, so the decoders' module logger is named as well.
+for _name in ("pydicom", "pydicom.pixels.decoders.base"):
+    logging.getLogger(_name).addFilter(_OwnErrorsOnly())
+
+
+def _decode_failure(ds: Dataset, exc: Exception) -> str:
+    """The reason for an undecodable pixel data: which compression, and how to add a decoder for it."""
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    name = getattr(syntax, "name", None) or "unknown transfer syntax"
+    if "no available plugins" in str(exc).lower() or "unable to decode" in str(exc).lower():
+        return (
+            f"cannot decode the DICOM pixel data ({name}): no installed decoder handles it; "
+            "`pip install pylibjpeg-libjpeg` (JPEG Extended and Lossless) or `pip install python-gdcm` adds one"
+        )
+    return f"cannot decode the DICOM pixel data ({name}; {exception_reason(exc)})"
+
+
 def load_dicom(path: str | Path, *, max_pixels: int) -> np.ndarray:
     """Read the first frame of a grayscale DICOM as ``float32`` ``(H, W)`` in ``[0, 1]``, display polarity.
 
@@ -79,7 +105,7 @@ def load_dicom(path: str | Path, *, max_pixels: int) -> np.ndarray:
     try:
         stored = pixel_array(ds, index=0)
     except Exception as exc:
-        raise ImageLoadError(path, f"cannot decode the DICOM pixel data ({exception_reason(exc)})") from exc
+        raise ImageLoadError(path, _decode_failure(ds, exc)) from exc
     if stored.ndim != 2:
         raise ImageLoadError(path, f"DICOM pixel data decoded to shape {stored.shape}, expected (rows, columns)")
 
