@@ -84,6 +84,21 @@ def test_wrong_feature_width_is_a_clear_error() -> None:
         head.predict(np.zeros((2, 5)))
 
 
+def test_inputs_that_would_train_a_broken_head_are_refused() -> None:
+    X, y = _blobs()
+    broken = X.copy()
+    broken[[7, 9], 2] = np.nan
+    with pytest.raises(ValueError, match=r"X has NaN or infinite values in 2 rows \(first: row 7\)"):
+        MLPClassifier(epochs=1).fit(broken, y)
+    with pytest.raises(ValueError, match="X_val has NaN"):
+        MLPClassifier(epochs=1).fit(X, y, X_val=broken, y_val=y)
+    with pytest.raises(ValueError, match="give X_val and y_val together"):
+        MLPClassifier(epochs=1).fit(X, y, X_val=X)  # validation silently skipped before
+    with pytest.raises(TypeError, match=r"hidden must be a sequence of layer sizes, such as .*got 8"):
+        MLPClassifier(hidden=8, epochs=1).fit(X, y)
+    assert MLPClassifier(hidden=(8,), epochs=1).fit(X, y).predict(X[:2]).shape == (2,)
+
+
 def test_scikit_learn_tools_take_the_head() -> None:
     from sklearn.base import clone, is_classifier
     from sklearn.model_selection import cross_val_score

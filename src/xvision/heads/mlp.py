@@ -130,6 +130,11 @@ class MLPClassifier:
             raise ValueError("epochs and batch_size must be at least 1")
         if not self.lr > 0:
             raise ValueError("lr must be positive")
+        if isinstance(self.hidden, (int, str)) or not all(isinstance(h, (int, np.integer)) for h in self.hidden):
+            raise TypeError(
+                f"hidden must be a sequence of layer sizes, such as (512, 512), (8,) or () for a linear head; "
+                f"got {self.hidden!r}"
+            )
         if any(int(h) < 1 for h in self.hidden):
             raise ValueError("hidden layer sizes must be positive")
 
@@ -153,6 +158,11 @@ class MLPClassifier:
             X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[0] == 0:
             raise ValueError(f"X must be a non-empty 2-D array, got shape {X.shape}")
+        if (X_val is None) != (y_val is None):
+            raise ValueError("give X_val and y_val together (validation needs both), or neither")
+        for name, values in (("X", X), ("X_val", X_val)):
+            if values is not None and not isinstance(values, FeatureArray):
+                _check_finite(name, np.asarray(values, dtype=np.float32))
         self.classes_ = np.array(sorted(set(map(str, y))) if classes is None else [str(c) for c in classes])
         if len(self.classes_) < 2:
             raise ValueError("training needs at least two classes")
@@ -438,3 +448,10 @@ def save_net(path: str | Path, net: nn.Module, metadata: dict[str, str]) -> Path
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     payload = save(state, metadata=metadata)
     return atomic_write(path, lambda tmp: tmp.write_bytes(payload))
+
+
+def _check_finite(name: str, X: np.ndarray) -> None:
+    """Training on NaN or infinity gives a head that predicts NaN: refuse it, naming the first bad row."""
+    bad = ~np.isfinite(X).all(axis=1) if X.ndim == 2 else ~np.isfinite(X)
+    if bad.any():
+        raise ValueError(f"{name} has NaN or infinite values in {int(bad.sum())} rows (first: row {int(bad.argmax())})")
