@@ -66,7 +66,7 @@ def test_extracts_every_image_with_metadata(tmp_path, backbone) -> None:
     assert not list((tmp_path / "feats").rglob("*.part"))
 
 
-def test_bad_images_are_reported_and_skipped(tmp_path, backbone) -> None:
+def test_bad_images_are_reported_and_skipped(tmp_path, backbone, caplog) -> None:
     manifest = _write_set(tmp_path / "data", 3)
     data = tmp_path / "data"
     (data / "normal" / "text.png").write_text("this is not an image")
@@ -93,6 +93,9 @@ def test_bad_images_are_reported_and_skipped(tmp_path, backbone) -> None:
     assert len(rows) == 6 and X.shape[0] == 6
     statuses = {Path(r.path).name: r.status for r in FeatureStore(tmp_path / "feats").read_index()}
     assert statuses["cut.png"] == "failed" and statuses["normal1.png"] == "ok"
+    # Each is named once as it is skipped, the unreadable (missing) file included
+    for name in failed:
+        assert sum(f"{name}: " in r.getMessage() for r in caplog.records if "skipped" in r.getMessage()) == 1, name
 
 
 def test_a_manifest_whose_images_all_fail_is_an_error_that_names_the_first(tmp_path, backbone) -> None:

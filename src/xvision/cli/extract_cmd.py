@@ -132,8 +132,8 @@ def extract(
         click.secho(
             f"  accuracy guard {status}: {guard.describe()}", fg=None if guard.passed else "red", err=not guard.passed
         )
-    for path, reason in report.failed:
-        click.echo(f"  skipped {path}: {reason}", err=True)
+    if report.failed:  # each was named as it was skipped; index.csv keeps the reasons
+        click.echo(f"  {len(report.failed)} skipped (named above; reasons in {out_dir / 'index.csv'})", err=True)
     from xvision.features.store import FeatureStore
 
     if not FeatureStore(out_dir).read_meta()["backbone"]["weights"]["pretrained"]:

@@ -388,6 +388,7 @@ def _hash_rows(rows: list[dict[str, Any]], strict: bool) -> tuple[dict[str, str]
             reason = "file not found" if isinstance(error, FileNotFoundError) else f"cannot read ({error})"
             if strict:
                 raise ImageLoadError(path, reason) from None
+            log.warning("skipped %s: %s", path, reason)
             failures[str(path)] = reason
     return hashes, failures
 
