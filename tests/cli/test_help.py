@@ -49,11 +49,15 @@ def test_python_warnings_print_as_one_log_line_without_source_paths() -> None:
         "from xvision.cli.main import main\n"
         "assert main({argv}) == 0\n"
         "warnings.warn('film.dcm: MONOCHROME1 inverted', UserWarning)\n"
+        "def again(): warnings.warn('film.dcm: MONOCHROME1 inverted', UserWarning)\n"  # the same, said elsewhere
+        "again()\n"
+        "warnings.warn('other.dcm: MONOCHROME1 inverted', UserWarning)\n"
     )
     for argv, where in ((["backbones"], False), (["-v", "backbones"], True)):
         run = subprocess.run([sys.executable, "-c", code.format(argv=argv)], capture_output=True, text=True, check=True)
         lines = [line for line in run.stderr.splitlines() if "MONOCHROME1" in line]
-        assert len(lines) == 1 and lines[0].startswith("WARNING: film.dcm: MONOCHROME1 inverted"), run.stderr
+        assert len(lines) == 2 and lines[0].startswith("WARNING: film.dcm: MONOCHROME1 inverted"), run.stderr
+        assert lines[1].startswith("WARNING: other.dcm: MONOCHROME1 inverted")
         assert ("UserWarning at <string>:4" in lines[0]) == where and "warnings.warn(" not in run.stderr
 
 

@@ -79,6 +79,10 @@ def _warnings_as_log_lines(verbose: bool) -> None:
         logging.getLogger("py.warnings").warning("%s%s", message, where)
 
     warnings.showwarning = show
+    # Once per message, wherever it comes from: `predict --grid --heatmaps` reads a MONOCHROME1 film three
+    # times (prediction, heatmap, thumbnail) and said so three times. Messages name their file, so every file
+    # is still reported.
+    warnings.simplefilter("once", UserWarning)
 
 
 def _interrupt_on_sigterm() -> None:
