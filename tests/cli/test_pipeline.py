@@ -164,3 +164,18 @@ def test_training_over_an_evaluated_run_drops_the_old_heads_results(pipeline, tm
     assert (run / "eval-other").is_dir() and (run / "val_keys.json").is_file()
     assert main(["evaluate", str(run), "--features", str(root / "feats")]) == 0
     assert (run / "metrics.json").is_file()
+
+
+def test_a_bundle_whose_classes_disagree_with_its_model_is_refused_in_one_line(pipeline, tmp_path, capsys) -> None:
+    root, _ = pipeline
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    bundle = json.loads((run / "bundle.json").read_text())
+    bundle["classes"] = [*bundle["classes"], "mass"]  # hand-edited: three classes over a two-class head
+    (run / "bundle.json").write_text(json.dumps(bundle))
+    image = next((root / "data" / "normal").glob("*.png"))
+    capsys.readouterr()
+    assert main(["predict", str(run), str(image)]) == 2
+    err = capsys.readouterr().err
+    assert "differ from those of model.safetensors" in err and "Traceback" not in err and err.count("\n") == 1
+

@@ -151,7 +151,13 @@ def load_bundle(run_dir: str | Path) -> RunBundle:
     model_path = root / "model.safetensors"
     if not model_path.is_file():
         raise RunError(f"{model_path}: missing; the training did not finish; re-run `xvision train`")
-    return RunBundle(root=root, info=info, head=MLPClassifier.load(model_path))
+    head = MLPClassifier.load(model_path)
+    if [str(c) for c in head.classes_] != [str(c) for c in info.get("classes") or []]:
+        raise RunError(
+            f"{info_path}: classes {info.get('classes')} differ from those of model.safetensors "
+            f"({list(head.classes_)}); the run folder was edited or mixed from two runs: train it again"
+        )
+    return RunBundle(root=root, info=info, head=head)
 
 
 def check_same_backbone(expected: dict[str, Any], found: dict[str, Any], where: str) -> None:
