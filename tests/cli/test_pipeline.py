@@ -178,4 +178,3 @@ def test_a_bundle_whose_classes_disagree_with_its_model_is_refused_in_one_line(p
     assert main(["predict", str(run), str(image)]) == 2
     err = capsys.readouterr().err
     assert "differ from those of model.safetensors" in err and "Traceback" not in err and err.count("\n") == 1
-

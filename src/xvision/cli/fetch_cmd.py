@@ -16,6 +16,7 @@ from xvision.data.openi import (
     SearchOptions,
     fetch_openi,
     fetch_openi_bulk,
+    read_records,
 )
 
 _COLLECTIONS = "/imgs/collections"
@@ -99,27 +100,28 @@ def openi(
 def _report(summary: FetchSummary, output: Path) -> None:
     total = f" of {summary.total}" if summary.total is not None else ""
     records = output / RECORDS_FILE
-    held = (
-        sum(1 for line in records.read_text(encoding="utf-8").splitlines() if line.strip()) if records.is_file() else 0
-    )
+    held = read_records(output) if records.is_file() else []
+    with_image = sum(1 for record in held if record.file)
+    without = f", {len(held) - with_image} of them reports whose image is not stored" if with_image < len(held) else ""
     # The folder may also hold records of an earlier fetch with another query: say what the file holds in all.
     click.echo(
         f"{summary.stored}{total} results stored ({summary.downloaded} new, {summary.already} already there); "
-        f"{records} holds {held} records"
+        f"{records} holds {len(held)} records{without}"
     )
     for retry, failures in ((True, summary.retryable), (False, [f for f in summary.failures if not f.retry])):
         if not failures:
             continue
         kinds = Counter(failure.kind for failure in failures)
         listed = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(kinds.items()))
-        example = failures[0]
+        reason, count = Counter(failure.reason for failure in failures).most_common(1)[0]
+        example = next(failure for failure in failures if failure.reason == reason)
         what = (
             "failed; run the same command again to retry them"
             if retry
             else "skipped as unusable (another run will not change that)"
         )
         click.echo(
-            f"{len(failures)} {what} ({listed}), e.g. {example.key}: {example.reason}. "
+            f"{len(failures)} {what} ({listed}); most often ({count}): {reason}, e.g. {example.key}. "
             f"Listed in {output / FAILURES_FILE}.",
             err=True,
         )

@@ -68,8 +68,12 @@ def test_bulk_from_local_tarballs(archives: tuple[Path, Path, list[str]], tmp_pa
     assert failures.keys() == {("report", "ecgen-radiology/broken.xml"), ("image", ids[0]), ("image", ids[2])}
     assert failures[("image", ids[0])] == "not in the image archive"
     assert summary.retryable == []
-    records = read_records(tmp_path / "out")
+    every = read_records(tmp_path / "out")
+    records = [r for r in every if r.file]
     assert sorted(r.image_id for r in records) == sorted(ids[1:2] + ids[3:])
+    # The two without a stored image keep their report, as a reports-only run leaves them (file null).
+    assert sorted(r.image_id for r in every if r.file is None) == sorted([ids[0], ids[2]])
+    assert failures[("image", ids[2])].startswith("corrupt image header")  # no temporary .part path
     for record in records:
         assert (tmp_path / "out" / record.file).read_bytes() == synthetic_png(record.image_id, size=16)
         assert record.source == "bulk" and record.url.endswith(f"#{record.image_id}.png")
@@ -78,19 +82,25 @@ def test_bulk_from_local_tarballs(archives: tuple[Path, Path, list[str]], tmp_pa
 
     again = fetch_openi_bulk(tmp_path / "out", reports=reports, images=images, progress=False)
     assert again.downloaded == 0 and again.already == len(records)
-    assert len((tmp_path / "out" / "records.jsonl").read_text().splitlines()) == len(records)
+    assert len((tmp_path / "out" / "records.jsonl").read_text().splitlines()) == len(every) == len(ids)
 
 
-def test_reports_only_then_images_gives_no_duplicates(archives: tuple[Path, Path, list[str]], tmp_path: Path) -> None:
+def test_reports_only_then_images_gives_no_duplicates(
+    archives: tuple[Path, Path, list[str]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     reports, images, ids = archives
     out = tmp_path / "out"
     assert main(["fetch", "openi", "--bulk", "--reports", str(reports), "-o", str(out), "--no-progress"]) == 0
     lines = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
     assert len(lines) == len(ids) and all(line["file"] is None for line in lines)
-    fetch_openi_bulk(out, reports=reports, images=images, progress=False)
+    capsys.readouterr()
+    args = ["fetch", "openi", "--bulk", "--reports", str(reports), "--images", str(images), "-o", str(out)]
+    assert main([*args, "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert f"holds {len(ids)} records, 2 of them reports whose image is not stored" in printed
     lines = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
-    assert len(lines) == len({line["image_id"] for line in lines}) == len(ids) - 2
-    assert all(line["file"] for line in lines)
+    assert len(lines) == len({line["image_id"] for line in lines}) == len(ids)  # no record lost, none twice
+    assert sum(line["file"] is None for line in lines) == 2  # the image missing from the archive, the corrupt one
 
 
 def test_bulk_over_http_starts_a_broken_download_over(

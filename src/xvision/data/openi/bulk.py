@@ -81,6 +81,11 @@ def fetch_openi_bulk(
                 Failure("image", key, "not in the image archive", str(images), record.uid, retry=False)
                 for key, record in todo.items()
             )
+            # Records whose image is not in this archive (or could not be stored) stay, without an image, as a
+            # reports-only run leaves them: the report counts of `label` must not depend on the archive given.
+            for record in records.values():
+                if store.get(record.image_id) is None:
+                    store.add(record)
         store.write_failures(summary.failures)
     return summary
 
@@ -136,7 +141,9 @@ def _store_images(
             except StreamError:
                 raise  # the archive broke off: start it over, this member is not done
             except (FetchError, ImageLoadError) as error:
-                failure = Failure("image", record.image_id, str(error), record.url, record.uid, retry=False)
+                # An ImageLoadError names the temporary .part file it was checked as: keep its reason only.
+                reason = error.reason if isinstance(error, ImageLoadError) else str(error)
+                failure = Failure("image", record.image_id, reason, record.url, record.uid, retry=False)
                 summary.failures.append(failure)
             else:
                 store.add(stored)
