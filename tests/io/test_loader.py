@@ -16,6 +16,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from scipy import ndimage
 
 from xvision.errors import ImageLoadError
 from xvision.io import DEFAULT_MAX_PIXELS, SUPPORTED_SUFFIXES, is_dicom, load_image, load_radiograph
@@ -205,21 +206,25 @@ def test_load_radiograph_refuses_icons_and_colour_pictures_but_not_grey_films_sa
     annotated = tmp_path / "annotated.jpg"
     Image.fromarray(rgb).save(annotated, quality=85)  # JPEG chroma noise on top
     assert load_radiograph(annotated).shape == (200, 160)
-    # What Xvision itself draws is not a film: a Grad-CAM overlay with one focal hot spot, and a ROC plot.
-    from xvision.evaluation.plots import plot_heatmap, plot_roc
+    # What Xvision itself draws is not a film: a Grad-CAM overlay with one focal hot spot.
+    from xvision.evaluation.plots import plot_heatmap
 
     yy, xx = np.mgrid[0:200, 0:160]
-    spot = np.exp(-((yy - 80) ** 2 + (xx - 60) ** 2) / (2 * 12.0**2))
+    spot = np.exp(-((yy - 80) ** 2 + (xx - 60) ** 2) / (2 * 20.0**2))  # a 7 x 7 map upsampled: broad
     overlay = plot_heatmap(grey / 255.0, spot, tmp_path / "gradcam.png")
     with pytest.raises(ImageLoadError, match=r"gradcam\.png: a colour image"):
         load_radiograph(overlay)
-    labels = np.r_[np.zeros(20), np.ones(20)]
-    fpr = np.linspace(0, 1, 51)
-    band = {"fpr": fpr.tolist(), "tpr_low": (fpr**2).tolist(), "tpr_high": np.sqrt(fpr).tolist()}  # as evaluate
-    scores = labels + rng.normal(size=40)
-    roc = plot_roc(labels, scores, tmp_path / "roc.png", auc=0.7, positive_name="nodule", band=band)
-    with pytest.raises(ImageLoadError, match=r"roc\.png: a colour image"):
-        load_radiograph(roc)
+    # A tint is not colour: a film photographed on a bluish light box, or toned sepia, is still a film.
+    smooth = ndimage.gaussian_filter(grey.astype(float), 3)  # a film's grain, not pixel noise, under JPEG
+    smooth = 255 * (smooth - smooth.min()) / np.ptp(smooth)
+    level = smooth / 255.0
+    tinted = {
+        "lightbox.jpg": np.stack([0.8 * smooth + 10, 0.9 * smooth + 20, smooth + 30], axis=2),
+        "sepia.png": np.stack([112 + 143 * level, 66 + 160 * level**0.9, 20 + 170 * level**1.2], axis=2),
+    }
+    for name, pixels in tinted.items():
+        Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)).save(tmp_path / name)
+        assert load_radiograph(tmp_path / name).shape == (200, 160)
     palette = tmp_path / "palette.png"
     Image.fromarray(grey).convert("P").save(palette)
     np.testing.assert_array_equal(load_radiograph(palette), load_image(palette))
