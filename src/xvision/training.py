@@ -71,6 +71,37 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
 _STALE_RESULTS = ("metrics.json", "predictions.csv", "report.html", "val_keys.json", "plots")
 
 
+#: ``train --checkpoints``: every epoch, or only the last and the best so far.
+CHECKPOINT_POLICIES = ("all", "best")
+#: Above this many bytes of checkpoints in all, ``--checkpoints all`` says what it will write.
+_LARGE_CHECKPOINTS = 1 << 30
+
+
+def _keep_checkpoints(folder: Path, policy: str, epoch: int, history: list[dict[str, float]]) -> None:
+    if policy == "all":
+        return
+    losses = [h["val_loss"] for h in history]
+    best = (
+        epoch
+        if all(math.isnan(v) for v in losses)
+        else 1 + min((i for i, v in enumerate(losses) if not math.isnan(v)), key=lambda i: losses[i])
+    )
+    keep = {f"epoch-{epoch:03d}.safetensors", f"epoch-{best:03d}.safetensors"}
+    for old in folder.glob("epoch-*.safetensors"):
+        if old.name not in keep:
+            old.unlink(missing_ok=True)
+
+
+def _warn_if_checkpoints_are_large(size: int, epochs: int) -> None:
+    if size * epochs > _LARGE_CHECKPOINTS:
+        log.warning(
+            "each checkpoint is %.0f MB: %d epochs write %.1f GB; --checkpoints best keeps only the last and the best",
+            size / 1e6,
+            epochs,
+            size * epochs / 1e9,
+        )
+
+
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     if check_run_dir(run_dir, overwrite):
         for old in (run_dir / "checkpoints").glob("epoch-*.safetensors"):
@@ -124,6 +155,7 @@ def train_run(
     positive: str | None = None,
     audit: bool | dict[str, Any] = True,
     recipe: str | None = None,
+    checkpoints: str = "all",
 ) -> TrainSummary:
     """Train the head on the ``train`` split (``val`` picks the epoch) and write a run folder.
 
@@ -134,8 +166,12 @@ def train_run(
     Before training, ``audit`` runs the shortcut audit on the store's images (when reachable) and its
     verdict is stored as bundle.json's ``audit``; a record already made for the same images
     (:func:`~xvision.evaluation.audit.audit_record`) is stored as it is. ``recipe`` (`xvision fit`'s, after
-    any fallback) is recorded as bundle.json's ``recipe`` (``null`` for `xvision train`).
+    any fallback) is recorded as bundle.json's ``recipe`` (``null`` for `xvision train`). ``checkpoints``:
+    ``"all"`` keeps one per epoch (the seed recipe's record of training); ``"best"`` keeps only the last
+    epoch's and the best one so far, since a 25,088-d VGG16 head is 52 MB a checkpoint.
     """
+    if checkpoints not in CHECKPOINT_POLICIES:
+        raise ValueError(f"checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, got {checkpoints!r}")
     from tqdm.auto import tqdm
 
     features_dir, run_dir = Path(features_dir), Path(run_dir)
@@ -161,11 +197,19 @@ def train_run(
     bar = tqdm(total=head.epochs, desc="train", unit="epoch", disable=not progress)
 
     def on_epoch(epoch: int, record: dict[str, float], model: MLPClassifier) -> None:
-        save_net(
+        if not math.isfinite(record["train_loss"]):
+            raise RunError(  # before the head is saved: the same command with a lower --lr starts afresh
+                f"training diverged at epoch {epoch} (loss {record['train_loss']}); run again with a lower --lr "
+                f"(it was {model.lr:g})"
+            )
+        saved = save_net(
             run_dir / "checkpoints" / f"epoch-{epoch:03d}.safetensors",
             model.net_,
             {**model._metadata(), "epoch": str(epoch)},
         )
+        _keep_checkpoints(run_dir / "checkpoints", checkpoints, epoch, model.history_)
+        if epoch == 1 and checkpoints == "all":
+            _warn_if_checkpoints_are_large(Path(saved).stat().st_size, model.epochs)
         atomic_write_text(run_dir / "history.csv", _history_csv(model.history_))
         shown = {"loss": f"{record['train_loss']:.3f}"}
         if not math.isnan(record["val_loss"]):

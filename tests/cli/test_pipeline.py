@@ -178,3 +178,29 @@ def test_a_bundle_whose_classes_disagree_with_its_model_is_refused_in_one_line(p
     assert main(["predict", str(run), str(image)]) == 2
     err = capsys.readouterr().err
     assert "differ from those of model.safetensors" in err and "Traceback" not in err and err.count("\n") == 1
+
+
+def test_checkpoints_best_keeps_the_last_and_the_best_and_all_warns_when_large(
+    pipeline, tmp_path, caplog, monkeypatch
+) -> None:
+    root, _ = pipeline
+    args = ["train", str(root / "feats"), "--epochs", "6", "--no-audit"]
+    assert main([*args, "-o", str(tmp_path / "best"), "--checkpoints", "best"]) == 0
+    bundle = json.loads((tmp_path / "best" / "bundle.json").read_text())
+    kept = sorted(p.name for p in (tmp_path / "best" / "checkpoints").iterdir())
+    assert kept == sorted({f"epoch-{bundle['best_epoch']:03d}.safetensors", "epoch-006.safetensors"})
+    assert "checkpoint is" not in caplog.text
+    monkeypatch.setattr("xvision.training._LARGE_CHECKPOINTS", 1000)  # as if each were 52 MB
+    assert main([*args, "-o", str(tmp_path / "all")]) == 0
+    assert len(list((tmp_path / "all" / "checkpoints").iterdir())) == 6
+    assert "6 epochs write" in caplog.text and "--checkpoints best keeps only the last and the best" in caplog.text
+
+
+def test_training_that_diverges_stops_in_one_line_and_can_be_run_again(pipeline, tmp_path, capsys) -> None:
+    root, _ = pipeline
+    args = ["train", str(root / "feats"), "-o", str(tmp_path / "run"), "--epochs", "5", "--no-audit"]
+    capsys.readouterr()
+    assert main([*args, "--lr", "1e9", "--momentum", "0.9"]) == 2
+    err = capsys.readouterr().err
+    assert "training diverged at epoch" in err and "lower --lr (it was 1e+09)" in err and "Traceback" not in err
+    assert main(args) == 0  # the same folder, a sane rate, no --overwrite needed: nothing was saved as a model

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from xvision.cli.train_cmd import checkpoints_option
 from xvision.recipes import DEFAULT_RECIPE, list_recipes
 from xvision.recipes import fit as fit_recipe
 
@@ -25,15 +26,30 @@ from xvision.recipes import fit as fit_recipe
 @click.option("--weights", default=None, help="Backbone weights FILE, or 'random' (experiments only).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
+@checkpoints_option
 def fit(
-    manifest: Path, run_dir: Path, recipe: str, backbone: str | None, weights: str | None, seed: int, overwrite: bool
+    manifest: Path,
+    run_dir: Path,
+    recipe: str,
+    backbone: str | None,
+    weights: str | None,
+    seed: int,
+    overwrite: bool,
+    checkpoints: str,
 ) -> None:
     """Run a recipe on MANIFEST: extract features, train on its train split (val picks epoch and
     threshold), and evaluate on its test split when there is one."""
     from xvision.cli.evaluate_cmd import format_metrics
 
     result = fit_recipe(
-        manifest, run_dir, recipe=recipe, backbone=backbone, weights=weights, seed=seed, overwrite=overwrite
+        manifest,
+        run_dir,
+        recipe=recipe,
+        backbone=backbone,
+        weights=weights,
+        seed=seed,
+        overwrite=overwrite,
+        checkpoints=checkpoints,
     )
     click.echo(f"{run_dir}: recipe '{result.recipe}' fitted")
     if result.metrics is not None:

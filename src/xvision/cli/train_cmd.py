@@ -8,7 +8,7 @@ import click
 
 from xvision.evaluation.operating import describe_threshold
 from xvision.heads import MLPClassifier
-from xvision.training import train_run
+from xvision.training import CHECKPOINT_POLICIES, train_run
 
 
 def _hidden(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -29,7 +29,7 @@ HEAD_OPTIONS = [
         default="512,512",
         show_default=True,
         callback=_hidden,
-        help="Hidden layer widths; 'none' for a linear head.",
+        help="Hidden layer widths; 'none' (or 0) for a linear head.",
     ),
     click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True)),
     click.option("--momentum", default=0.0, show_default=True, type=click.FloatRange(0, 1)),
@@ -62,6 +62,15 @@ OPERATING_OPTIONS = [
 ]
 
 
+checkpoints_option = click.option(
+    "--checkpoints",
+    type=click.Choice(CHECKPOINT_POLICIES),
+    default="all",
+    show_default=True,
+    help="The head's: all, one per epoch (52 MB each on VGG16 features); best: only the last and the best so far.",
+)
+
+
 def head_options(command: click.Command) -> click.Command:
     """The head's options (the seed recipe's defaults), shared by ``train`` and ``cv``."""
     for option in reversed(HEAD_OPTIONS):
@@ -90,6 +99,7 @@ def operating_options(command: click.Command) -> click.Command:
 @operating_options
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @click.option("--no-audit", is_flag=True, help="Skip the shortcut audit (`xvision audit`) before training.")
+@checkpoints_option
 def train(
     features_dir: Path,
     run_dir: Path,
@@ -106,6 +116,7 @@ def train(
     positive: str | None,
     overwrite: bool,
     no_audit: bool,
+    checkpoints: str,
 ) -> None:
     """Train a classifier head on the train split of FEATURES_DIR (val picks the epoch).
 
@@ -132,6 +143,7 @@ def train(
         calibrate=calibrate,
         positive=positive,
         audit=not no_audit,
+        checkpoints=checkpoints,
     )
     last = summary.history[summary.best_epoch - 1]
     val = "" if summary.n_val == 0 else f", val loss {last['val_loss']:.3f}, val accuracy {last['val_accuracy']:.3f}"

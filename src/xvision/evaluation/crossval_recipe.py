@@ -121,6 +121,7 @@ def cross_validate_recipe(
                     seed=config.seed + repeat,
                     progress=progress,
                     audit=audit,
+                    checkpoints="best",  # per-epoch heads of every fold would be gigabytes for VGG16 features
                 )
             if only_fold is not None:
                 return None

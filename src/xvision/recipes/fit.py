@@ -38,6 +38,7 @@ def fit(
     overwrite: bool = False,
     progress: bool = True,
     audit: dict[str, Any] | None = None,
+    checkpoints: str = "all",
 ) -> FitResult:
     """Fit ``recipe`` on the manifest's train (and val) split; evaluate on its test split if there is one.
 
@@ -46,6 +47,7 @@ def fit(
     fine-tunes trains its backbone first into ``RUN/finetune`` (resumable; ``weights`` then gives the starting
     weights) and extracts features with the result. ``audit``: a shortcut-audit record already made for the
     manifest's images (:func:`~xvision.evaluation.audit.audit_record`), stored instead of auditing again.
+    ``checkpoints``: the head's, as :func:`~xvision.training.train_run` keeps them.
     """
     from xvision.evaluation.evaluate import evaluate_run
     from xvision.training import check_run_dir, train_run
@@ -95,7 +97,16 @@ def fit(
         weights, backbone = str(tuned), tuned_backbone(tuned)  # `<name>_lung` when it learnt the lung fields
     extract_manifest(manifest, features, backbone=backbone or chosen.backbone, weights=weights, progress=progress)
     head = MLPClassifier(**{**chosen.head, "seed": seed})
-    train_run(features, run, head=head, overwrite=overwrite, progress=progress, recipe=chosen.name, audit=audit or True)
+    train_run(
+        features,
+        run,
+        head=head,
+        overwrite=overwrite,
+        progress=progress,
+        recipe=chosen.name,
+        audit=audit or True,
+        checkpoints=checkpoints,
+    )
     metrics = None
     if any(row.split == "test" for row in checked.rows):
         metrics = evaluate_run(run, features, split="test")
