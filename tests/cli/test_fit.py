@@ -300,3 +300,34 @@ def test_an_unreadable_image_is_left_out_and_said_so(fitted, tmp_path, capsys) -
     assert main(["cv", str(tmp_path / "e" / "features"), "-o", str(tmp_path / "cv"), "--folds", "2"]) == 0
     assert json.loads((tmp_path / "cv" / "metrics.json").read_text())["unreadable"] == metrics["unreadable"]
     assert "n=8 (1 unreadable image left out)" in capsys.readouterr().out
+
+
+def test_a_fit_killed_while_drawing_its_plots_is_evaluated_again_not_taken_as_finished(
+    fitted, tmp_path, monkeypatch
+) -> None:
+    import importlib
+    import shutil
+
+    root, _ = fitted
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    for old in ("metrics.json", "report.html", "predictions.csv"):
+        (run / old).unlink(missing_ok=True)
+    shutil.rmtree(run / "plots")
+    evaluate_module = importlib.import_module("xvision.evaluation.evaluate")
+
+    def killed(*args, **kwargs):
+        (run / "plots" / ".training_curve.png.x1.part").write_bytes(b"half")  # what atomic_write leaves
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(evaluate_module, "plot_training_curve", killed)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_module.evaluate_run(run, run / "features", split="test")
+    assert not (run / "metrics.json").exists()  # written last: its absence says the evaluation did not finish
+    monkeypatch.undo()
+    args = ["-o", str(run), "--recipe", "lite0", "--backbone", TINY]
+    assert main(["fit", str(root / "data" / "fit.csv"), *args]) == 0
+    assert (run / "metrics.json").is_file() and (run / "report.html").is_file()
+    names = {p.name for p in (run / "plots").iterdir()}
+    assert {"roc.png", "reliability.png", "training_curve.png", "confusion_matrix.png"} <= names
+    assert not [n for n in names if n.endswith(".part")]

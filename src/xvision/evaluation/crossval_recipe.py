@@ -102,7 +102,7 @@ def cross_validate_recipe(
             if only_fold is not None and only_fold != repeat * config.folds + fold:
                 continue
             number = f"fold {repeat * config.folds + fold} of {total}"
-            if not (run / "predictions.csv").is_file():  # evaluate writes metrics.json first: redo the evaluation
+            if not (run / "predictions.csv").is_file():  # folds evaluated before metrics.json came last: redo
                 (run / "metrics.json").unlink(missing_ok=True)
             if (run / "metrics.json").is_file():
                 log.info("cv: %s: finished on an earlier call, kept", number)

@@ -87,9 +87,9 @@ def evaluate_run(
         "unreadable": unreadable,
         **metrics,
     }
-    atomic_write_json(out / "metrics.json", metrics)
+    for stale in plots.glob(".*.part"):  # what a killed evaluation left half-written
+        stale.unlink(missing_ok=True)
     atomic_write_text(out / "predictions.csv", _predictions_csv(data.rows, proba, bundle.decide(proba), classes))
-
     label = f"{split or 'all'} split, n={metrics['n']}"
     draw_plots(metrics, y, proba, plots, label=label, watermark=watermark)
     history = Path(run_dir) / "history.csv"
@@ -100,6 +100,9 @@ def evaluate_run(
             best_epoch=bundle.info.get("best_epoch"),
             watermark=watermark,
         )
+    # Written last: metrics.json present means the evaluation finished (predictions and plots with it), which
+    # is what `fit` and recipe `cv` take it to mean when they are run again after an interruption.
+    atomic_write_json(out / "metrics.json", metrics)
     report_after_evaluate(Path(run_dir), out, Path(features_dir))
     return metrics
 
