@@ -265,3 +265,24 @@ def test_replacing_the_index_with_another_manifests_rows_is_said(tmp_path, backb
     (data / "fewer.csv").write_text("\n".join(lines[:-1]) + "\n")  # one image less
     extract_manifest(data / "fewer.csv", tmp_path / "feats", backbone=backbone, progress=False)
     assert "index.csv now lists this manifest's images and splits (3 of the 4 earlier entries kept)" in caplog.text
+    assert FeatureStore(tmp_path / "feats").read_meta()["manifest"]["path"].endswith("fewer.csv")
+
+
+def test_an_interrupted_extraction_of_another_manifest_leaves_meta_naming_the_index_it_kept(
+    tmp_path, backbone, monkeypatch
+) -> None:
+    manifest = _write_set(tmp_path / "data", 2)
+    extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False)
+    before = FeatureStore(tmp_path / "feats").read_meta()["manifest"]
+    more = _write_set(tmp_path / "more", 3)  # other images: extraction has work to do, and is interrupted
+
+    def interrupted(batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(backbone, "extract", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        extract_manifest(more, tmp_path / "feats", backbone=backbone, progress=False, precision="fp32")
+    store = FeatureStore(tmp_path / "feats")
+    # index.csv still lists the first manifest's images: so must meta.json (train records it as the data)
+    assert store.read_meta()["manifest"] == before
+    assert {Path(r.path).name for r in store.read_index()} == {p.name for p in manifest.parent.rglob("*.png")}

@@ -370,6 +370,8 @@ def extract_features(
         index = _index_rows(rows, hashes, failures, key_failures, report)
         _warn_if_index_changes(store, index)
         store.write_index(index)
+        if manifest_info is not None and store.read_meta().get("manifest") != manifest_info:
+            store.write_meta({**store.read_meta(), "manifest": manifest_info})
         return report
 
 
@@ -510,9 +512,8 @@ def _check_or_init_meta(
                 f"(weights {_weights_label(old['weights'])}), not '{description['name']}' "
                 f"(weights {_weights_label(description['weights'])}); choose another -o folder"
             )
-        if manifest is not None and meta.get("manifest") != manifest:
-            meta["manifest"] = manifest
-            store.write_meta(meta)
+        # A new manifest is recorded only with the index.csv it belongs to (at the end of the run): an
+        # interrupted extraction must leave meta.json naming the manifest that index.csv still lists.
         return meta
     meta = {  # a folder holding anything else was refused before the lock (_refuse_other_folder)
         "backbone": description,
