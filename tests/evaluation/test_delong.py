@@ -94,3 +94,17 @@ def test_needs_both_classes_and_matching_lengths() -> None:
         delong_test([1, 1, 1], [0.1, 0.2, 0.3], [0.3, 0.2, 0.1])
     with pytest.raises(ValueError, match="equal length"):
         delong_test([0, 1], [0.1, 0.2], [0.3])
+
+
+def test_unequal_aucs_with_no_variance_have_no_p_value() -> None:
+    # One positive, one negative: each model's AUC is 0 or 1 and no variance can be estimated. p = 0 (certainty)
+    # was printed before; there is no test here.
+    y = np.array([1, 0])
+    result = delong_test(y, np.array([0.9, 0.1]), np.array([0.1, 0.9]))
+    assert result.difference == 1.0 and result.se == 0 and result.z is None and result.p_value is None
+    from xvision.cli.compare_cmd import format_comparison
+
+    record = {"difference": {"value": 1.0, "ci_low": 1.0, "ci_high": 1.0}, "bootstrap": {"level": 0.95}}
+    record |= {"split": "val", "n": 2, "auc_a": 1.0, "auc_b": 0.0, "delong": result.to_dict()}
+    record["bootstrap"] |= {"n_resamples": 10, "n_units": 2, "unit": "image"}
+    assert "p = n/a (too few cases" in format_comparison(record)

@@ -34,7 +34,8 @@ def format_comparison(result: dict) -> str:
     delong = result.get("delong")
     if delong:
         z = "n/a" if delong["z"] is None else f"{delong['z']:.3f}"
-        lines.append(f"DeLong's test: z = {z}, p = {delong['p_value']:.4g} (two-sided)")
+        p = "n/a (too few cases to estimate its variance)" if delong["p_value"] is None else f"{delong['p_value']:.4g}"
+        lines.append(f"DeLong's test: z = {z}, p = {p} (two-sided)")
     elif result.get("delong_note"):
         lines.append(result["delong_note"])
     if result.get("warning"):

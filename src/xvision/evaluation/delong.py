@@ -27,7 +27,7 @@ class DeLongResult:
     difference: float
     se: float
     z: float | None
-    p_value: float
+    p_value: float | None
     ci_low: float
     ci_high: float
     n_positive: int
@@ -84,8 +84,10 @@ def delong_test(
         z = diff / se
         p_value = float(2 * norm.sf(abs(z)))
     else:
+        # No variance to test against: equal AUCs agree (p = 1); unequal ones on too few cases to estimate a
+        # variance (one positive or one negative) cannot be tested, and p = 0 would claim certainty.
         z = None
-        p_value = 1.0 if diff == 0 else 0.0
+        p_value = 1.0 if diff == 0 else None
     half = float(norm.ppf((1 + level) / 2)) * se
     return DeLongResult(
         auc_a=auc_a,
