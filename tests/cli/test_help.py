@@ -71,3 +71,19 @@ def test_backbones_lists_the_lung_variants_it_accepts(capsys) -> None:
     for base in lung_bases():  # every base named there is accepted with the suffix, and only those
         assert get_spec(base + "_lung").name == base + "_lung"
     assert "vgg16" not in lung_bases() and "efficientnet_lite0_1024_lesion" not in lung_bases()
+
+
+def test_sigterm_interrupts_like_ctrl_c_and_exits_143(tmp_path) -> None:
+    import signal
+
+    # A slow command: the demo builds phantoms, extracts and trains. Once it has said anything, the handler
+    # is installed; SIGTERM then stops it as Ctrl-C would, with the shell's status for SIGTERM.
+    code = "import sys\nfrom xvision.cli.main import main\nsys.exit(main(['demo', '-o', sys.argv[1]]))\n"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(tmp_path / "demo")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert proc.stderr is not None
+    proc.stderr.readline()  # the first progress or log line
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "Interrupted." in err and "Traceback" not in err, err[-2000:]

@@ -126,6 +126,18 @@ def test_user_mistakes_are_one_line_errors(phantom_run, capsys) -> None:
     assert "unknown threshold rule" in capsys.readouterr().err
     assert main(["train", feats, "-o", str(phantom_run / "r-bad"), "--positive", "effusion"]) == 2
     assert "--positive" in capsys.readouterr().err
+    assert main(["evaluate", str(phantom_run / "run"), "--features", feats, "--split", ""]) == 2
+    assert "give a split name" in capsys.readouterr().err  # not silently the test split
+
+
+def test_a_one_class_split_says_why_it_has_no_auc() -> None:
+    from xvision.cli.evaluate_cmd import format_metrics
+
+    metrics = {"split": "test", "n": 3, "accuracy": 1.0, "roc_auc": None, "classes": ["nodule", "normal"]}
+    metrics |= {"support": {"nodule": 0, "normal": 3}, "precision": {"nodule": 0.0, "normal": 1.0}}
+    metrics |= {"recall": {"nodule": 0.0, "normal": 1.0}, "f1": {"nodule": 0.0, "normal": 1.0}}
+    metrics |= {"confusion_matrix": [[0, 0], [0, 3]]}
+    assert "ROC AUC n/a (only 1 class present)" in format_metrics(metrics).splitlines()[0]
 
 
 def test_cv_on_150_images_of_1280_features_is_fast(tmp_path, capsys) -> None:

@@ -30,9 +30,11 @@ def format_metrics(metrics: dict) -> str:
         where = f"cross-validation ({cv['folds']} folds{repeats}, pooled out-of-fold)"
     left_out = len(metrics.get("unreadable") or [])
     unread = f" ({left_out} unreadable image{'s' if left_out > 1 else ''} left out)" if left_out else ""
+    present = sum(1 for n in (metrics.get("support") or {}).values() if n)
+    no_auc = f", ROC AUC n/a (only {present} class{'es' if present != 1 else ''} present)"
     lines = [
         f"{where}: n={metrics['n']}{unread}, accuracy {_with_ci(metrics, 'accuracy')}"
-        + (f", ROC AUC {_with_ci(metrics, 'roc_auc')}" if metrics.get("roc_auc") is not None else "")
+        + (f", ROC AUC {_with_ci(metrics, 'roc_auc')}" if metrics.get("roc_auc") is not None else no_auc)
     ]
     if "sensitivity" in metrics:
         lines.append(
@@ -138,6 +140,8 @@ def evaluate(
     """
     if (features_dir is None) == (manifest is None):
         raise click.UsageError("pass exactly one of --features FEATURES_DIR and --manifest MANIFEST")
+    if split is not None and not split.strip():
+        raise click.BadParameter("give a split name (train, val, test) or 'all'", param_hint="--split")
     bootstrap = BootstrapConfig(n_resamples=n_resamples, seed=seed) if n_resamples else None
     if manifest is not None:
         from xvision.evaluation.on_images import evaluate_manifest

@@ -85,9 +85,17 @@ def _warnings_as_log_lines(verbose: bool) -> None:
     warnings.simplefilter("once", UserWarning)
 
 
+_signals: list[int] = []
+
+
+def _interrupted() -> int:
+    return 128 + _signals[-1] if _signals else 130  # 130: Ctrl-C (SIGINT)
+
+
 def _interrupt_on_sigterm() -> None:
     # Long jobs save finished work when interrupted; treat a polite kill like Ctrl-C so they do so here too.
     def handler(signum: int, frame: object) -> None:
+        _signals.append(signum)  # main() then exits 143, the status a shell expects after SIGTERM
         raise KeyboardInterrupt
 
     try:
@@ -105,12 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     except XvisionError as error:
         click.echo(f"Error: {error}", err=True)
         return 2
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         click.echo("Interrupted.", err=True)
-        return 130
-    except KeyboardInterrupt:
-        click.echo("Interrupted.", err=True)
-        return 130
+        return _interrupted()
     except click.ClickException as error:
         error.show()
         return error.exit_code

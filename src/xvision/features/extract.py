@@ -354,7 +354,11 @@ def extract_features(
             report.interrupted = True
             flush()
             bar.close()
-            log.warning("interrupted: %d images stored; re-run the same command to continue", report.extracted)
+            log.warning(
+                "interrupted: %d images stored by this run, %d in the store in all; run the same command to go on",
+                report.extracted,
+                len(store.keys()),
+            )
             raise
         except XvisionError:
             flush()
