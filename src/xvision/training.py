@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from xvision._fileio import atomic_write_json, atomic_write_text
+from xvision.data.hints import warn_small_validation
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.audit import audit_for_run
 from xvision.evaluation.operating import CALIBRATION_METHODS, fit_operating_point
@@ -186,6 +187,7 @@ def train_run(
         unknown = sorted(set(val.labels) - set(classes))
         if unknown:
             raise FeatureStoreError(f"{features_dir}: validation labels {unknown} never occur in training")
+        warn_small_validation(val.labels, features_dir)
     _check_operating_options(features_dir, classes, val, threshold_rule, calibrate, positive)
     audit_record = audit if isinstance(audit, dict) else audit_for_run(features_dir, enabled=audit)
     _prepare_run_dir(run_dir, overwrite)

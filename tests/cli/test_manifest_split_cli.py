@@ -224,3 +224,14 @@ def test_stem_groups_that_span_class_folders_get_a_warning(tmp_path: Path, caplo
     caplog.clear()
     assert main(["manifest", str(tmp_path / "ds"), "--group-from", "none", "--force"]) == 0
     assert "hold images of two classes" not in caplog.text
+
+
+def test_a_small_validation_split_is_said_to_be_noisy(caplog) -> None:
+    from xvision.data.hints import MIN_VAL_PER_CLASS, warn_small_validation
+
+    warn_small_validation(["nodule"] * 2 + ["normal"] * 9, "feats")
+    assert "feats: the validation split holds few images of a class (nodule 2; under 5)" in caplog.text
+    caplog.clear()
+    warn_small_validation(["nodule"] * MIN_VAL_PER_CLASS + ["normal"] * 9, "feats")
+    warn_small_validation([], "feats")  # no validation split: nothing to say here
+    assert caplog.text == ""

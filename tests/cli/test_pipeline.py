@@ -190,6 +190,7 @@ def test_checkpoints_best_keeps_the_last_and_the_best_and_all_warns_when_large(
     kept = sorted(p.name for p in (tmp_path / "best" / "checkpoints").iterdir())
     assert kept == sorted({f"epoch-{bundle['best_epoch']:03d}.safetensors", "epoch-006.safetensors"})
     assert "checkpoint is" not in caplog.text
+    assert "the validation split holds few images of a class (nodule 3, normal 3; under 5)" in caplog.text
     monkeypatch.setattr("xvision.training._LARGE_CHECKPOINTS", 1000)  # as if each were 52 MB
     assert main([*args, "-o", str(tmp_path / "all")]) == 0
     assert len(list((tmp_path / "all" / "checkpoints").iterdir())) == 6

@@ -1,6 +1,6 @@
 """Warnings about a manifest that is valid but probably not what its author meant.
 
-Both are hints, never errors: a data set may really have classes named alike, or a patient with films of two
+They are hints, never errors: a data set may really have classes named alike, or a patient with films of two
 classes. They are printed by ``xvision manifest`` and ``xvision split``, the commands a user runs right after
 writing the labels, where a fix is still cheap.
 """
@@ -15,6 +15,9 @@ from pathlib import Path
 from xvision.data.manifest import Manifest
 
 log = logging.getLogger(__name__)
+
+#: Fewer validation images than this in a class, and the epoch, round and threshold it picks are noise.
+MIN_VAL_PER_CLASS = 5
 
 #: Labels shorter than this (after folding) are never called typos of each other: "T1"/"T2", "AP"/"PA".
 MIN_TYPO_LENGTH = 4
@@ -72,3 +75,18 @@ def groups_spanning_classes(manifest: Manifest) -> tuple[int, str] | None:
     if not mixed:
         return None
     return len(mixed), f"{mixed[0]!r}: {', '.join(sorted(labels[mixed[0]]))}"
+
+
+def warn_small_validation(labels: list[str], where: str | Path) -> None:
+    """Warn when a validation split holds fewer than :data:`MIN_VAL_PER_CLASS` images of some class: what it
+    chooses (the epoch or round kept, the decision threshold) then follows one or two images."""
+    counts = {label: labels.count(label) for label in sorted(set(labels))}
+    few = [f"{label} {n}" for label, n in counts.items() if n < MIN_VAL_PER_CLASS]
+    if labels and few:
+        log.warning(
+            "%s: the validation split holds few images of a class (%s; under %d): the epoch, round and threshold "
+            "it picks are noisy; a larger `split --val` helps",
+            where,
+            ", ".join(few),
+            MIN_VAL_PER_CLASS,
+        )
