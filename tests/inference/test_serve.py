@@ -155,6 +155,9 @@ def test_the_heatmap_is_a_png_of_the_image_with_its_decision(run) -> None:
     assert answer.headers["x-xvision-predicted"] == predicted
     bad = client.post("/heatmap", files={"file": ("x.png", b"junk", "image/png")})
     assert bad.status_code == 422 and bad.json()["detail"].startswith("x.png: not a supported image")
+    good = _images(run)[0].read_bytes()
+    two = client.post("/heatmap", files=[("file", ("a.png", good, "image/png")), ("file", ("b.png", good))])
+    assert two.status_code == 422 and "send one image in the field 'file' (got 2)" in two.json()["detail"]
 
 
 def test_a_request_over_the_total_limit_is_refused_as_it_arrives(run, monkeypatch) -> None:

@@ -119,12 +119,14 @@ def create_app(
         return {"predictions": [prediction_record(predictor, r) for r in named]}
 
     @app.post("/heatmap", response_class=Response, responses={200: {"content": {"image/png": {}}}})
-    def heatmap(file: Annotated[UploadFile, File(description="one image")]) -> Response:
+    def heatmap(file: Annotated[list[UploadFile], File(description="one image")]) -> Response:
         from xvision.inference.heatmap import draw_evidence
         from xvision.io import load_image
 
+        if len(file) != 1:  # a list, so that a second part is refused instead of silently dropped
+            raise HTTPException(422, f"send one image in the field 'file' (got {len(file)}); /predict takes several")
         with tempfile.TemporaryDirectory(prefix="xvision-serve-") as folder:
-            [(path, name)] = _receive([file], Path(folder), max_upload_mb)
+            [(path, name)] = _receive(file, Path(folder), max_upload_mb)
             with lock:
                 [result] = predictor.predict_paths([path])
                 if result.error:
