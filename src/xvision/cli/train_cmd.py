@@ -121,8 +121,9 @@ def train(
     """Train a classifier head on the train split of FEATURES_DIR (val picks the epoch).
 
     Defaults are the seed recipe: 512-512 ReLU MLP, softmax cross-entropy, SGD lr 0.01, batch 20,
-    20 epochs, reshuffled every epoch with a fixed seed, one checkpoint per epoch. The decision threshold
-    (and, with --calibrate, a temperature) is then fitted on the validation split and stored in the run.
+    20 epochs, reshuffled every epoch with a fixed seed, one checkpoint per epoch (--checkpoints best keeps
+    the last and the best only). The decision threshold (and, with --calibrate, a temperature) is then
+    fitted on the validation split and stored in the run.
     """
     head = MLPClassifier(
         hidden=hidden,
