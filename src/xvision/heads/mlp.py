@@ -130,7 +130,7 @@ class MLPClassifier:
             raise ValueError("epochs and batch_size must be at least 1")
         if not self.lr > 0:
             raise ValueError("lr must be positive")
-        if isinstance(self.hidden, (int, str)) or not all(isinstance(h, (int, np.integer)) for h in self.hidden):
+        if isinstance(self.hidden, int) or not all(isinstance(h, (int, np.integer)) for h in self.hidden):
             raise TypeError(
                 f"hidden must be a sequence of layer sizes, such as (512, 512), (8,) or () for a linear head; "
                 f"got {self.hidden!r}"
@@ -452,6 +452,6 @@ def save_net(path: str | Path, net: nn.Module, metadata: dict[str, str]) -> Path
 
 def _check_finite(name: str, X: np.ndarray) -> None:
     """Training on NaN or infinity gives a head that predicts NaN: refuse it, naming the first bad row."""
-    bad = ~np.isfinite(X).all(axis=1) if X.ndim == 2 else ~np.isfinite(X)
+    bad = ~np.isfinite(X).reshape(len(X), -1).all(axis=1)  # per row; a malformed X_val fails its shape check later
     if bad.any():
         raise ValueError(f"{name} has NaN or infinite values in {int(bad.sum())} rows (first: row {int(bad.argmax())})")
