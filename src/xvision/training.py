@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from xvision._fileio import atomic_write_json, atomic_write_text
-from xvision.data.hints import warn_small_validation
+from xvision.data.hints import warn_imbalance, warn_small_validation
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.audit import audit_for_run
 from xvision.evaluation.operating import CALIBRATION_METHODS, fit_operating_point
@@ -188,6 +188,8 @@ def train_run(
         if unknown:
             raise FeatureStoreError(f"{features_dir}: validation labels {unknown} never occur in training")
         warn_small_validation(val.labels, features_dir)
+    fitted = val is not None and len(classes) == 2  # with more classes the decision is the most probable one
+    warn_imbalance(train.labels, features_dir, threshold_fitted=fitted, class_weight=head.class_weight)
     _check_operating_options(features_dir, classes, val, threshold_rule, calibrate, positive)
     audit_record = audit if isinstance(audit, dict) else audit_for_run(features_dir, enabled=audit)
     _prepare_run_dir(run_dir, overwrite)

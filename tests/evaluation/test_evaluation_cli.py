@@ -150,3 +150,30 @@ def test_cv_on_150_images_of_1280_features_is_fast(tmp_path, capsys) -> None:
     assert metrics["n"] == 148 and metrics["head"]["params"]["epochs"] == 20
     assert metrics["bootstrap"]["n_resamples"] == 2000 and metrics["bootstrap"]["n_units"] == 74
     assert elapsed < 60, f"cv took {elapsed:.0f} s"
+
+
+def test_imbalanced_classes_without_validation_warn_and_class_weight_balances(tmp_path, caplog) -> None:
+    # Labels cycle normal, normal, normal, nodule by patient: three normals to each nodule, no split column.
+    classes = ("normal", "normal", "normal", "nodule")
+    features = make_store(tmp_path / "feats", n_groups=48, per_group=1, dim=8, splits=None, classes=classes)
+    args = ["--epochs", "2", "--no-audit"]
+    assert main(["train", str(features), "-o", str(tmp_path / "plain"), *args]) == 0
+    assert "the classes are imbalanced (nodule 12, normal 36) and no validation split picks the threshold" in (
+        caplog.text
+    )
+    assert "--class-weight balanced" in caplog.text
+    caplog.clear()
+    assert main(["train", str(features), "-o", str(tmp_path / "weighted"), *args, "--class-weight", "balanced"]) == 0
+    assert "classes are imbalanced" not in caplog.text
+    config = json.loads((tmp_path / "weighted" / "config.json").read_text())
+    assert config["params"]["class_weight"] == "balanced"
+    plain = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert plain["params"]["class_weight"] is None
+    caplog.clear()
+    cv = ["cv", str(features), "-o", str(tmp_path / "cv"), "--folds", "3", "--epochs", "2", "--bootstrap", "0"]
+    assert main(cv) == 0 and "imbalanced (nodule 12, normal 36)" in caplog.text
+    caplog.clear()
+    assert main([*cv[:3], str(tmp_path / "cv-w"), *cv[4:], "--class-weight", "balanced"]) == 0
+    assert "classes are imbalanced" not in caplog.text
+    cv_metrics = json.loads((tmp_path / "cv-w" / "metrics.json").read_text())
+    assert cv_metrics["head"]["params"]["class_weight"] == "balanced"

@@ -18,7 +18,9 @@ def _codes(n: int = 200, d: int = 300, seed: int = 0) -> tuple[np.ndarray, np.nd
     return X, np.array(["a", "b"])[y]
 
 
-def _plain_sgd(head: MLPClassifier, X: np.ndarray, y: np.ndarray) -> tuple[list[float], MLPNet]:
+def _plain_sgd(
+    head: MLPClassifier, X: np.ndarray, y: np.ndarray, weight: torch.Tensor | None = None
+) -> tuple[list[float], MLPNet]:
     """The textbook loop, with the estimator's seed, shuffling and standardisation."""
     torch.manual_seed(head.seed)
     generator = torch.Generator().manual_seed(head.seed)
@@ -34,7 +36,7 @@ def _plain_sgd(head: MLPClassifier, X: np.ndarray, y: np.ndarray) -> tuple[list[
         total = 0.0
         for start in range(0, len(order), head.batch_size):
             idx = order[start : start + head.batch_size]
-            loss = nn.functional.cross_entropy(net(Xt[idx]), yt[idx])
+            loss = nn.functional.cross_entropy(net(Xt[idx]), yt[idx], weight=weight)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -59,6 +61,21 @@ def test_deferred_first_layer_update_matches_plain_sgd(weight_decay: float, n: i
     for name, value in net.state_dict().items():
         assert torch.allclose(head.net_.state_dict()[name], value, atol=1e-5), name
     assert all(p.requires_grad for p in head.net_.parameters())  # the deferred step gives them back
+
+
+def test_balanced_class_weight_is_weighted_cross_entropy_in_the_fast_step() -> None:
+    X, y = _codes(200)
+    keep = (y == "a") | (np.arange(len(y)) % 4 == 0)  # about 100 "a" against 25 "b"
+    X, y = X[keep], y[keep]
+    head = MLPClassifier(hidden=(32, 16), epochs=3, lr=0.05, class_weight="balanced").fit(X, y)
+    counts = np.array([(y == "a").sum(), (y == "b").sum()])
+    weight = torch.tensor(len(y) / (2 * counts), dtype=torch.float32)  # scikit-learn's "balanced"
+    losses, net = _plain_sgd(head, X, y, weight)
+    assert [r["train_loss"] for r in head.history_] == pytest.approx(losses, rel=1e-4)
+    for name, value in net.state_dict().items():
+        assert torch.allclose(head.net_.state_dict()[name], value, atol=1e-5), name
+    unweighted = MLPClassifier(hidden=(32, 16), epochs=3, lr=0.05).fit(X, y)
+    assert not np.allclose(unweighted.predict_proba(X), head.predict_proba(X))
 
 
 def test_momentum_uses_the_standard_optimizer_and_still_learns() -> None:

@@ -99,6 +99,29 @@ def test_inputs_that_would_train_a_broken_head_are_refused() -> None:
     assert MLPClassifier(hidden=(8,), epochs=1).fit(X, y).predict(X[:2]).shape == (2,)
 
 
+def test_balanced_class_weight_finds_more_of_a_rare_class_at_the_default_decision(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    n_common, n_rare = 600, 40
+    y = np.array(["normal"] * n_common + ["nodule"] * n_rare)
+    X = rng.normal(size=(len(y), 10)).astype(np.float32)
+    X[y == "nodule", 0] += 1.5  # overlapping classes: the unweighted head leans towards "normal"
+    test_y = np.array(["normal"] * 300 + ["nodule"] * 300)
+    test_X = rng.normal(size=(600, 10)).astype(np.float32)
+    test_X[test_y == "nodule", 0] += 1.5
+
+    def recall(head: MLPClassifier) -> float:
+        return float((head.predict(test_X[test_y == "nodule"]) == "nodule").mean())
+
+    params = {"hidden": (), "epochs": 30, "lr": 0.05, "momentum": 0.9}
+    plain = MLPClassifier(**params).fit(X, y)
+    balanced = MLPClassifier(**params, class_weight="balanced").fit(X, y)
+    assert recall(plain) < 0.3 < 0.5 < recall(balanced)
+    loaded = MLPClassifier.load(balanced.save(tmp_path / "head.safetensors"))
+    assert loaded.class_weight == "balanced"
+    with pytest.raises(ValueError, match="class_weight must be None or 'balanced'"):
+        MLPClassifier(class_weight="auto").fit(X, y)
+
+
 def test_scikit_learn_tools_take_the_head() -> None:
     from sklearn.base import clone, is_classifier
     from sklearn.model_selection import cross_val_score

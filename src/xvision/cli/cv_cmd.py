@@ -15,7 +15,7 @@ from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
 
 #: Options that only a feature store's cross-validation takes (a recipe fixes them itself).
 HEAD_ONLY = (
-    *("hidden", "lr", "momentum", "weight_decay", "batch_size", "epochs", "no_standardize"),
+    *("hidden", "lr", "momentum", "weight_decay", "batch_size", "epochs", "no_standardize", "class_weight"),
     *("threshold_rule", "calibrate", "positive"),
 )
 #: Options that only a manifest's cross-validation takes.
@@ -95,6 +95,7 @@ def cv(
     epochs: int,
     seed: int,
     no_standardize: bool,
+    class_weight: str,
     threshold_rule: str,
     calibrate: str,
     positive: str | None,
@@ -132,6 +133,7 @@ def cv(
         "batch_size": batch_size,
         "epochs": epochs,
         "standardize": not no_standardize,
+        "class_weight": None if class_weight == "none" else class_weight,
         "seed": seed,
     }
     bootstrap = BootstrapConfig(n_resamples=n_resamples, seed=seed) if n_resamples else None

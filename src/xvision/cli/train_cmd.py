@@ -38,6 +38,14 @@ HEAD_OPTIONS = [
     click.option("--epochs", default=20, show_default=True, type=click.IntRange(1)),
     click.option("--seed", default=0, show_default=True, type=int),
     click.option("--no-standardize", is_flag=True, help="Feed raw features (the original tool's behaviour)."),
+    click.option(
+        "--class-weight",
+        type=click.Choice(["none", "balanced"]),
+        default="none",
+        show_default=True,
+        help="balanced: weight each class's loss by the inverse of its share of the training images, so a rare "
+        "class (say 211 nodules beside 2,696 normals) counts as much as a common one.",
+    ),
 ]
 OPERATING_OPTIONS = [
     click.option(
@@ -111,6 +119,7 @@ def train(
     epochs: int,
     seed: int,
     no_standardize: bool,
+    class_weight: str,
     threshold_rule: str,
     calibrate: str,
     positive: str | None,
@@ -134,6 +143,7 @@ def train(
         epochs=epochs,
         standardize=not no_standardize,
         seed=seed,
+        class_weight=None if class_weight == "none" else class_weight,
     )
     summary = train_run(
         features_dir,

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from xvision._fileio import atomic_write_json, atomic_write_text
+from xvision.data.hints import warn_imbalance
 from xvision.data.split import link_groups
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.bootstrap import BootstrapConfig
@@ -160,6 +161,8 @@ def cross_validate(
     check_enough_groups(y, groups, classes, config.folds)
     params = {**MLPClassifier().get_params(), **(head_params or {})}
     params["hidden"] = tuple(params["hidden"])
+    fitted = config.inner_val > 0 and len(classes) == 2
+    warn_imbalance(data.labels, features_dir, threshold_fitted=fitted, class_weight=params["class_weight"])
 
     per_repeat: list[dict[str, Any]] = []
     oof_rows: list[list[Any]] = []

@@ -67,14 +67,18 @@ class MLPNet(nn.Module):
 EpochCallback = Callable[[int, dict[str, float], "MLPClassifier"], None]
 
 
-_PARAMS = ("hidden", "lr", "momentum", "weight_decay", "batch_size", "epochs", "standardize", "seed")
+_PARAMS = ("hidden", "lr", "momentum", "weight_decay", "batch_size", "epochs", "standardize", "seed", "class_weight")
+CLASS_WEIGHTS = (None, "balanced")
 
 
 class MLPClassifier:
     """Multi-layer perceptron on CNN codes, trained with plain mini-batch SGD (the seed recipe).
 
     Parameters are keyword-only and stored as given; ``fit`` learns ``classes_``, ``net_``, ``history_``,
-    ``best_epoch_`` and ``n_features_in_``.
+    ``best_epoch_`` and ``n_features_in_``. ``class_weight="balanced"`` weights each class's loss by
+    ``n_samples / (n_classes * count)`` on the training labels (scikit-learn's rule), in training and in the
+    validation loss that picks the epoch, so a rare class counts as much as a common one; ``None`` (the
+    seed's) weights every image alike.
     """
 
     def __init__(
@@ -88,6 +92,7 @@ class MLPClassifier:
         epochs: int = 20,
         standardize: bool = True,
         seed: int = 0,
+        class_weight: str | None = None,
     ) -> None:
         self.hidden = hidden
         self.lr = lr
@@ -97,6 +102,7 @@ class MLPClassifier:
         self.epochs = epochs
         self.standardize = standardize
         self.seed = seed
+        self.class_weight = class_weight
 
     _estimator_type = "classifier"  # scikit-learn < 1.6 reads this; later versions __sklearn_tags__
 
@@ -137,6 +143,8 @@ class MLPClassifier:
             )
         if any(int(h) < 1 for h in self.hidden):
             raise ValueError("hidden layer sizes must be positive")
+        if self.class_weight not in CLASS_WEIGHTS:
+            raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
 
     def fit(
         self,
@@ -173,6 +181,7 @@ class MLPClassifier:
         if has_val:
             y_val_idx = self._encode(y_val)
 
+        self.loss_weight_ = _loss_weight(y_idx, len(self.classes_), self.class_weight)
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         self.n_features_in_ = X.shape[1]
@@ -239,7 +248,7 @@ class MLPClassifier:
     def _score(self, X: np.ndarray, y_idx: np.ndarray) -> tuple[float, float]:
         self.net_.eval()
         logits = self._logits(X)
-        loss = nn.functional.cross_entropy(logits, torch.from_numpy(y_idx)).item()
+        loss = nn.functional.cross_entropy(logits, torch.from_numpy(y_idx), weight=self.loss_weight_).item()
         return loss, float((logits.argmax(1).numpy() == y_idx).mean())
 
     @torch.no_grad()
@@ -360,7 +369,7 @@ class _PlainStep:
 
     def __init__(self, net: MLPNet, head: MLPClassifier) -> None:
         self.net = net
-        self.loss_fn = nn.CrossEntropyLoss()
+        self.loss_fn = nn.CrossEntropyLoss(weight=head.loss_weight_)
         self.optimizer = torch.optim.SGD(
             net.parameters(), lr=head.lr, momentum=head.momentum, weight_decay=head.weight_decay, foreach=True
         )
@@ -398,7 +407,7 @@ class _DeferredFirstLayerStep:
         self.lr = float(head.lr)
         self.decay = 1.0 - float(head.lr) * float(head.weight_decay)
         self.block = DEFERRED_STEPS if self.decay == 1.0 else 1
-        self.loss_fn = nn.CrossEntropyLoss()
+        self.loss_fn = nn.CrossEntropyLoss(weight=head.loss_weight_)
         for param in self.first.parameters():
             param.requires_grad_(False)
         self.optimizer = torch.optim.SGD(
@@ -448,6 +457,16 @@ def save_net(path: str | Path, net: nn.Module, metadata: dict[str, str]) -> Path
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     payload = save(state, metadata=metadata)
     return atomic_write(path, lambda tmp: tmp.write_bytes(payload))
+
+
+def _loss_weight(y_idx: np.ndarray, n_classes: int, rule: str | None) -> torch.Tensor | None:
+    """Per-class loss weights: ``None`` for equal weights, or scikit-learn's "balanced" rule on ``y_idx``."""
+    if rule is None:
+        return None
+    counts = np.bincount(y_idx, minlength=n_classes).astype(np.float64)
+    # A class given in ``classes`` but absent from y has no rows to weight; 1 keeps the tensor finite.
+    weight = np.where(counts > 0, len(y_idx) / (n_classes * np.maximum(counts, 1)), 1.0)
+    return torch.tensor(weight, dtype=torch.float32)
 
 
 def _check_finite(name: str, X: np.ndarray) -> None:
