@@ -103,7 +103,8 @@ def test_missing_class_among_three_gives_no_auc() -> None:
     assert m["roc_auc"] is None
     assert "'c'" in m["roc_auc_note"]
     assert m["support"]["c"] == 0
-    assert m["recall"]["c"] == 0.0  # zero_division=0
+    assert m["recall"]["c"] is None  # undefined, not a measured 0
+    assert m["precision"]["c"] is None and m["f1"]["c"] is None  # never predicted, never present
 
 
 @pytest.mark.parametrize("seed", range(8))
@@ -125,13 +126,24 @@ def test_metrics_are_internally_consistent(seed: int, k: int) -> None:
     for i, name in enumerate(m["classes"]):
         row, col = cm[i].sum(), cm[:, i].sum()
         assert m["support"][name] == row == int(np.sum(y == i))
-        assert m["recall"][name] == pytest.approx(cm[i, i] / row if row else 0.0)
-        assert m["precision"][name] == pytest.approx(cm[i, i] / col if col else 0.0)
-        p, r = m["precision"][name], m["recall"][name]
-        assert m["f1"][name] == pytest.approx(2 * p * r / (p + r) if p + r else 0.0)
+        assert m["recall"][name] == (pytest.approx(cm[i, i] / row) if row else None)
+        assert m["precision"][name] == (pytest.approx(cm[i, i] / col) if col else None)
+        assert m["f1"][name] == (pytest.approx(2 * cm[i, i] / (row + col)) if row + col else None)
     if k == 2:
         assert m["sensitivity"] == (m["recall"]["c1"] if m["support"]["c1"] else None)
         assert m["specificity"] == (m["recall"]["c0"] if m["support"]["c0"] else None)
+
+
+def test_a_class_never_predicted_has_undefined_precision_not_zero(capsys) -> None:
+    from xvision.cli.evaluate_cmd import format_metrics
+
+    proba = np.array([[0.9, 0.1], [0.8, 0.2], [0.7, 0.3], [0.6, 0.4]])
+    m = compute_metrics([0, 1, 0, 1], proba, ["normal", "nodule"], threshold=0.5)
+    assert m["precision"]["nodule"] is None and m["recall"]["nodule"] == 0.0 and m["f1"]["nodule"] == 0.0
+    assert m["precision"]["normal"] == pytest.approx(0.5)
+    json.loads(json.dumps(m, allow_nan=False))
+    table = format_metrics({**m, "split": "test"})
+    assert ["nodule", "n/a", "0.000", "0.000", "2"] in [line.split() for line in table.splitlines()]
 
 
 def test_result_is_plain_json() -> None:

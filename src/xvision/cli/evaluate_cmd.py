@@ -9,6 +9,7 @@ import click
 from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
 from xvision.evaluation.evaluate import evaluate_run
 from xvision.evaluation.operating import describe_threshold
+from xvision.evaluation.report_card import num
 
 
 def _with_ci(metrics: dict, name: str) -> str:
@@ -63,8 +64,8 @@ def format_metrics(metrics: dict) -> str:
     lines.append(f"{'':{width}}  precision  recall  f1     n")
     for c in classes:
         lines.append(
-            f"{c:{width}}  {metrics['precision'][c]:9.3f}  {metrics['recall'][c]:6.3f}  "
-            f"{metrics['f1'][c]:.3f}  {metrics['support'][c]}"
+            f"{c:{width}}  {num(metrics['precision'][c]):>9}  {num(metrics['recall'][c]):>6}  "
+            f"{num(metrics['f1'][c]):<5}  {metrics['support'][c]}"
         )
     lines.append("confusion matrix (rows true, columns predicted): " + str(metrics["confusion_matrix"]))
     if metrics.get("warning"):

@@ -2,7 +2,9 @@
 
 Every number is derived from a single confusion matrix (rows = true class, columns = predicted class, both
 in ``classes`` order), so the figures in a report always agree with each other. Per-class precision, recall
-and F1 come from scikit-learn with ``zero_division=0``; ROC AUC uses the scores themselves, not the decisions.
+and F1 come from scikit-learn; where one is undefined (precision of a class never predicted, recall of a class
+absent from the labels) it is ``None`` ("n/a" when printed), not scikit-learn's default 0, which reads as a
+measured failure. ROC AUC uses the scores themselves, not the decisions.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ def compute_metrics(
 
     labels = list(range(k))
     cm = confusion_matrix(y, y_pred, labels=labels)
-    precision, recall, f1, support = precision_recall_fscore_support(y, y_pred, labels=labels, zero_division=0)
+    precision, recall, f1, support = precision_recall_fscore_support(y, y_pred, labels=labels, zero_division=np.nan)
     n = len(y)
     per_class_recall = [float(r) for r, s in zip(recall, support, strict=True) if s > 0]
 
@@ -158,7 +160,8 @@ def _multiclass_auc(y: np.ndarray, p: np.ndarray, classes: list[str]) -> dict[st
 
 
 def _per_class(classes: list[str], values: np.ndarray, kind: type) -> dict[str, Any]:
-    return {c: kind(v) for c, v in zip(classes, values, strict=True)}
+    """``{class: value}``; NaN (undefined: nothing to divide by) becomes None, which JSON can hold."""
+    return {c: None if np.isnan(v) else kind(v) for c, v in zip(classes, values, strict=True)}
 
 
 def _check_classes(classes: Sequence[str]) -> list[str]:
