@@ -241,3 +241,36 @@ def test_links_to_nothing_are_left_out_of_a_folder_manifest(tmp_path: Path, capl
     assert sorted(row.path for row in manifest) == ["nodule/a.png", "normal/a.png"]
     assert "skipping 1 link(s) that lead to no file (first: dangling.png)" in caplog.text
     assert "(first: loop.png)" in caplog.text
+
+
+def test_a_folder_linked_into_another_class_or_the_dataset_is_not_listed_twice(tmp_path: Path, caplog) -> None:
+    root = tmp_path / "ds"
+    for label, seed in (("normal", 1), ("nodule", 2)):
+        _png(root / label / "a.png", seed)
+    _png(tmp_path / "archive" / "b.png", 3)
+    (root / "normal" / "more").symlink_to(root / "nodule", target_is_directory=True)  # the nodules again
+    (root / "normal" / "loop").symlink_to(root, target_is_directory=True)  # every class again
+    (root / "nodule" / "archive").symlink_to(tmp_path / "archive", target_is_directory=True)  # outside: followed
+    manifest = build_manifest(root)
+    assert sorted((row.path, row.label) for row in manifest) == [
+        ("nodule/a.png", "nodule"),
+        ("nodule/archive/b.png", "nodule"),
+        ("normal/a.png", "normal"),
+    ]
+    assert "not following the linked folder more: it leads to" in caplog.text
+    assert "not following the linked folder loop: it leads to" in caplog.text
+
+
+def test_identical_files_under_two_labels_are_warned_about(tmp_path: Path, caplog) -> None:
+    from xvision.cli.main import main
+
+    root = tmp_path / "ds"
+    for i in range(4):
+        _png(root / "normal" / f"n{i}.png", i)
+        _png(root / "nodule" / f"d{i}.png", 10 + i)
+    (root / "normal" / "copy.png").write_bytes((root / "nodule" / "d2.png").read_bytes())
+    assert main(["manifest", str(root), "-o", str(tmp_path / "m.csv")]) == 0
+    caplog.clear()
+    assert main(["split", str(tmp_path / "m.csv"), "--val", "0", "--test", "0.25"]) == 0
+    assert "1 image(s) are listed under more than one label (identical files)" in caplog.text
+    assert "'ds/nodule/d2.png' (nodule) = 'ds/normal/copy.png' (normal)" in caplog.text

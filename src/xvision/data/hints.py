@@ -113,3 +113,29 @@ def warn_imbalance(labels: list[str], where: str | Path, *, threshold_fitted: bo
             where,
             ", ".join(f"{label} {n}" for label, n in counts.items()),
         )
+
+
+def conflicting_labels(manifest: Manifest, hashes: dict[str, str]) -> list[tuple[str, list[tuple[str, str]]]]:
+    """Identical files (same SHA-256 in ``hashes``, keyed by resolved path) listed under different labels:
+    ``[(sha256, [(path, label), ...]), ...]`` in manifest order."""
+    by_hash: dict[str, list[tuple[str, str]]] = defaultdict(list)
+    for row in manifest.rows:
+        digest = hashes.get(str(manifest.resolve(row)))
+        if digest:
+            by_hash[digest].append((row.path, row.label))
+    return [(digest, rows) for digest, rows in by_hash.items() if len({label for _, label in rows}) > 1]
+
+
+def warn_conflicting_labels(manifest: Manifest, hashes: dict[str, str], where: str | Path) -> None:
+    """Warn when one image (identical bytes) is listed under two labels: a copy in the wrong class folder, or a
+    linked folder; training would see the same film as both."""
+    conflicts = conflicting_labels(manifest, hashes)
+    if conflicts:
+        _, rows = conflicts[0]
+        log.warning(
+            "%s: %d image(s) are listed under more than one label (identical files), e.g. %s; a film cannot be "
+            "both: remove the wrong line or file",
+            where,
+            len(conflicts),
+            " = ".join(f"{path!r} ({label})" for path, label in rows[:3]),
+        )

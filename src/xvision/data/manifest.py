@@ -23,7 +23,7 @@ import csv
 import io
 import logging
 import os
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
@@ -382,8 +382,12 @@ def build_manifest(
 
     rows: list[ManifestRow] = []
     empty: list[str] = []
+    real_root = os.path.realpath(folder)
     for class_dir in class_dirs:
-        images = _find_images(class_dir, accepted)
+        # A folder linked from inside this class into the dataset folder or another class (`ln -s ../nodule`,
+        # `ln -s ..`) would list the same films under a second label: such links are not followed.
+        others = [os.path.realpath(d) for d in class_dirs if d != class_dir]
+        images = _find_images(class_dir, accepted, root=real_root, others=others)
         if not images:
             empty.append(class_dir.name)
         for image in images:
@@ -431,7 +435,12 @@ def find_images(folder: str | Path, suffixes: Iterable[str] | None = None) -> li
     return _find_images(Path(folder), _normalise_suffixes(suffixes))
 
 
-def _find_images(class_dir: Path, accepted: frozenset[str]) -> list[Path]:
+def _find_images(
+    class_dir: Path, accepted: frozenset[str], *, root: str | None = None, others: Sequence[str] = ()
+) -> list[Path]:
+    """The images under ``class_dir``. A linked folder whose real path is the dataset folder ``root`` or lies in
+    one of the ``others`` class folders is skipped with a warning: its images are listed there, under their
+    own label."""
     images: list[Path] = []
     broken: list[Path] = []
     seen: set[str] = set()
@@ -441,6 +450,17 @@ def _find_images(class_dir: Path, accepted: frozenset[str]) -> list[Path]:
             dirnames[:] = []
             continue
         seen.add(real)
+        crossing = root if real == root else next((other for other in others if _inside(real, other)), None)
+        if crossing is not None:
+            logger.warning(
+                "%s: not following the linked folder %s: it leads to %s, which is listed on its own "
+                "(its images would get a second label)",
+                class_dir,
+                Path(dirpath).relative_to(class_dir).as_posix(),
+                crossing,
+            )
+            dirnames[:] = []
+            continue
         dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
         for name in sorted(filenames):
             candidate = Path(dirpath) / name
@@ -454,6 +474,10 @@ def _find_images(class_dir: Path, accepted: frozenset[str]) -> list[Path]:
             "%s: skipping %d link(s) that lead to no file (first: %s)", class_dir, len(broken), broken[0].name
         )
     return images
+
+
+def _inside(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip(os.sep) + os.sep)
 
 
 def _is_image(path: Path, accepted: frozenset[str]) -> bool:

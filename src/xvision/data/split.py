@@ -16,6 +16,7 @@ from dataclasses import replace
 import numpy as np
 
 from xvision._fileio import sha256_file
+from xvision.data.hints import warn_conflicting_labels
 from xvision.data.manifest import SPLITS, Manifest, ManifestRow
 from xvision.errors import LeakageError, ManifestError
 
@@ -42,8 +43,10 @@ def check_readable_splits(manifest: Manifest) -> dict[str, str]:
     """Check the splits of the files that can be read; return their ``{absolute path: SHA-256}``.
 
     For stages that report and skip an unreadable file rather than stop (`extract`, `fit`): such a file
-    cannot leak, and it is reported where it is read. A manifest without splits is not checked."""
+    cannot leak, and it is reported where it is read. A manifest without splits is not checked. Identical
+    files under different labels are warned about (:func:`~xvision.data.hints.warn_conflicting_labels`)."""
     hashes = readable_hashes(manifest)
+    warn_conflicting_labels(manifest, hashes, manifest.name)
     if manifest.has_splits:
         readable = replace(manifest, rows=[r for r in manifest.rows if str(manifest.resolve(r)) in hashes])
         check_no_leakage(readable, hashes=hashes)
