@@ -137,6 +137,14 @@ def _load_training_data(features_dir: Path) -> tuple[FeatureSet, FeatureSet | No
             features_dir,
         )
         return load_split(features_dir, None), None
+    unassigned = sum(1 for r in index if not r.split and r.status == "ok")
+    if unassigned:
+        log.warning(
+            "%s: %d image(s) have no split and are left out of training and validation; run `xvision split` on "
+            "the manifest (it fills the empty ones) and extract again",
+            features_dir,
+            unassigned,
+        )
     train = load_split(features_dir, "train")
     val = load_split(features_dir, "val") if any(r.split == "val" and r.status == "ok" for r in index) else None
     if val is None:

@@ -180,3 +180,21 @@ def test_imbalanced_classes_without_validation_warn_and_class_weight_balances(tm
     assert "classes are imbalanced" not in caplog.text
     cv_metrics = json.loads((tmp_path / "cv-w" / "metrics.json").read_text())
     assert cv_metrics["head"]["params"]["class_weight"] == "balanced"
+
+
+def test_train_says_how_many_images_have_no_split(tmp_path, caplog) -> None:
+    import csv
+
+    features = make_store(tmp_path / "feats", n_groups=24, per_group=1, dim=8, splits=(0.25, 0.0))
+    index = features / "index.csv"
+    rows = list(csv.DictReader(index.open(newline="")))
+    for row in rows[::4]:
+        row["split"] = ""  # six images the user never assigned
+    with index.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    assert main(["train", str(features), "-o", str(tmp_path / "run"), "--epochs", "1", "--no-audit"]) == 0
+    assert "6 image(s) have no split and are left out of training and validation" in caplog.text
+    trained = len(json.loads((tmp_path / "run" / "train_keys.json").read_text()))
+    assert trained == sum(1 for row in rows if row["split"] == "train")

@@ -166,3 +166,13 @@ def test_multiclass_run_without_images(tmp_path: Path) -> None:
     assert "UNTRAINED BACKBONE" not in page.words
     assert "Most confident mistakes" in page.words and "Positive class" not in page.words
     assert "skipped" in page.words  # the audit could not reach any image: said, not hidden
+
+
+def test_report_refuses_a_features_folder_that_is_not_a_store(phantom_run: Path, tmp_path: Path, capsys) -> None:
+    (tmp_path / "images").mkdir()
+    out = tmp_path / "r.html"
+    assert main(["report", str(phantom_run), "--features", str(tmp_path / "images"), "-o", str(out)]) == 2
+    assert "images: not a feature store (no meta.json)" in capsys.readouterr().err  # was silently the run's store
+    assert not out.exists()
+    assert main(["report", str(phantom_run), "--features", str(tmp_path / "nowhere"), "-o", str(out)]) == 2
+    assert "nowhere: no such feature folder" in capsys.readouterr().err

@@ -101,5 +101,10 @@ def test_a_wrong_folder_is_named_for_what_it_is(tmp_path) -> None:
     with pytest.raises(FeatureStoreError, match="a run folder, not a feature folder"):
         FeatureStore(run).read_index()
     (tmp_path / "half").mkdir()  # an extraction stopped before its index: re-run it
+    (tmp_path / "half" / "meta.json").write_text("{}")
     with pytest.raises(FeatureStoreError, match="the extraction did not finish"):
         FeatureStore(tmp_path / "half").read_index()
+    (tmp_path / "images").mkdir()  # `xvision train images/`: a folder that was never a store
+    (tmp_path / "images" / "a.png").write_bytes(b"")
+    with pytest.raises(FeatureStoreError, match=r"images: not a feature store \(no meta.json\)"):
+        FeatureStore(tmp_path / "images").read_index()

@@ -25,6 +25,7 @@ from xvision.errors import RunError
 from xvision.evaluation.audit_features import describe_feature
 from xvision.evaluation.report_card import model_card, num
 from xvision.evaluation.report_gallery import build_gallery, png_data_uri, read_predictions
+from xvision.features.store import FeatureStore
 
 log = logging.getLogger(__name__)
 
@@ -465,6 +466,9 @@ def _calibration(bundle: dict[str, Any], metrics: dict[str, Any]) -> dict[str, A
 
 
 def _find_store(explicit: str | Path | None, bundle: dict[str, Any], metrics: dict[str, Any] | None) -> Path | None:
+    """The feature store the user named (it must be one), else the run's or the results' if still there."""
+    if explicit is not None and not (Path(explicit) / "meta.json").is_file():
+        FeatureStore(explicit).read_index()  # the one-line error every command gives for such a folder
     candidates = [explicit, (bundle.get("head") or {}).get("features_dir"), (metrics or {}).get("features")]
     for candidate in candidates:
         if candidate and (Path(candidate) / "meta.json").is_file():

@@ -206,6 +206,10 @@ class FeatureStore:
                     f"{folder}: a run folder, not a feature folder; its features are in the folder `xvision extract` "
                     "wrote (for `xvision fit`, RUN/features)"
                 )
+            if not (folder / "meta.json").is_file():  # a folder of images, an empty folder: never a store
+                raise FeatureStoreError(
+                    f"{folder}: not a feature store (no meta.json); create one with `xvision extract`"
+                )
             raise FeatureStoreError(
                 f"{self.index_path}: missing; the extraction did not finish; re-run `xvision extract`"
             )
