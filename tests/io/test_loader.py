@@ -111,9 +111,30 @@ def test_png_16bit_full_range_is_divided_by_65535(tmp_path: Path) -> None:
     np.testing.assert_allclose(image, [[0.0, 32768 / 65535, 1.0]], atol=1e-7)
 
 
-def test_png_16bit_with_12bit_values_is_scaled_by_png_bit_depth_not_by_its_max(tmp_path: Path) -> None:
+def test_png_16bit_with_12bit_values_is_scaled_as_12_bit_never_by_its_own_max(tmp_path: Path) -> None:
+    # 12-bit data exported into a 16-bit PNG: read / 65535 it was a nearly black film (max 0.06).
     path = write_png(tmp_path / "12in16.png", np.array([[0, 2048, 4095]], dtype=np.uint16))
-    np.testing.assert_allclose(load_image(path), [[0.0, 2048 / 65535, 4095 / 65535]], atol=1e-7)
+    np.testing.assert_allclose(load_image(path), [[0.0, 2048 / 4095, 1.0]], atol=1e-7)
+    dim = write_png(tmp_path / "dim12.png", np.array([[0, 1000, 3000]], dtype=np.uint16))
+    np.testing.assert_allclose(load_image(dim), [[0.0, 1000 / 4095, 3000 / 4095]], atol=1e-7)  # not / 3000
+    deeper = write_png(tmp_path / "13bit.png", np.array([[0, 2048, 4096]], dtype=np.uint16))
+    np.testing.assert_allclose(load_image(deeper), [[0.0, 2048 / 65535, 4096 / 65535]], atol=1e-7)
+
+
+def test_jpeg_exif_orientation_is_applied_as_viewers_show_it(tmp_path: Path) -> None:
+    upright = np.zeros((40, 60), dtype=np.uint8)
+    upright[:10, :] = 255  # a bright band along the top
+    stored = np.ascontiguousarray(np.rot90(upright))  # the pixels as a camera held sideways stores them
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 degrees clockwise to view"
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(stored).save(path, quality=95, exif=exif)
+    image = load_image(path)
+    assert image.shape == (40, 60)
+    assert image[:10].mean() > 0.9 and image[20:].mean() < 0.1
+    plain = tmp_path / "plain.jpg"
+    Image.fromarray(stored).save(plain, quality=95)
+    assert load_image(plain).shape == (60, 40)  # no tag: the pixels as stored
 
 
 def test_rgb_and_rgba_png_become_2d_luminance_with_alpha_dropped(tmp_path: Path) -> None:

@@ -10,8 +10,12 @@ so a given stored value means the same thing in every image:
 
 - 8-bit PNG, JPEG, TIFF, BMP: value / 255. Colour (RGB, palette, CMYK) becomes luminance (ITU-R 601-2 weights,
   as Pillow's ``convert("L")``); alpha is dropped.
-- 16-bit PNG and TIFF: value / 65535, whatever range is used (a 12-bit image stored in a 16-bit PNG keeps its
-  values in ``[0, 4095/65535]``).
+- 16-bit PNG and TIFF: value / 65535; but a file whose largest value is at most 4095 holds 12-bit data (the
+  usual depth of digital radiographs, often exported into 16-bit PNG) and is read as value / 4095. Read as
+  16-bit it would be a nearly black film (at most 6% of white), which no radiograph saved at full 16-bit depth
+  is, so the rule cannot darken or brighten a true 16-bit film that a viewer shows as a film.
+- JPEG and TIFF with an EXIF orientation tag are turned upright, as every viewer shows them (phone photos of
+  films carry one).
 - DICOM: Modality LUT, then the first VOI LUT or window, else the range implied by ``BitsStored``;
   ``MONOCHROME1`` is inverted. See :mod:`xvision.io.dicom`.
 
@@ -25,7 +29,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from PIL import BmpImagePlugin, Image, ImageFile, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
+from PIL import BmpImagePlugin, Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
 from xvision.errors import ImageLoadError
 
@@ -81,6 +85,9 @@ _PILLOW_SIGNATURES: tuple[tuple[bytes, type[ImageFile.ImageFile]], ...] = (
     (b"BM", BmpImagePlugin.BmpImageFile),
 )
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
+TWELVE_BIT_MAX = 4095
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 is upright
+"""A 16-bit file whose values all lie at or below this holds 12-bit data and is scaled by it (module docstring)."""
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 _REASON_LIMIT = 200
 # Reduced decoding keeps at least 4x the target size, so the final anti-aliased resize still dominates the
@@ -273,11 +280,19 @@ def _load_with_pillow(
             image.load()
         except Exception as exc:
             raise ImageLoadError(path, f"truncated or corrupt image data ({exception_reason(exc)})") from exc
+        image = _upright(image)
         if refuse_colour:
             _check_not_colour(path, image)
         if factor >= 2 and image.mode == "L":
             return np.asarray(image.reduce(factor), dtype=np.float32) / np.float32(255)
         return _reduce_array(_pillow_to_array(path, image), target_size)
+
+
+def _upright(image: Image.Image) -> Image.Image:
+    """The image turned as its EXIF orientation tag says (a viewer's view), or itself when there is none."""
+    if image.format not in ("JPEG", "TIFF", "MPO") or image.getexif().get(ORIENTATION_TAG, 1) == 1:
+        return image
+    return ImageOps.exif_transpose(image)
 
 
 def _check_not_colour(path: Path, image: ImageFile.ImageFile) -> None:
@@ -304,7 +319,9 @@ def _pillow_to_array(path: Path, image: ImageFile.ImageFile) -> np.ndarray:
     mode = image.mode
     # Pillow before 10.x opened 16-bit grayscale PNG as "I" (32-bit int); PNG has no deeper grayscale.
     if mode in _SIXTEEN_BIT_MODES or (mode == "I" and image.format == "PNG"):
-        return np.asarray(image, dtype=np.float32) / np.float32(65535)
+        values = np.asarray(image, dtype=np.float32)
+        full = TWELVE_BIT_MAX if values.size and float(values.max()) <= TWELVE_BIT_MAX else 65535
+        return values / np.float32(full)
     if mode in _EIGHT_BIT_MODES:
         if mode in ("P", "PA"):  # via RGBA so that palette transparency is dropped, not misread
             image = image.convert("RGBA")
