@@ -91,9 +91,12 @@ def test_mixed_label_group_stays_together(tmp_path: Path) -> None:
 
 def test_too_few_groups_says_how_many_are_needed(tmp_path: Path) -> None:
     manifest = _manifest(tmp_path, {"a": 5, "b": 2})
-    with pytest.raises(ManifestError, match=r"'b' has 2.*at least 3.*--val 0"):
-        assign_splits(manifest)
     assert {row.split for row in assign_splits(manifest, val=0)} == {"train", "test"}
+    with pytest.raises(ManifestError, match=r"'b' has 2.*at least 3.*fewer splits \(--val 0 or --test 0\)$"):
+        assign_splits(manifest)
+    rare = _manifest(tmp_path, {"a": 5, "b": 5, "rare": 1})
+    with pytest.raises(ManifestError, match="'rare' has 1.*remove the class with one group from the manifest"):
+        assign_splits(rare, val=0)  # no choice of splits can place a one-group class in two
 
 
 @pytest.mark.parametrize(

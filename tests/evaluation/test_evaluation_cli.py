@@ -76,13 +76,21 @@ def test_evaluating_on_the_validation_split_is_flagged_as_optimistic(phantom_run
     assert main(["evaluate", str(run), "--features", str(phantom_run / "feats"), "--split", "val", "-o", str(out)]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["overlap_with_validation"] == metrics["n"] == len(val_keys)
-    assert f"{len(val_keys)} evaluated images were the run's validation images" in caplog.text
+    assert f"{len(val_keys)} evaluated images were the validation images of the run" in caplog.text
     assert "Evaluated on validation images" in (out / "report.html").read_text()
     caplog.clear()
     out = phantom_run / "eval-test"
     assert main(["evaluate", str(run), "--features", str(phantom_run / "feats"), "-o", str(out)]) == 0
     assert json.loads((out / "metrics.json").read_text())["overlap_with_validation"] == 0
     assert "validation images" not in caplog.text
+    # compare on the same validation images says so too, for each run
+    caplog.clear()
+    record = phantom_run / "compare-val.json"
+    args = ["compare", str(run), str(phantom_run / "run2"), "--features", str(phantom_run / "feats")]
+    assert main([*args, "--split", "val", "-o", str(record)]) == 0
+    assert f"{len(val_keys)} compared images were the validation images of run A" in caplog.text
+    assert "compared images were the validation images of run B" in caplog.text
+    assert json.loads(record.read_text())["overlap_with_validation"]["a"] == len(val_keys)
 
 
 def test_predict_decides_with_the_runs_threshold(phantom_run, capsys) -> None:

@@ -203,9 +203,14 @@ def _check_enough_groups(
         return
     what = f"groups ({group_by!r} values)" if group_by else "images"
     counts = ", ".join(f"{label!r} has {n}" for label, n in short.items())
+    if min(short.values()) < 2:  # no choice of splits helps: one image can only go to train
+        one = what[:-1] if group_by is None else "group"
+        fix = f"Add data, or remove the class with one {one} from the manifest: it could only be trained on"
+    else:
+        fix = "Add data, or request fewer splits (" + " or ".join(f"--{s} 0" for s in wanted if s != "train") + ")"
     raise ManifestError(
         f"{manifest.name}: too few {what} to split into {', '.join(wanted)}: {counts}; each class needs at "
-        f"least {len(wanted)} (one per split). Add data, or request fewer splits (e.g. --val 0)"
+        f"least {len(wanted)} (one per split). {fix}"
     )
 
 

@@ -23,6 +23,7 @@ from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.bootstrap import BootstrapConfig, group_codes, paired_auc_samples, small_sample_caution
 from xvision.evaluation.crossval import is_cv_dir
 from xvision.evaluation.delong import delong_test
+from xvision.evaluation.evaluate import warn_seen_images
 from xvision.evaluation.metrics import compute_metrics
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP
 from xvision.features.dataset import load_split
@@ -62,10 +63,11 @@ def compare_runs(
         rows, X_a, X_b = _match_by_content(data, features_b, b, run_b)
     y = np.array([classes.index(r.label) for r in rows])
     keys = {r.sha256 for r in rows}
-    overlap = {"a": len(keys & a.train_keys()), "b": len(keys & b.train_keys())}
-    for name, count in overlap.items():
-        if count:
-            log.warning("%d compared images were used to train run %s: its AUC is optimistic", count, name.upper())
+    seen = {
+        name: warn_seen_images(keys, run, "compared images", f"run {name.upper()}")
+        for name, run in (("a", a), ("b", b))
+    }
+    overlap = {name: trained for name, (trained, _) in seen.items()}
 
     proba_a, proba_b = a.predict_proba(X_a), b.predict_proba(X_b)
     positive = a.positive if len(classes) == 2 else None
@@ -80,6 +82,7 @@ def compare_runs(
         "split": split or "all",
         **scored,
         "overlap_with_training": overlap,
+        "overlap_with_validation": {name: validated for name, (_, validated) in seen.items()},
         "warning": "UNTRAINED BACKBONE" if a.untrained_backbone or b.untrained_backbone else None,
     }
 

@@ -17,7 +17,7 @@ from xvision.evaluation.plots import plot_training_curve
 from xvision.evaluation.report import report_after_evaluate
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
 from xvision.features.dataset import load_split, unreadable_images
-from xvision.inference.bundle import UNTRAINED_WARNING, check_same_backbone, load_bundle
+from xvision.inference.bundle import UNTRAINED_WARNING, RunBundle, check_same_backbone, load_bundle
 
 log = logging.getLogger(__name__)
 
@@ -50,16 +50,7 @@ def evaluate_run(
     plots = out / "plots"
     watermark = UNTRAINED_WARNING if bundle.untrained_backbone else None
 
-    overlap = len(set(data.keys) & bundle.train_keys())
-    if overlap:
-        log.warning("%d evaluated images were used in training: these figures are optimistic", overlap)
-    seen_in_val = len(set(data.keys) & bundle.val_keys())
-    if seen_in_val:
-        log.warning(
-            "%d evaluated images were the run's validation images, which chose its epoch, threshold and "
-            "calibration: these figures are optimistic; judge the model on test",
-            seen_in_val,
-        )
+    overlap, seen_in_val = warn_seen_images(set(data.keys), bundle, "evaluated images", "the run")
     unreadable = unreadable_images(features_dir, split)
 
     proba = bundle.predict_proba(data.X)
@@ -114,3 +105,21 @@ def _predictions_csv(rows: list[Any], proba: np.ndarray, decisions: np.ndarray, 
     for row, p, d in zip(rows, proba, decisions, strict=True):
         writer.writerow([row.path, row.label, classes[int(d)], *[f"{v:.6f}" for v in p]])
     return buffer.getvalue()
+
+
+def warn_seen_images(keys: set[str], bundle: RunBundle, what: str, run: str) -> tuple[int, int]:
+    """Warn when scored images (content ``keys``) trained the run or were its validation images, which chose
+    its epoch, threshold and calibration; return both counts."""
+    trained = len(keys & bundle.train_keys())
+    if trained:
+        log.warning("%d %s were used to train %s: its figures are optimistic", trained, what, run)
+    validated = len(keys & bundle.val_keys())
+    if validated:
+        log.warning(
+            "%d %s were the validation images of %s, which chose its epoch, threshold and calibration: its "
+            "figures are optimistic; judge it on test",
+            validated,
+            what,
+            run,
+        )
+    return trained, validated
