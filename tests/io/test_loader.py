@@ -495,3 +495,15 @@ def test_an_undecodable_dicom_is_one_line_naming_a_decoder_to_install(caplog) ->
     assert "JPEG Extended (Process 2 and 4)" in message and "pip install pylibjpeg-libjpeg" in message
     # pydicom's own ERROR record with its traceback is dropped: the ImageLoadError says it, on one line.
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("pydicom")]
+
+
+def test_an_undecodable_jpeg_ls_dicom_names_its_own_decoder() -> None:
+    path = get_testdata_file("MR_small_jpeg_ls_lossless.dcm", download=False)
+    try:
+        load_image(path)
+    except ImageLoadError as error:
+        message = str(error)
+    else:
+        pytest.skip("a JPEG-LS decoder is installed here (pyjpegls, pylibjpeg-libjpeg or gdcm)")
+    assert "JPEG-LS Lossless Image Compression" in message and "`pip install pyjpegls`" in message
+    assert "requires" not in message and len(message.splitlines()) == 1  # not pydicom's plugin list

@@ -76,12 +76,30 @@ def _decode_failure(ds: Dataset, exc: Exception) -> str:
     """The reason for an undecodable pixel data: which compression, and how to add a decoder for it."""
     syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
     name = getattr(syntax, "name", None) or "unknown transfer syntax"
-    if "no available plugins" in str(exc).lower() or "unable to decode" in str(exc).lower():
+    message = str(exc).lower()
+    if any(sign in message for sign in ("no available plugins", "unable to decode", "unable to decompress")):
         return (
             f"cannot decode the DICOM pixel data ({name}): no installed decoder handles it; "
-            "`pip install pylibjpeg-libjpeg` (JPEG Extended and Lossless) or `pip install python-gdcm` adds one"
+            f"{_DECODERS.get(str(syntax), _ANY_DECODER)} adds one"
         )
     return f"cannot decode the DICOM pixel data ({name}; {exception_reason(exc)})"
+
+
+_ANY_DECODER = "`pip install python-gdcm`"
+#: Which pydicom decoder plugin to install, by transfer syntax (python-gdcm decodes them all).
+_DECODERS = {
+    **dict.fromkeys(  # JPEG Extended (12-bit) and JPEG Lossless; 8-bit baseline Pillow decodes
+        ("1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"),
+        "`pip install pylibjpeg-libjpeg` or `pip install python-gdcm`",
+    ),
+    **dict.fromkeys(  # JPEG-LS lossless and near-lossless
+        ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"), "`pip install pyjpegls` or `pip install python-gdcm`"
+    ),
+    **dict.fromkeys(  # JPEG 2000 and High-Throughput JPEG 2000
+        ("1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91", "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.203"),
+        "`pip install pylibjpeg-openjpeg` or `pip install python-gdcm`",
+    ),
+}
 
 
 def load_dicom(path: str | Path, *, max_pixels: int) -> np.ndarray:
