@@ -16,7 +16,7 @@ from xvision._fileio import atomic_write_json, atomic_write_text
 from xvision.data.hints import warn_imbalance, warn_small_validation
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.audit import audit_for_run
-from xvision.evaluation.operating import CALIBRATION_METHODS, fit_operating_point
+from xvision.evaluation.operating import CALIBRATION_METHODS, check_positive, fit_operating_point
 from xvision.evaluation.threshold import ThresholdRule
 from xvision.features.dataset import FeatureSet, load_split
 from xvision.features.store import FeatureStore
@@ -312,8 +312,7 @@ def _check_operating_options(
             f"{features_dir}: --calibrate {calibrate} is fitted on the validation split and there is none; "
             "assign one with `xvision split --val 0.1` or drop --calibrate"
         )
-    if positive is not None and (len(classes) != 2 or positive not in classes):
-        raise RunError(f"--positive {positive!r} must name one of two classes; the classes are {', '.join(classes)}")
+    check_positive(positive, classes)
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:

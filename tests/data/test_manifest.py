@@ -274,3 +274,15 @@ def test_identical_files_under_two_labels_are_warned_about(tmp_path: Path, caplo
     assert main(["split", str(tmp_path / "m.csv"), "--val", "0", "--test", "0.25"]) == 0
     assert "1 image(s) are listed under more than one label (identical files)" in caplog.text
     assert "'ds/nodule/d2.png' (nodule) = 'ds/normal/copy.png' (normal)" in caplog.text
+
+
+def test_pictures_in_formats_not_read_are_named_when_skipped(tmp_path: Path, caplog) -> None:
+    for label, seed in (("normal", 1), ("nodule", 2)):
+        _png(tmp_path / label / "a.png", seed)
+    Image.fromarray(np.full((40, 40), 90, dtype=np.uint8)).save(tmp_path / "normal" / "film.webp")
+    Image.fromarray(np.full((40, 40), 90, dtype=np.uint8)).save(tmp_path / "normal" / "film2.gif")
+    (tmp_path / "normal" / "notes.txt").write_text("read me")
+    manifest = build_manifest(tmp_path)
+    assert sorted(row.path for row in manifest) == ["nodule/a.png", "normal/a.png"]
+    assert "skipping 1 .gif file(s), 1 .webp file(s): not a format Xvision reads" in caplog.text
+    assert "notes.txt" not in caplog.text and ".txt" not in caplog.text

@@ -146,3 +146,15 @@ def test_without_validation_the_threshold_is_half_and_calibration_refuses(store_
     with pytest.raises(RunError, match="threshold rule"):
         _train(features, tmp_path / "run3", threshold_rule="sensitivity:2")
     assert not (tmp_path / "run2").exists() and not (tmp_path / "run3").exists()  # refused before training
+
+
+def test_positive_is_checked_against_the_classes_with_the_right_reason() -> None:
+    from xvision.errors import RunError
+    from xvision.evaluation.operating import check_positive
+
+    check_positive(None, ["a", "b", "c"])
+    check_positive("nodule", ["nodule", "normal"])
+    with pytest.raises(RunError, match=r"--positive 'effusion' must name one of the classes \(nodule, normal\)"):
+        check_positive("effusion", ["nodule", "normal"])
+    with pytest.raises(RunError, match=r"--positive applies to two classes; there are 3 \(a, b, normal\)"):
+        check_positive("normal", ["a", "b", "normal"])  # a real class, but three of them: not "one of two"

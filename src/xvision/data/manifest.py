@@ -23,6 +23,7 @@ import csv
 import io
 import logging
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -43,6 +44,12 @@ PATH_COLUMNS: tuple[str, ...] = ("mask",)
 
 # Used only until ``xvision.io`` (the image loader) defines SUPPORTED_SUFFIXES.
 _FALLBACK_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
+
+#: Picture formats Xvision does not read: files with these suffixes are named when skipped, so a user whose films
+#: are WebP or JPEG 2000 learns why they are missing (other files, notes and tables, are skipped quietly).
+UNREAD_PICTURES = frozenset(
+    {".webp", ".gif", ".jp2", ".j2k", ".jpx", ".heic", ".heif", ".avif", ".pgm", ".ppm", ".pnm", ".jxl"}
+)
 
 GroupFrom = Literal["none", "stem", "parent"]
 
@@ -443,6 +450,7 @@ def _find_images(
     own label."""
     images: list[Path] = []
     broken: list[Path] = []
+    unread: Counter[str] = Counter()
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
         real = os.path.realpath(dirpath)
@@ -464,14 +472,25 @@ def _find_images(
         dirnames[:] = sorted(d for d in dirnames if not _hidden(d))
         for name in sorted(filenames):
             candidate = Path(dirpath) / name
-            if not _hidden(name) and _is_image(candidate, accepted):
+            if _hidden(name):
+                continue
+            if _is_image(candidate, accepted):
                 if candidate.is_file():
                     images.append(candidate)
                 else:  # a link to nothing, or a loop: no later stage could read it, and `split` would stop on it
                     broken.append(candidate)
+            elif candidate.suffix.lower() in UNREAD_PICTURES:
+                unread[candidate.suffix.lower()] += 1
     if broken:
         logger.warning(
             "%s: skipping %d link(s) that lead to no file (first: %s)", class_dir, len(broken), broken[0].name
+        )
+    if unread:
+        logger.warning(
+            "%s: skipping %s: not a format Xvision reads (%s); convert them to PNG",
+            class_dir,
+            ", ".join(f"{n} {suffix} file(s)" for suffix, n in sorted(unread.items())),
+            ", ".join(sorted(accepted)),
         )
     return images
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
+from xvision.errors import RunError
 from xvision.evaluation.calibration import TEMPERATURE_BOUNDS, apply_temperature, fit_temperature
 from xvision.evaluation.threshold import DEFAULT_THRESHOLD, ThresholdRule, choose_threshold, default_positive
 
@@ -114,6 +115,18 @@ def _threshold(
         "val_specificity": chosen["specificity"],
         "val_auc": val_auc,
     }
+
+
+def check_positive(positive: str | None, classes: Sequence[str]) -> None:
+    """Refuse a ``--positive`` that is not one of two classes, saying which of the two mistakes it is."""
+    if positive is None or (len(classes) == 2 and positive in classes):
+        return
+    names = ", ".join(classes)
+    if len(classes) == 2:
+        raise RunError(f"--positive {positive!r} must name one of the classes ({names})")
+    raise RunError(
+        f"--positive applies to two classes; there are {len(classes)} ({names}), each image gets the most probable"
+    )
 
 
 def describe_threshold(threshold: dict[str, Any] | None, positive: str | None) -> str:
