@@ -215,3 +215,14 @@ def test_heatmap_overlay_fades_faint_heat_into_the_film(tmp_path: Path) -> None:
     coloured = np.flatnonzero(np.ptp(row, axis=1) > 0)  # columns where the overlay shows colour
     inside = row[coloured[0] : coloured[-1] + 1]
     assert np.abs(np.diff(inside, axis=0)).max() <= 12
+
+
+def test_a_long_class_name_widens_the_confusion_matrix_instead_of_being_cut(tmp_path) -> None:
+    from PIL import Image
+
+    from xvision.evaluation.plots import plot_confusion_matrix
+
+    cm = [[3, 1], [0, 2]]
+    short = plot_confusion_matrix(cm, ["a", "normal"], tmp_path / "short.png")
+    long = plot_confusion_matrix(cm, ['nódulo/small "x" very long label name', "normal"], tmp_path / "long.png")
+    assert Image.open(long).width > Image.open(short).width + 40  # the figure grows to hold the name

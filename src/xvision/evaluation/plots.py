@@ -73,7 +73,8 @@ def plot_confusion_matrix(
             )
     ax.set_xticks(range(k))
     ax.set_yticks(range(k))
-    ax.set_xticklabels(list(classes), rotation=30 if k > 3 else 0, ha="right" if k > 3 else "center")
+    slanted = k > 3 or max(len(c) for c in classes) > 10  # long names side by side would overlap
+    ax.set_xticklabels(list(classes), rotation=30 if slanted else 0, ha="right" if slanted else "center")
     ax.set_yticklabels(list(classes))
     ax.set_xlabel("Predicted")
     ax.set_ylabel("True")
@@ -352,8 +353,10 @@ def _save(fig: Figure, path: str | Path, watermark: str | None, *, tight: bool =
         fig.tight_layout()
     if watermark:
         _add_watermark(fig, watermark)
-    # Temp names end in .part, so the format must be given explicitly.
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI))
+    # Temp names end in .part, so the format must be given explicitly. A tight box also keeps a long class
+    # name whole where tight_layout alone would cut it at the figure's edge.
+    box = "tight" if tight else None
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches=box))
 
 
 def _read_history(path: str | Path) -> list[dict[str, str]]:
