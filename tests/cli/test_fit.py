@@ -265,6 +265,9 @@ def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(f
     (run / "report.html").unlink(missing_ok=True)
     assert main(["fit", str(root / "data" / "fit.csv"), *args[:-2]]) == 0
     assert (run / "report.html").is_file() and (run / "bundle.json").stat().st_mtime_ns == stamp
+    # Without --backbone the recipe means its own network, not the one this run was fitted on: not "finished".
+    assert main(["fit", str(root / "data" / "fit.csv"), *args[:4]]) == 2
+    assert (run / "bundle.json").stat().st_mtime_ns == stamp
     kept = (run / "bundle.json").read_text()  # a head `train` made (no recipe) is not this recipe's finished fit
     (run / "bundle.json").write_text(json.dumps({**json.loads(kept), "recipe": None}))
     assert main(["fit", str(root / "data" / "fit.csv"), *args[:-2]]) == 2
@@ -331,3 +334,12 @@ def test_a_fit_killed_while_drawing_its_plots_is_evaluated_again_not_taken_as_fi
     names = {p.name for p in (run / "plots").iterdir()}
     assert {"roc.png", "reliability.png", "training_curve.png", "confusion_matrix.png"} <= names
     assert not [n for n in names if n.endswith(".part")]
+
+
+def test_the_cv_hint_after_a_fit_without_test_split_runs_as_printed(fitted, tmp_path, capsys) -> None:
+    root, _ = fitted
+    capsys.readouterr()
+    args = ["-o", str(tmp_path / "run"), "--recipe", "lite0", "--backbone", TINY, "--weights", "random"]
+    assert main(["fit", str(root / "data" / "other.csv"), *args]) == 0
+    printed = capsys.readouterr().out
+    assert f"--recipe lite0 --backbone {TINY} --weights random -o CV_DIR" in printed  # not the recipe's own VGG16

@@ -55,9 +55,11 @@ def fit(
     if result.metrics is not None:
         click.echo(format_metrics(result.metrics))
     else:
+        # The options that chose the network go into the hint, so that it runs as printed.
+        given = "".join(f" --{name} {value}" for name, value in (("backbone", backbone), ("weights", weights)) if value)
         click.echo(
             "no test split in the manifest: judge the run with `xvision evaluate RUN --manifest OTHER.csv`, or "
-            f"the recipe with `xvision cv {manifest} --recipe {result.recipe} -o CV_DIR` (fit once per fold)"
+            f"the recipe with `xvision cv {manifest} --recipe {result.recipe}{given} -o CV_DIR` (fit once per fold)"
         )
 
 

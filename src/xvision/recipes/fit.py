@@ -126,7 +126,10 @@ def _already_fitted(
     bundle = _bundle_fitted_on(run, manifest_path)
     if bundle is None or bundle.get("recipe") not in {chosen.name, chosen.without_lesions} - {None}:
         return None
-    if backbone is not None and (bundle.get("backbone") or {}).get("name") != backbone:
+    # A frozen recipe without --backbone means its own backbone (a `seed` run on EfficientNet-Lite0 is not the
+    # VGG16 `seed`); a fine-tuning recipe records the network it trained, which --backbone cannot change.
+    wanted = backbone if backbone is not None or chosen.finetune is not None else chosen.backbone
+    if wanted is not None and (bundle.get("backbone") or {}).get("name") != wanted:
         return None
     if ((bundle.get("head") or {}).get("params") or {}).get("seed") != seed:
         return None
