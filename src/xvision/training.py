@@ -67,8 +67,8 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
 
 
 #: What a previous run's evaluation left in RUN_DIR: the new head would otherwise be reported with the old
-#: head's figures (``xvision report`` reads them). ``eval-*`` folders of ``evaluate --manifest`` are kept: they
-#: name their own run and data, and may be wanted for comparison.
+#: head's figures (``xvision report`` reads them). ``eval-*`` folders of ``evaluate --manifest`` go too: their
+#: figures are the old model's, and their features may come from a backbone the new fit trains again.
 _STALE_RESULTS = ("metrics.json", "predictions.csv", "report.html", "val_keys.json", "plots")
 
 
@@ -113,6 +113,16 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
                 shutil.rmtree(stale)
             else:
                 stale.unlink(missing_ok=True)
+        evaluations = sorted(p for p in run_dir.glob("eval-*") if p.is_dir())
+        if evaluations:
+            log.warning(
+                "%s: removing %d evaluation(s) of the previous model (%s); evaluate the new one again",
+                run_dir,
+                len(evaluations),
+                ", ".join(p.name for p in evaluations),
+            )
+            for folder in evaluations:
+                shutil.rmtree(folder)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
 
 

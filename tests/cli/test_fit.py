@@ -343,3 +343,38 @@ def test_the_cv_hint_after_a_fit_without_test_split_runs_as_printed(fitted, tmp_
     assert main(["fit", str(root / "data" / "other.csv"), *args]) == 0
     printed = capsys.readouterr().out
     assert f"--recipe lite0 --backbone {TINY} --weights random -o CV_DIR" in printed  # not the recipe's own VGG16
+
+
+def test_evaluations_belong_to_one_manifest_and_one_model(fitted, tmp_path, caplog, capsys) -> None:
+    import shutil
+
+    root, _ = fitted
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    other = root / "data" / "other.csv"
+    assert main(["evaluate", str(run), "--manifest", str(other)]) == 0
+    metrics = json.loads((run / "eval-other" / "metrics.json").read_text())
+    assert metrics["manifest"] == str(other.resolve()) and len(metrics["model_sha256"]) == 64
+    assert main(["evaluate", str(run), "--manifest", str(other)]) == 0  # the same manifest again: fine
+    namesake = tmp_path / "elsewhere" / "other.csv"  # another list with the same file name
+    namesake.parent.mkdir()
+    header, *rows = other.read_text().splitlines(keepends=True)
+    namesake.write_text(
+        header
+        + "".join(f"{(other.parent / row.split(',', 1)[0]).resolve()},{row.split(',', 1)[1]}" for row in rows[:3])
+    )
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--manifest", str(namesake)]) == 2
+    assert f"holds the evaluation of {other.resolve()}, not {namesake}; give this one its own folder" in (
+        capsys.readouterr().err
+    )
+    assert json.loads((run / "eval-other" / "metrics.json").read_text())["n"] == metrics["n"]  # untouched
+    # Results written elsewhere, then the head trained again: report refuses the old model's figures.
+    assert main(["evaluate", str(run), "--manifest", str(other), "-o", str(tmp_path / "kept")]) == 0
+    args = ["train", str(run / "features"), "-o", str(run), "--overwrite", "--epochs", "3", "--seed", "9"]
+    assert main([*args, "--no-audit"]) == 0
+    assert not (run / "eval-other").exists() and "removing 1 evaluation(s) of the previous model (eval-other)" in (
+        caplog.text
+    )
+    assert main(["report", str(run), "--results", str(tmp_path / "kept"), "-o", str(tmp_path / "r.html")]) == 2
+    assert "scored by an earlier model of" in capsys.readouterr().err and not (tmp_path / "r.html").exists()

@@ -157,11 +157,11 @@ def test_training_over_an_evaluated_run_drops_the_old_heads_results(pipeline, tm
     run = tmp_path / "run"
     shutil.copytree(root / "run", run)
     assert (run / "metrics.json").is_file() and (run / "report.html").is_file()
-    (run / "eval-other").mkdir()  # evaluate --manifest results name their own run and data: kept
+    (run / "eval-other").mkdir()  # evaluate --manifest results: the old head's too
     assert main(["train", str(root / "feats"), "-o", str(run), "--epochs", "2", "--overwrite", "--no-audit"]) == 0
     for stale in ("metrics.json", "predictions.csv", "report.html", "plots"):
         assert not (run / stale).exists(), stale  # else `report` shows the old head's figures beside the new one
-    assert (run / "eval-other").is_dir() and (run / "val_keys.json").is_file()
+    assert not (run / "eval-other").exists() and (run / "val_keys.json").is_file()
     assert main(["evaluate", str(run), "--features", str(root / "feats")]) == 0
     assert (run / "metrics.json").is_file()
 

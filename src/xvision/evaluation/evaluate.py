@@ -17,7 +17,7 @@ from xvision.evaluation.plots import plot_training_curve
 from xvision.evaluation.report import report_after_evaluate
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
 from xvision.features.dataset import load_split, unreadable_images
-from xvision.inference.bundle import UNTRAINED_WARNING, RunBundle, check_same_backbone, load_bundle
+from xvision.inference.bundle import UNTRAINED_WARNING, RunBundle, check_same_backbone, load_bundle, model_sha256
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ def evaluate_run(
     split: str | None = "test",
     out_dir: str | Path | None = None,
     bootstrap: BootstrapConfig | None = DEFAULT_BOOTSTRAP,
+    manifest: str | Path | None = None,
 ) -> dict[str, Any]:
     """Score the run's head on ``split`` (None: every image) and write metrics, predictions and plots.
 
@@ -37,7 +38,9 @@ def evaluate_run(
     index has them); None skips them. Outputs go to ``out_dir`` (default: the run folder):
     ``metrics.json``, ``predictions.csv`` and ``plots/confusion_matrix.png``, ``plots/training_curve.png``,
     ``plots/roc.png`` (two classes), ``plots/reliability.png`` and ``report.html`` (see
-    xvision.evaluation.report). docs/evaluation.md lists every field.
+    xvision.evaluation.report). docs/evaluation.md lists every field. ``manifest`` (what `evaluate --manifest`
+    scored) and the SHA-256 of the head scored are recorded with them, so neither a second manifest of the same
+    name nor a retrained head can pass these results off as its own.
     """
     bundle = load_bundle(run_dir)
     data = load_split(features_dir, split)
@@ -70,6 +73,8 @@ def evaluate_run(
         "split": split or "all",
         "run": str(Path(run_dir)),
         "features": str(Path(features_dir)),
+        "manifest": None if manifest is None else str(Path(manifest).resolve()),
+        "model_sha256": model_sha256(run_dir),
         "backbone": bundle.backbone["name"],
         "weights": bundle.backbone["weights"],
         "warning": watermark,

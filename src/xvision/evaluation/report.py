@@ -75,6 +75,7 @@ def write_report(
     if results_dir is not None and not (results / "metrics.json").is_file():  # a typo must not look "not evaluated"
         raise RunError(f"{results}: no metrics.json; --results names the folder evaluate wrote with -o")
     metrics = _read_json(results / "metrics.json")
+    _check_same_model(run_dir, results, metrics)
     store = _find_store(features_dir, bundle, metrics)
     context = build_context(run_dir, results, bundle, metrics, store)
     out = Path(out) if out is not None else results / REPORT_NAME
@@ -463,6 +464,18 @@ def _calibration(bundle: dict[str, Any], metrics: dict[str, Any]) -> dict[str, A
         "binned": calibration.get("binned"),
         "applied": applied,
     }
+
+
+def _check_same_model(run_dir: Path, results: Path, metrics: dict[str, Any] | None) -> None:
+    """Refuse results that another head of this run scored (the run was trained again since)."""
+    from xvision.inference.bundle import model_sha256  # here: the bundle module loads torch
+
+    scored = (metrics or {}).get("model_sha256")
+    if scored and (run_dir / "model.safetensors").is_file() and scored != model_sha256(run_dir):
+        raise RunError(
+            f"{results}: these results were scored by an earlier model of {run_dir} (it was trained again since); "
+            "run `xvision evaluate` again for the current one"
+        )
 
 
 def _find_store(explicit: str | Path | None, bundle: dict[str, Any], metrics: dict[str, Any] | None) -> Path | None:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from xvision._fileio import atomic_write_json
+from xvision._fileio import atomic_write_json, sha256_file
 from xvision._version import __version__
 from xvision.errors import RunError
 from xvision.evaluation.calibration import apply_temperature
@@ -128,6 +128,11 @@ class RunBundle:
     def _keys(self, name: str) -> set[str]:
         path = self.root / name
         return set(json.loads(path.read_text())) if path.is_file() else set()
+
+
+def model_sha256(run_dir: str | Path) -> str:
+    """SHA-256 of the run's head (model.safetensors): which model a metrics.json scored."""
+    return sha256_file(Path(run_dir) / "model.safetensors")
 
 
 def write_bundle_info(run_dir: Path, info: dict[str, Any]) -> None:
