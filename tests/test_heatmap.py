@@ -79,3 +79,21 @@ def test_predict_writes_one_heatmap_per_readable_image(marked_run, tmp_path, cap
     assert written == ["01.png", "02.png"]
     overlay = load_image(tmp_path / "heat" / "01.png")
     assert overlay.shape[0] > 100
+
+
+def test_a_heatmap_without_any_evidence_says_so_in_its_title(marked_run, tmp_path, monkeypatch) -> None:
+    import xvision.evaluation.plots as plots
+    import xvision.inference.heatmap as heatmap
+
+    root, run = marked_run
+    predictor = Predictor(run)
+    image = load_image(root / "00.png")
+    prediction = predictor.predict_paths([root / "00.png"])[0]
+    titles: list[str] = []
+    monkeypatch.setattr(plots, "plot_heatmap", lambda image, heat, path, title, watermark: titles.append(title))
+    heatmap.draw_evidence(predictor, image, prediction, tmp_path / "a.png", name="a")
+    assert titles[-1].startswith("a: ") and "no evidence" not in titles[-1]
+    # A lesion detector whose every place scores below zero gives an all-zero Grad-CAM: no bare film, no word.
+    monkeypatch.setattr(heatmap, "gradcam", lambda predictor, image, target: np.zeros_like(image))
+    heatmap.draw_evidence(predictor, image, prediction, tmp_path / "b.png", name="b")
+    assert titles[-1].endswith("; no evidence for mark anywhere")

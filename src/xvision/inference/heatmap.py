@@ -71,6 +71,9 @@ def draw_evidence(predictor: Predictor, image: np.ndarray, result: Prediction, p
     from xvision.inference.bundle import UNTRAINED_WARNING
 
     shown = predictor.positive or result.label
+    heat = gradcam(predictor, image, shown)
     title = f"{name}: {result.label}; Grad-CAM for {shown} (p={result.probabilities[shown]:.2f})"
+    if not heat.any():  # e.g. a lesion detector whose every place scores below zero: say so, not a bare film
+        title += f"; no evidence for {shown} anywhere"
     watermark = UNTRAINED_WARNING if predictor.untrained_backbone else None
-    return plot_heatmap(image, gradcam(predictor, image, shown), path, title=title, watermark=watermark)
+    return plot_heatmap(image, heat, path, title=title, watermark=watermark)
