@@ -176,3 +176,19 @@ def test_report_refuses_a_features_folder_that_is_not_a_store(phantom_run: Path,
     assert not out.exists()
     assert main(["report", str(phantom_run), "--features", str(tmp_path / "nowhere"), "-o", str(out)]) == 2
     assert "nowhere: no such feature folder" in capsys.readouterr().err
+
+
+def test_a_run_evaluated_only_on_other_images_points_to_those_results(
+    phantom_run: Path, tmp_path: Path, capsys
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(phantom_run, run)
+    for name in ("metrics.json", "predictions.csv", "report.html"):
+        (run / name).unlink(missing_ok=True)
+    shutil.copytree(phantom_run, run / "eval-sealed", ignore=shutil.ignore_patterns("eval-*", "checkpoints"))
+    capsys.readouterr()
+    assert main(["report", str(run)]) == 0
+    printed = capsys.readouterr().out
+    assert f"`xvision report {run} --results {run / 'eval-sealed'}`" in printed
+    page = Page((run / "report.html").read_text(encoding="utf-8"))
+    assert "evaluated on other images" in page.words and "RUN/eval-sealed" in page.words

@@ -34,7 +34,10 @@ def report(run_dir: Path, results_dir: Path | None, features_dir: Path | None, o
     """Write one HTML file about RUN_DIR that opens offline: data, provenance, curves, metrics with
     intervals, calibration, threshold, the most confident mistakes and a short model card.
     """
-    from xvision.evaluation.report import write_report
+    from xvision.evaluation.report import evaluations_elsewhere, write_report
 
     path = write_report(run_dir, results_dir=results_dir, features_dir=features_dir, out=output)
     click.echo(f"report: {path}")
+    if results_dir is None and not (run_dir / "metrics.json").is_file():
+        for folder in evaluations_elsewhere(run_dir):  # the run was judged on other images only
+            click.echo(f"no evaluation of its own; one on other images: `xvision report {run_dir} --results {folder}`")

@@ -135,7 +135,7 @@ def build_context(
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "xvision_version": __version__,
         "untrained": untrained,
-        "banners": _banners(untrained, audit, metrics),
+        "banners": _banners(untrained, audit, metrics, evaluations_elsewhere(run_dir) if metrics is None else []),
         "classes": classes,
         "positive": positive,
         "metrics": metrics,
@@ -169,7 +169,14 @@ def build_context(
     }
 
 
-def _banners(untrained: bool, audit: dict[str, Any] | None, metrics: dict[str, Any] | None) -> list[dict[str, str]]:
+def evaluations_elsewhere(run_dir: Path) -> list[Path]:
+    """The run's ``eval-*`` folders (`evaluate --manifest`) that hold a finished evaluation."""
+    return sorted(p for p in run_dir.glob("eval-*") if (p / "metrics.json").is_file())
+
+
+def _banners(
+    untrained: bool, audit: dict[str, Any] | None, metrics: dict[str, Any] | None, elsewhere: list[Path]
+) -> list[dict[str, str]]:
     banners = []
     if untrained:
         banners.append(
@@ -226,7 +233,13 @@ def _banners(untrained: bool, audit: dict[str, Any] | None, metrics: dict[str, A
             {
                 "kind": "info",
                 "title": "Not evaluated yet",
-                "text": "There is no metrics.json: run `xvision evaluate RUN --features FEATURES` for results.",
+                "text": (
+                    "There is no metrics.json: run `xvision evaluate RUN --features FEATURES` for results."
+                    if not elsewhere
+                    else "The run was evaluated on other images: "
+                    + ", ".join(f"`xvision report RUN --results RUN/{p.name}`" for p in elsewhere)
+                    + " reports that."
+                ),
             }
         )
     return banners
