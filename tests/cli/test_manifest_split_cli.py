@@ -164,6 +164,8 @@ def test_a_labels_table_becomes_a_manifest_with_its_columns_renamed(
 
     assert main([*args, "--force"]) == 2  # no mapping: the error says how to map
     _assert_one_line_error(capsys, "--column path=YOUR_COLUMN")
+    assert main(["split", str(data / "labels.csv")]) == 2  # the table used as a manifest: the hint runs as printed
+    _assert_one_line_error(capsys, f"`xvision manifest {data / 'labels.csv'} --column path=YOUR_COLUMN")
     assert main([*args, "--force", "--column", "path=filename"]) == 2
     _assert_one_line_error(capsys, "no column 'filename' to rename")
     assert main([*args, "--force", "--column", "path=file", "--column", "label=study_id"]) == 2

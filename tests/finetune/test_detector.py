@@ -158,10 +158,11 @@ def test_fit_detect_gives_a_run_that_predicts_and_best_falls_back_without_lesion
             fit(jsrt_named, tmp_path / "run2", recipe=recipe, weights="random", progress=False)
     assert not (tmp_path / "run2").exists()
     command = str(e.value).split("`")[1]  # the message's own command renames them
-    assert command.startswith("xvision manifest jsrt-named.csv --column lesion_x=nodule_x")
-    monkeypatch.chdir(tmp_path)
+    assert command.startswith(f"xvision manifest {jsrt_named} --column lesion_x=nodule_x")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the command names the manifest as given: it runs from anywhere
     assert main(shlex.split(command)[1:]) == 0
-    renamed = read_manifest(tmp_path / "renamed.csv")
+    renamed = read_manifest(tmp_path / "elsewhere" / "renamed.csv")
     assert renamed.columns[2:] == ("lesion_x", "lesion_y", "lesion_diam")
     assert [row.get("lesion_diam") for row in renamed.rows] == ["3"] * len(rows)
     with caplog.at_level(logging.WARNING):

@@ -23,6 +23,7 @@ import csv
 import io
 import logging
 import os
+import shlex
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -289,7 +290,7 @@ def _check_header(columns: list[str], path: Path) -> tuple[str, ...]:
         raise ManifestError(
             f"{path} line 1: missing required column(s) {', '.join(missing)} (found: {', '.join(columns)}); "
             "the header must include path,label (optional: group, split, mask, lesion_x, lesion_y, lesion_diam; "
-            f"rename your columns to these names, or map them: `xvision manifest {path.name} --column "
+            f"rename your columns to these names, or map them: `xvision manifest {shlex.quote(str(path))} --column "
             f"path=YOUR_COLUMN ... -o manifest.csv`)"
         )
     return tuple(columns)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shlex
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,7 @@ def fit(
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     checked, train_rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # else extraction does
     if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(train_rows):
-        hint = _lesion_column_hint(checked.columns, Path(manifest).name)
+        hint = _lesion_column_hint(checked.columns, shlex.quote(str(manifest)))
         # Asked for by name, the detector is not swapped; nor when columns look like misnamed lesion locations
         # (a silent swap would train the weaker recipe for minutes): only the default adapts, and only then.
         if not chosen.without_lesions or hint:
