@@ -321,3 +321,27 @@ def test_fit_finetune_lung_with_masks_predicts_images_without_masks(masked_manif
 
 def _tiny_fields(epochs: int) -> dict:
     return {"backbone": TINY.backbone, "epochs": epochs, "batch_size": TINY.batch_size}
+
+
+def test_a_film_given_as_its_own_lung_mask_is_not_taken_for_one(tmp_path, caplog) -> None:
+    from dataclasses import replace as replace_row
+
+    from xvision.data.manifest import Manifest, read_manifest
+    from xvision.data.phantoms import make_phantom_dataset
+    from xvision.finetune.trainer import _lung_field, not_a_mask
+    from xvision.io import load_image
+
+    manifest = read_manifest(make_phantom_dataset(tmp_path / "data", n_per_class=2, size=64, seed=1))
+    row = manifest.rows[0]
+    film = load_image(manifest.resolve(row))
+    assert "grey levels, as a radiograph has" in (not_a_mask(film) or "")
+    assert not_a_mask(np.zeros((64, 64), np.float32)) == "marks no lung at all (every pixel 0)"
+    lungs = np.zeros((64, 64), np.float32)
+    lungs[10:50, 8:28] = lungs[10:50, 36:56] = 1.0
+    assert not_a_mask(lungs) is None
+    assert not_a_mask(lungs / 255) is None  # JSRT's masks: 0 and 1 in an 8-bit PNG
+    # The mask column naming the film itself: read as `mask > 0`, the whole film, border included, was "lung".
+    film_as_mask = replace_row(row, extra={**row.extra, "mask": row.path})
+    listed = Manifest(rows=[film_as_mask], root=manifest.root, columns=(*manifest.columns, "mask"))
+    assert _lung_field(listed, film_as_mask, 16) is None
+    assert f"no lung mask for {row.path}" in caplog.text and "is not a 0/1 mask" in caplog.text

@@ -184,8 +184,29 @@ def _lung_field(manifest: Manifest, row, size: int) -> torch.Tensor | None:
     except ImageLoadError as error:
         log.warning("no lung mask for %s: %s", row.path, error)
         return None
+    reason = not_a_mask(mask)
+    if reason is not None:
+        log.warning("no lung mask for %s: %s %s", row.path, mask_path, reason)
+        return None
     binary = torch.from_numpy((mask > 0).astype(np.float32))[None, None]
     return F.interpolate(binary, size=(size, size), mode="area")[0, 0]
+
+
+#: A lung mask holds two values (0 and one for lung) save a few smoothed edge pixels: at least this share of its
+#: pixels sits on its two commonest grey levels. A radiograph given by mistake spreads over hundreds of levels.
+MASK_TWO_LEVEL_SHARE = 0.9
+
+
+def not_a_mask(mask: np.ndarray) -> str | None:
+    """Why ``mask`` (load_image's array) cannot be a lung mask, or None: a film given as its own mask would mark
+    the whole film, border included, as lung."""
+    counts = np.bincount(np.round(mask * 255).astype(np.uint8).ravel(), minlength=256)
+    share = float(np.sort(counts)[-2:].sum()) / mask.size
+    if share < MASK_TWO_LEVEL_SHARE:
+        return f"is not a 0/1 mask ({int((counts > 0).sum())} grey levels, as a radiograph has)"
+    if not (mask > 0).any():
+        return "marks no lung at all (every pixel 0)"
+    return None
 
 
 def _to_input(images: torch.Tensor, preprocess: PreprocessConfig) -> torch.Tensor:
