@@ -237,3 +237,16 @@ def test_a_small_validation_split_is_said_to_be_noisy(caplog) -> None:
     warn_small_validation(["nodule"] * MIN_VAL_PER_CLASS + ["normal"] * 9, "feats")
     warn_small_validation([], "feats")  # no validation split: nothing to say here
     assert caplog.text == ""
+
+
+def test_a_misspelt_column_name_is_warned_about(tmp_path: Path, caplog) -> None:
+    data = tmp_path / "jsrt"
+    _png(data / "images" / "n1.png", 1)
+    _png(data / "images" / "c1.png", 2)
+    (data / "labels.csv").write_text("file,label,nodule_x\nimages/c1.png,nodule,2.0\nimages/n1.png,normal,\n")
+    args = ["manifest", str(data / "labels.csv"), "-o", str(tmp_path / "m.csv"), "--column", "path=file"]
+    assert main([*args, "--column", "lesionx=nodule_x"]) == 0
+    assert "'lesionx' is not a column Xvision reads (it stays an extra column); did you mean 'lesion_x'?" in caplog.text
+    caplog.clear()
+    assert main([*args, "--column", "lesion_x=nodule_x", "--force"]) == 0
+    assert "did you mean" not in caplog.text

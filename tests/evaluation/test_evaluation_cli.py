@@ -123,6 +123,7 @@ def test_cv_and_compare_commands(phantom_run, capsys) -> None:
     assert code == 0
     printed = capsys.readouterr().out
     assert "DeLong's test" in printed and "paired bootstrap interval" in printed
+    assert f"A = {phantom_run / 'run'}, B = {phantom_run / 'run2'}" in printed
     result = json.loads(out.read_text())
     assert 0 <= result["delong"]["p_value"] <= 1
     assert result["difference"]["ci_low"] <= result["difference"]["value"] <= result["difference"]["ci_high"]

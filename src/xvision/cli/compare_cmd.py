@@ -25,6 +25,7 @@ def format_comparison(result: dict) -> str:
         where += "; repeat 1 only (" + ", ".join(f"{k.upper()} has {n}" for k, n in more.items()) + ")"
     lines = [
         f"{where}: n={result['n']} images scored by both",
+        f"A = {result.get('run_a') or result.get('cv_a')}, B = {result.get('run_b') or result.get('cv_b')}",
         f"ROC AUC  A {result['auc_a']:.3f}   B {result['auc_b']:.3f}",
         f"A - B    {d['value']:+.3f}, {100 * b['level']:.0f}% paired bootstrap interval "
         f"[{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] ({b['n_resamples']} resamples of {b['n_units']} {b['unit']}s)",

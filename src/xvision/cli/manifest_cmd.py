@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from xvision.data.hints import groups_spanning_classes, warn_similar_labels
+from xvision.data.hints import groups_spanning_classes, misspelling_of, warn_similar_labels
 from xvision.data.manifest import Manifest, build_manifest, read_manifest, write_manifest
 from xvision.errors import ManifestError
 
@@ -24,7 +24,25 @@ def _column_pairs(values: tuple[str, ...]) -> dict[str, str]:
         if mine.strip() in pairs:
             raise click.BadParameter(f"{mine.strip()!r} is given twice", param_hint="--column")
         pairs[mine.strip()] = theirs.strip()
+        _warn_if_misspelt(mine.strip())
     return pairs
+
+
+#: The columns Xvision reads; any other name is kept as an extra column.
+READ_COLUMNS = ("path", "label", "group", "split", "mask", "lesion_x", "lesion_y", "lesion_diam")
+
+
+def _warn_if_misspelt(name: str) -> None:
+    """A --column target one letter or a separator away from a column Xvision reads ("lesionx") is kept as an
+    extra column that nothing reads: say so before a recipe fails on it minutes later."""
+    meant = misspelling_of(name, READ_COLUMNS)
+    if meant is not None:
+        log.warning(
+            "--column %s=...: %r is not a column Xvision reads (it stays an extra column); did you mean %r?",
+            name,
+            name,
+            meant,
+        )
 
 
 @click.command("manifest")

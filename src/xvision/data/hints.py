@@ -46,6 +46,15 @@ def warn_similar_labels(manifest: Manifest, source: str | Path) -> None:
         log.warning("%s: %s; they are separate classes. If they are one, fix the labels first", source, hint)
 
 
+def misspelling_of(name: str, names: tuple[str, ...]) -> str | None:
+    """The one of ``names`` that ``name`` looks like a slip for ("lesionx", "Lesion-X", "lesion_xx" for
+    "lesion_x"), or None; ``name`` itself in ``names`` is no slip."""
+    if name in names:
+        return None
+    folded = _folded(name)
+    return next((n for n in names if _folded(n) == folded or _one_edit_apart(_folded(n), folded)), None)
+
+
 def _one_edit_apart(a: str, b: str) -> bool:
     """One letter added, dropped, changed or two neighbours swapped ("nodule": "nodules", "nodlue").
 
