@@ -138,6 +138,17 @@ def test_fit_detect_gives_a_run_that_predicts_and_best_falls_back_without_lesion
         fit(bare, tmp_path / "run2", recipe="detect", weights="random", progress=False)  # asked for by name
     assert not (tmp_path / "run2").exists()  # refused before any work
     assert "rename them" not in str(refused.value)
+    half = tmp_path / "half-renamed.csv"  # only lesion_x renamed: refused at once, no folder left behind
+    half.write_text(
+        "path,label,lesion_x,nodule_y,nodule_diam_px\n"
+        + "".join(
+            f"{lesion_manifest.parent / p},{label},{'5,6,7' if label == 'nodule' else ',,'}\n" for p, label in rows
+        ),
+        encoding="utf-8",
+    )
+    with pytest.raises(ManifestError, match="lesion columns must be all set or all empty"):
+        fit(half, tmp_path / "run2", recipe="detect", weights="random", progress=False)
+    assert not (tmp_path / "run2").exists()
     empty = tmp_path / "empty-columns.csv"  # the right columns, left empty: nothing to rename
     empty.write_text(
         "path,label,lesion_x,lesion_y,lesion_diam\n"

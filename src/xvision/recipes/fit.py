@@ -64,7 +64,7 @@ def fit(
             return done
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     checked, train_rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # else extraction does
-    if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(train_rows):
+    if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(train_rows, manifest):
         hint = _lesion_column_hint(checked.columns, shlex.quote(str(manifest)))
         # Asked for by name, the detector is not swapped; nor when columns look like misnamed lesion locations
         # (a silent swap would train the weaker recipe for minutes): only the default adapts, and only then.
@@ -208,8 +208,9 @@ def _lesion_column_hint(columns: tuple[str, ...], manifest_name: str) -> str:
     return hint
 
 
-def _has_lesions(train_rows: list[ManifestRow]) -> bool:
-    """Whether any training row carries a lesion location."""
-    from xvision.finetune.targets import LESION_COLUMNS
+def _has_lesions(train_rows: list[ManifestRow], manifest: str | Path) -> bool:
+    """Whether any training row carries a lesion location. Every row is checked first, so a half-filled or
+    non-numeric location is refused before any work (and before the run folder is made)."""
+    from xvision.finetune.targets import lesion_of
 
-    return any(row.get(LESION_COLUMNS[0]) is not None for row in train_rows)
+    return any([lesion_of(row, f"{manifest}: {row.path}") is not None for row in train_rows])
