@@ -250,3 +250,11 @@ def test_a_misspelt_column_name_is_warned_about(tmp_path: Path, caplog) -> None:
     caplog.clear()
     assert main([*args, "--column", "lesion_x=nodule_x", "--force"]) == 0
     assert "did you mean" not in caplog.text
+
+
+def test_splitting_a_one_class_manifest_warns(tmp_path: Path, caplog) -> None:
+    for i in range(6):
+        _png(tmp_path / "normal" / f"n{i}.png", i)
+    (tmp_path / "m.csv").write_text("path,label\n" + "".join(f"normal/n{i}.png,normal\n" for i in range(6)))
+    assert main(["split", str(tmp_path / "m.csv"), "--val", "0", "--test", "0.3"]) == 0
+    assert "every image is 'normal': a classifier needs two classes" in caplog.text

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xvision.data.hints import warn_conflicting_labels, warn_similar_labels
+from xvision.data.hints import warn_conflicting_labels, warn_one_class, warn_similar_labels
 from xvision.data.manifest import Manifest, read_manifest, write_manifest
 from xvision.data.split import assign_splits, check_no_leakage, file_hashes, split_counts
 
@@ -37,6 +37,7 @@ def split(manifest_path: Path, group_by: str, test: float, val: float, seed: int
     column = None if group_by.lower() == "none" else group_by
     manifest = read_manifest(manifest_path)
     warn_similar_labels(manifest, manifest_path)
+    warn_one_class(manifest, manifest_path)
     hashes = file_hashes(manifest)
     warn_conflicting_labels(manifest, hashes, manifest_path)
     result = assign_splits(manifest, group_by=column, test=test, val=val, seed=seed, hashes=hashes)

@@ -46,6 +46,16 @@ def warn_similar_labels(manifest: Manifest, source: str | Path) -> None:
         log.warning("%s: %s; they are separate classes. If they are one, fix the labels first", source, hint)
 
 
+def warn_one_class(manifest: Manifest, source: str | Path) -> None:
+    """Warn when every image has one label: `train` and `fit` refuse such a set, minutes later."""
+    if len(manifest.labels) == 1:
+        log.warning(
+            "%s: every image is %r: a classifier needs two classes, so `train` and `fit` will refuse this set",
+            source,
+            manifest.labels[0],
+        )
+
+
 def misspelling_of(name: str, names: tuple[str, ...]) -> str | None:
     """The one of ``names`` that ``name`` looks like a slip for ("lesionx", "Lesion-X", "lesion_xx" for
     "lesion_x"), or None; ``name`` itself in ``names`` is no slip."""
