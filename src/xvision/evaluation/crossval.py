@@ -190,8 +190,6 @@ def cross_validate(
                 bootstrap=bootstrap,
                 y_pred=decisions,
             )
-            if "bootstrap" in metrics and len(np.unique(groups)) == len(y):
-                metrics["bootstrap"]["unit"] = "image"  # no two images linked by group or content
             per_repeat.append(metrics)
             oof_rows += _oof_rows(data, repeat + 1, fold_of, decisions, proba, classes)
 

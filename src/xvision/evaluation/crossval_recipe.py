@@ -152,8 +152,6 @@ def cross_validate_recipe(
             bootstrap=bootstrap,
             y_pred=decisions[rows],
         )
-        if "bootstrap" in metrics and len(np.unique(groups)) == len(y):
-            metrics["bootstrap"]["unit"] = "image"  # no two images linked by group or content
         per_repeat.append(metrics)
         scored.append(rows)
         probas.append(proba[rows])

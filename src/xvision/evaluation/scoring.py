@@ -80,7 +80,8 @@ def score_predictions(
         "n_resamples": bootstrap.n_resamples,
         "seed": bootstrap.seed,
         "stratified_by": "class",
-        "unit": "group" if groups is not None and any(groups) else "image",
+        # Groups that each hold one image are images: the same words whichever command scored them.
+        "unit": "group" if n_units < len(codes) else "image",
         "n_units": int(n_units),
     }
     caution = small_sample_caution(np.asarray(y), codes, classes)
