@@ -166,3 +166,18 @@ def test_few_cases_per_class_get_a_caution_and_enough_do_not() -> None:
     rng = np.random.default_rng(1)
     m = score_predictions(y, as_proba(rng.normal(size=50) + y), ["a", "b"], bootstrap=BootstrapConfig(50))
     assert "caution" not in m["bootstrap"]
+
+
+def test_the_resampled_unit_is_named_the_same_way_by_every_command() -> None:
+    from xvision.evaluation.bootstrap import group_codes, resampled_unit
+    from xvision.evaluation.compare import compare_scores
+
+    one_film_each = group_codes(["p1", "p2", "p3", "p4"], 4)  # JSRT: a group per patient, one film each
+    assert resampled_unit(one_film_each) == "image"
+    assert resampled_unit(group_codes(["p1", "p1", "p2", "p3"], 4)) == "group"
+    assert resampled_unit(group_codes(None, 4)) == "image"
+    y = np.array([0, 1] * 10)
+    proba = np.column_stack([1 - np.linspace(0, 1, 20), np.linspace(0, 1, 20)])
+    config = BootstrapConfig(n_resamples=50, seed=0)
+    result = compare_scores(y, proba, proba[::-1], ["a", "b"], "b", [f"p{i}" for i in range(20)], config)
+    assert result["bootstrap"]["unit"] == "image"  # was "group" here while cv said "image" for the same set

@@ -164,6 +164,12 @@ def _quantiles(values: np.ndarray, level: float) -> tuple[float | None, float | 
     return float(low), float(high), undefined
 
 
+def resampled_unit(codes: np.ndarray) -> str:
+    """What a resample draws, in words: "group" when some group holds several images, else "image" (groups of
+    one image are images, whichever command scored them)."""
+    return "group" if len(np.unique(codes)) < len(codes) else "image"
+
+
 def interval(value: float | None, samples: np.ndarray, level: float) -> dict[str, Any]:
     """``{"value", "ci_low", "ci_high"}`` (plus ``n_undefined`` when some resamples had no value)."""
     if value is None:

@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from xvision.errors import FeatureStoreError, RunError
-from xvision.evaluation.bootstrap import BootstrapConfig, group_codes, paired_auc_samples, small_sample_caution
+from xvision.evaluation.bootstrap import (
+    BootstrapConfig,
+    group_codes,
+    paired_auc_samples,
+    resampled_unit,
+    small_sample_caution,
+)
 from xvision.evaluation.crossval import is_cv_dir
 from xvision.evaluation.delong import delong_test
 from xvision.evaluation.evaluate import warn_seen_images
@@ -123,7 +129,7 @@ def compare_scores(
             "n_resamples": bootstrap.n_resamples,
             "seed": bootstrap.seed,
             "stratified_by": "class",
-            "unit": "group" if any(groups) else "image",
+            "unit": resampled_unit(codes),
             "n_units": int(len(np.unique(codes))),
         },
     }

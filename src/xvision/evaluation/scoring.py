@@ -18,6 +18,7 @@ from xvision.evaluation.bootstrap import (
     bootstrap_samples,
     group_codes,
     metric_intervals,
+    resampled_unit,
     roc_band,
     small_sample_caution,
 )
@@ -80,8 +81,7 @@ def score_predictions(
         "n_resamples": bootstrap.n_resamples,
         "seed": bootstrap.seed,
         "stratified_by": "class",
-        # Groups that each hold one image are images: the same words whichever command scored them.
-        "unit": "group" if n_units < len(codes) else "image",
+        "unit": resampled_unit(codes),
         "n_units": int(n_units),
     }
     caution = small_sample_caution(np.asarray(y), codes, classes)
