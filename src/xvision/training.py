@@ -207,7 +207,9 @@ def train_run(
             raise FeatureStoreError(f"{features_dir}: validation labels {unknown} never occur in training")
         warn_small_validation(val.labels, features_dir)
     fitted = val is not None and len(classes) == 2  # with more classes the decision is the most probable one
-    warn_imbalance(train.labels, features_dir, threshold_fitted=fitted, class_weight=head.class_weight)
+    # `fit` fixes the recipe's head, so only the data can change there: a val split.
+    cure = None if recipe is None else "give the manifest a val split (`xvision split MANIFEST --val 0.1`)"
+    warn_imbalance(train.labels, features_dir, threshold_fitted=fitted, class_weight=head.class_weight, cure=cure)
     _check_operating_options(features_dir, classes, val, threshold_rule, calibrate, positive)
     audit_record = audit if isinstance(audit, dict) else audit_for_run(features_dir, enabled=audit)
     _prepare_run_dir(run_dir, overwrite)

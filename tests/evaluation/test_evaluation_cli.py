@@ -189,6 +189,14 @@ def test_imbalanced_classes_without_validation_warn_and_class_weight_balances(tm
     assert "classes are imbalanced" not in caplog.text
     cv_metrics = json.loads((tmp_path / "cv-w" / "metrics.json").read_text())
     assert cv_metrics["head"]["params"]["class_weight"] == "balanced"
+    # `fit` has no --class-weight (a recipe fixes its head): its warning names the cure it has, a val split.
+    from xvision.heads import MLPClassifier
+    from xvision.training import train_run
+
+    caplog.clear()
+    train_run(features, tmp_path / "fitted", head=MLPClassifier(epochs=1), recipe="lite0", audit=False, progress=False)
+    assert "imbalanced (nodule 12, normal 36)" in caplog.text and "--class-weight" not in caplog.text
+    assert "give the manifest a val split (`xvision split MANIFEST --val 0.1`)" in caplog.text
 
 
 def test_train_says_how_many_images_have_no_split(tmp_path, caplog) -> None:

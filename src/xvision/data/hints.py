@@ -115,12 +115,20 @@ def warn_small_validation(labels: list[str], where: str | Path) -> None:
 IMBALANCE_RATIO = 3
 
 
-def warn_imbalance(labels: list[str], where: str | Path, *, threshold_fitted: bool, class_weight: str | None) -> None:
+def warn_imbalance(
+    labels: list[str],
+    where: str | Path,
+    *,
+    threshold_fitted: bool,
+    class_weight: str | None,
+    cure: str | None = None,
+) -> None:
     """Warn when the classes are imbalanced, the loss weights them alike and nothing fits the threshold.
 
     A head trained on, say, 13 normals to each nodule learns to say "normal"; with a validation split the
     threshold moves to where the classes part, but without one the decision stays at 0.5 and most of the
-    rare class is missed. Two cures, both named: a validation split, or ``--class-weight balanced``.
+    rare class is missed. ``cure`` names what the command at hand offers (default: ``--class-weight balanced``
+    or a validation split, as `train` and `cv` have both).
     """
     counts = {label: labels.count(label) for label in sorted(set(labels))}
     if threshold_fitted or class_weight is not None or len(counts) < 2:
@@ -128,9 +136,10 @@ def warn_imbalance(labels: list[str], where: str | Path, *, threshold_fitted: bo
     if max(counts.values()) >= IMBALANCE_RATIO * min(counts.values()):
         log.warning(
             "%s: the classes are imbalanced (%s) and no validation split picks the threshold, so decisions at "
-            "0.5 will favour the common class; use --class-weight balanced, or give the manifest a val split",
+            "0.5 will favour the common class; %s",
             where,
             ", ".join(f"{label} {n}" for label, n in counts.items()),
+            cure or "use --class-weight balanced, or give the manifest a val split",
         )
 
 
