@@ -107,22 +107,25 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
     if check_run_dir(run_dir, overwrite):
         for old in (run_dir / "checkpoints").glob("epoch-*.safetensors"):
             old.unlink()
+        evaluations = sorted(p for p in run_dir.glob("eval-*") if p.is_dir())
+        named = (["its own (metrics.json)"] if (run_dir / "metrics.json").exists() else []) + [
+            p.name for p in evaluations
+        ]
+        if named:
+            log.warning(
+                "%s: removing %d evaluation(s) of the previous model: %s; evaluate the new one again",
+                run_dir,
+                len(named),
+                ", ".join(named),
+            )
         for name in _STALE_RESULTS:
             stale = run_dir / name
             if stale.is_dir():
                 shutil.rmtree(stale)
             else:
                 stale.unlink(missing_ok=True)
-        evaluations = sorted(p for p in run_dir.glob("eval-*") if p.is_dir())
-        if evaluations:
-            log.warning(
-                "%s: removing %d evaluation(s) of the previous model (%s); evaluate the new one again",
-                run_dir,
-                len(evaluations),
-                ", ".join(p.name for p in evaluations),
-            )
-            for folder in evaluations:
-                shutil.rmtree(folder)
+        for folder in evaluations:
+            shutil.rmtree(folder)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
 
 
@@ -211,6 +214,7 @@ def train_run(
     cure = None if recipe is None else "give the manifest a val split (`xvision split MANIFEST --val 0.1`)"
     warn_imbalance(train.labels, features_dir, threshold_fitted=fitted, class_weight=head.class_weight, cure=cure)
     _check_operating_options(features_dir, classes, val, threshold_rule, calibrate, positive)
+    check_run_dir(run_dir, overwrite)  # before the audit, which reads every image: a taken folder fails at once
     audit_record = audit if isinstance(audit, dict) else audit_for_run(features_dir, enabled=audit)
     _prepare_run_dir(run_dir, overwrite)
     backbone = train.meta["backbone"]

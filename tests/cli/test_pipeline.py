@@ -152,7 +152,7 @@ def test_user_mistakes_are_one_line_errors(pipeline, capsys, tmp_path) -> None:
     assert "unknown backbone" in capsys.readouterr().err
 
 
-def test_training_over_an_evaluated_run_drops_the_old_heads_results(pipeline, tmp_path, capsys) -> None:
+def test_training_over_an_evaluated_run_drops_the_old_heads_results(pipeline, tmp_path, caplog) -> None:
     root, _ = pipeline
     run = tmp_path / "run"
     shutil.copytree(root / "run", run)
@@ -162,6 +162,13 @@ def test_training_over_an_evaluated_run_drops_the_old_heads_results(pipeline, tm
     for stale in ("metrics.json", "predictions.csv", "report.html", "plots"):
         assert not (run / stale).exists(), stale  # else `report` shows the old head's figures beside the new one
     assert not (run / "eval-other").exists() and (run / "val_keys.json").is_file()
+    assert "removing 2 evaluation(s) of the previous model: its own (metrics.json), eval-other" in caplog.text
+    caplog.clear()  # a run folder that is taken is refused before the audit reads every image
+    caplog.set_level("INFO")
+    assert main(["train", str(root / "feats"), "-o", str(run), "--epochs", "2"]) == 2
+    assert "auditing" not in caplog.text
+    assert main(["train", str(root / "feats"), "-o", str(tmp_path / "new"), "--epochs", "1"]) == 0
+    assert "auditing" in caplog.text  # where the folder is free, the audit runs as before
     assert main(["evaluate", str(run), "--features", str(root / "feats")]) == 0
     assert (run / "metrics.json").is_file()
 

@@ -184,6 +184,7 @@ def test_imbalanced_classes_without_validation_warn_and_class_weight_balances(tm
     caplog.clear()
     cv = ["cv", str(features), "-o", str(tmp_path / "cv"), "--folds", "3", "--epochs", "2", "--bootstrap", "0"]
     assert main(cv) == 0 and "imbalanced (nodule 12, normal 36)" in caplog.text
+    assert "use --class-weight balanced, or --inner-val 0.2" in caplog.text  # cv ignores the manifest's val split
     caplog.clear()
     assert main([*cv[:3], str(tmp_path / "cv-w"), *cv[4:], "--class-weight", "balanced"]) == 0
     assert "classes are imbalanced" not in caplog.text
@@ -197,6 +198,17 @@ def test_imbalanced_classes_without_validation_warn_and_class_weight_balances(tm
     train_run(features, tmp_path / "fitted", head=MLPClassifier(epochs=1), recipe="lite0", audit=False, progress=False)
     assert "imbalanced (nodule 12, normal 36)" in caplog.text and "--class-weight" not in caplog.text
     assert "give the manifest a val split (`xvision split MANIFEST --val 0.1`)" in caplog.text
+    # Inside `cv MANIFEST --recipe`, whose folds replace the manifest's splits, the advice is cv's own option.
+    from xvision.data.hints import IMBALANCE_CURE
+
+    caplog.clear()
+    token = IMBALANCE_CURE.set("pass --inner-val 0.2")
+    try:
+        head = MLPClassifier(epochs=1)
+        train_run(features, tmp_path / "fold", head=head, recipe="lite0", audit=False, progress=False)
+    finally:
+        IMBALANCE_CURE.reset(token)
+    assert "0.5 will favour the common class; pass --inner-val 0.2" in caplog.text
 
 
 def test_train_says_how_many_images_have_no_split(tmp_path, caplog) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections import defaultdict
+from contextvars import ContextVar
 from pathlib import Path
 
 from xvision.data.manifest import Manifest
@@ -113,6 +114,9 @@ def warn_small_validation(labels: list[str], where: str | Path) -> None:
 
 #: A class this many times as common as another, and decisions at probability 0.5 lean towards it.
 IMBALANCE_RATIO = 3
+#: What the command being run offers against imbalance, when it wraps another (`cv MANIFEST --recipe` runs `fit`
+#: per fold, whose own advice, a val split in the manifest, the folds would replace).
+IMBALANCE_CURE: ContextVar[str | None] = ContextVar("IMBALANCE_CURE", default=None)
 
 
 def warn_imbalance(
@@ -133,13 +137,15 @@ def warn_imbalance(
     counts = {label: labels.count(label) for label in sorted(set(labels))}
     if threshold_fitted or class_weight is not None or len(counts) < 2:
         return
+    cure = IMBALANCE_CURE.get() or cure  # a command around this one (cv over `fit`) knows its own options
     if max(counts.values()) >= IMBALANCE_RATIO * min(counts.values()):
         log.warning(
             "%s: the classes are imbalanced (%s) and no validation split picks the threshold, so decisions at "
             "0.5 will favour the common class; %s",
             where,
             ", ".join(f"{label} {n}" for label, n in counts.items()),
-            cure or "use --class-weight balanced, or give the manifest a val split",
+            cure
+            or "use --class-weight balanced, or give the manifest a val split (`xvision split MANIFEST --val 0.1`)",
         )
 
 

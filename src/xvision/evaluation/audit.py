@@ -235,7 +235,7 @@ def audit_record(manifest: str | Path | Manifest) -> dict[str, Any]:
         if reachable < len(manifest.rows) / 2:
             return _skipped(f"only {reachable} of {len(manifest.rows)} images are reachable from {manifest.root}")
         log.info(
-            "auditing %d images for shortcuts (as `xvision audit` does; `train --no-audit` skips it)",
+            "auditing %d images for shortcuts, as `xvision audit` does",
             len(manifest.rows),
         )
         result = audit_manifest(manifest)

@@ -161,7 +161,8 @@ def cross_validate(
     params = {**MLPClassifier().get_params(), **(head_params or {})}
     params["hidden"] = tuple(params["hidden"])
     fitted = config.inner_val > 0 and len(classes) == 2
-    warn_imbalance(data.labels, features_dir, threshold_fitted=fitted, class_weight=params["class_weight"])
+    cure = "use --class-weight balanced, or --inner-val 0.2 (a validation split in every fold picks its threshold)"
+    warn_imbalance(data.labels, features_dir, threshold_fitted=fitted, class_weight=params["class_weight"], cure=cure)
 
     per_repeat: list[dict[str, Any]] = []
     oof_rows: list[list[Any]] = []

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from xvision._fileio import atomic_write_json, sha256_file
+from xvision.data.hints import IMBALANCE_CURE
 from xvision.data.manifest import Manifest, read_manifest, write_manifest
 from xvision.data.split import group_values, link_groups, readable_hashes
 from xvision.errors import ManifestError, RunError
@@ -112,17 +113,24 @@ def cross_validate_recipe(
                 if audit is None:
                     audit = audit_record(manifest)
                 log.info("cv: %s: fitting recipe %r, %d images held out", number, chosen.name, len(test_idx))
-                fit(
-                    fold_manifest,
-                    run,
-                    recipe=chosen.name,
-                    backbone=backbone,
-                    weights=weights,
-                    seed=config.seed + repeat,
-                    progress=progress,
-                    audit=audit,
-                    checkpoints="best",  # per-epoch heads of every fold would be gigabytes for VGG16 features
+                # The folds replace the manifest's splits: a validation split comes from --inner-val here.
+                advice = IMBALANCE_CURE.set(
+                    "pass --inner-val 0.2 (a validation split in every fold picks its threshold)"
                 )
+                try:
+                    fit(
+                        fold_manifest,
+                        run,
+                        recipe=chosen.name,
+                        backbone=backbone,
+                        weights=weights,
+                        seed=config.seed + repeat,
+                        progress=progress,
+                        audit=audit,
+                        checkpoints="best",  # per-epoch heads of every fold would be gigabytes for VGG16 features
+                    )
+                finally:
+                    IMBALANCE_CURE.reset(advice)
             if only_fold is not None:
                 return None
             fold_result = _read_fold(fold_dir, manifest, test_idx, classes)
