@@ -369,6 +369,9 @@ def test_evaluations_belong_to_one_manifest_and_one_model(fitted, tmp_path, capl
         capsys.readouterr().err
     )
     assert json.loads((run / "eval-other" / "metrics.json").read_text())["n"] == metrics["n"]  # untouched
+    into = ["-o", str(run / "eval-other"), "--split", "all"]
+    assert main(["evaluate", str(run), "--features", str(run / "features"), *into]) == 2  # nor a store's figures
+    assert f"holds the evaluation of {other.resolve()}, not a feature store" in capsys.readouterr().err
     # Results written elsewhere, then the head trained again: report refuses the old model's figures.
     assert main(["evaluate", str(run), "--manifest", str(other), "-o", str(tmp_path / "kept")]) == 0
     args = ["train", str(run / "features"), "-o", str(run), "--overwrite", "--epochs", "3", "--seed", "9"]

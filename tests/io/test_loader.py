@@ -507,3 +507,10 @@ def test_an_undecodable_jpeg_ls_dicom_names_its_own_decoder() -> None:
         pytest.skip("a JPEG-LS decoder is installed here (pyjpegls, pylibjpeg-libjpeg or gdcm)")
     assert "JPEG-LS Lossless Image Compression" in message and "`pip install pyjpegls`" in message
     assert "requires" not in message and len(message.splitlines()) == 1  # not pydicom's plugin list
+
+
+def test_a_picture_in_a_format_not_read_is_named_as_that_format(tmp_path: Path) -> None:
+    path = tmp_path / "film.webp"
+    Image.fromarray(np.full((64, 64), 90, dtype=np.uint8)).save(path)
+    with pytest.raises(ImageLoadError, match=r"film.webp: a .webp picture: Xvision reads PNG, JPEG, TIFF, BMP"):
+        load_image(path)

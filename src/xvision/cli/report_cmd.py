@@ -39,5 +39,7 @@ def report(run_dir: Path, results_dir: Path | None, features_dir: Path | None, o
     path = write_report(run_dir, results_dir=results_dir, features_dir=features_dir, out=output)
     click.echo(f"report: {path}")
     if results_dir is None and not (run_dir / "metrics.json").is_file():
-        for folder in evaluations_elsewhere(run_dir):  # the run was judged on other images only
-            click.echo(f"no evaluation of its own; one on other images: `xvision report {run_dir} --results {folder}`")
+        elsewhere = evaluations_elsewhere(run_dir)  # the run was judged on other images only
+        if elsewhere:
+            commands = "; ".join(f"`xvision report {run_dir} --results {folder}`" for folder in elsewhere)
+            click.echo(f"no evaluation of its own; on other images: {commands}")

@@ -32,6 +32,7 @@ from typing import Literal
 
 from xvision._fileio import atomic_write_text
 from xvision.errors import ManifestError
+from xvision.io.loader import SUPPORTED_SUFFIXES, UNREAD_PICTURES
 
 logger = logging.getLogger(__name__)
 
@@ -42,15 +43,6 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("path", "label")
 BUILTIN_COLUMNS: tuple[str, ...] = ("path", "label", "group", "split")
 PATH_COLUMNS: tuple[str, ...] = ("mask",)
 """Optional columns that name a file relative to the manifest, like ``path``."""
-
-# Used only until ``xvision.io`` (the image loader) defines SUPPORTED_SUFFIXES.
-_FALLBACK_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
-
-#: Picture formats Xvision does not read: files with these suffixes are named when skipped, so a user whose films
-#: are WebP or JPEG 2000 learns why they are missing (other files, notes and tables, are skipped quietly).
-UNREAD_PICTURES = frozenset(
-    {".webp", ".gif", ".jp2", ".j2k", ".jpx", ".heic", ".heif", ".avif", ".pgm", ".ppm", ".pnm", ".jxl"}
-)
 
 GroupFrom = Literal["none", "stem", "parent"]
 
@@ -416,17 +408,9 @@ def build_manifest(
     return Manifest(rows=rows, root=folder, columns=("path", "label", "group"))
 
 
-def _default_suffixes() -> frozenset[str]:
-    try:
-        from xvision.io import SUPPORTED_SUFFIXES
-    except ImportError:
-        return _FALLBACK_SUFFIXES
-    return frozenset(SUPPORTED_SUFFIXES)
-
-
 def _normalise_suffixes(suffixes: Iterable[str] | None) -> frozenset[str]:
     if suffixes is None:
-        return _default_suffixes()
+        return SUPPORTED_SUFFIXES
     normalised = frozenset(s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes)
     if not normalised:
         raise ManifestError("suffixes is empty; give at least one, e.g. .png")
@@ -480,7 +464,7 @@ def _find_images(
                     images.append(candidate)
                 else:  # a link to nothing, or a loop: no later stage could read it, and `split` would stop on it
                     broken.append(candidate)
-            elif candidate.suffix.lower() in UNREAD_PICTURES:
+            elif candidate.suffix.lower() in UNREAD_PICTURES:  # named; notes and tables are skipped quietly
                 unread[candidate.suffix.lower()] += 1
     if broken:
         logger.warning(

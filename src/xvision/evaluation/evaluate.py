@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from xvision._fileio import atomic_write_json, atomic_write_text
-from xvision.errors import FeatureStoreError
+from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.bootstrap import BootstrapConfig
 from xvision.evaluation.plots import plot_training_curve
 from xvision.evaluation.report import report_after_evaluate
@@ -50,6 +51,7 @@ def evaluate_run(
     if unknown:
         raise FeatureStoreError(f"{features_dir}: labels {unknown} are not classes of the run ({', '.join(classes)})")
     out = Path(out_dir) if out_dir is not None else Path(run_dir)
+    check_results_folder(out, manifest)
     plots = out / "plots"
     watermark = UNTRAINED_WARNING if bundle.untrained_backbone else None
 
@@ -128,3 +130,19 @@ def warn_seen_images(keys: set[str], bundle: RunBundle, what: str, run: str) -> 
             run,
         )
     return trained, validated
+
+
+def check_results_folder(out: Path, manifest: str | Path | None) -> None:
+    """Refuse to write over the evaluation of a manifest (`evaluate --manifest`) with that of another one, or of
+    a feature store: two sealed lists named alike in two folders, or `-o` given twice, lose the first silently."""
+    try:
+        earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("manifest")
+    except (OSError, ValueError, AttributeError):
+        return  # nothing there yet, or nothing to compare with
+    now = None if manifest is None else str(Path(manifest).resolve())
+    if earlier and earlier != now:
+        this = manifest if manifest is not None else "a feature store"
+        raise RunError(
+            f"{out}: holds the evaluation of {earlier}, not {this}; give this one its own folder with -o "
+            "(or delete that folder)"
+        )

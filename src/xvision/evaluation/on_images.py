@@ -11,14 +11,13 @@ pool5 features agree at cosine 0.99997); ``precision="auto"`` takes that faster 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from xvision.backbones import create_backbone
 from xvision.data.manifest import Manifest, read_manifest
-from xvision.errors import ManifestError, RunError
-from xvision.evaluation.evaluate import evaluate_run
+from xvision.errors import ManifestError
+from xvision.evaluation.evaluate import check_results_folder, evaluate_run
 from xvision.features.extract import extract_manifest
 from xvision.inference.bundle import load_bundle
 from xvision.inference.predictor import weights_argument
@@ -40,24 +39,11 @@ def evaluate_manifest(
     bundle = load_bundle(run_dir)
     _check_before_extracting(read_manifest(manifest), bundle.classes, split)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"eval-{Path(manifest).stem}"
-    _check_same_manifest(out, manifest)
+    check_results_folder(out, manifest)  # before minutes of extraction
     backbone = create_backbone(bundle.backbone["name"], weights=weights_argument(bundle, weights))
     features = out / "features"
     extract_manifest(manifest, features, backbone=backbone, split=split, progress=progress, precision=precision)
     return evaluate_run(run_dir, features, split=split, out_dir=out, manifest=manifest, **options)
-
-
-def _check_same_manifest(out: Path, manifest: str | Path) -> None:
-    """Refuse to write over the evaluation of another manifest (two files named alike in two folders)."""
-    try:
-        earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("manifest")
-    except (OSError, ValueError, AttributeError):
-        return  # nothing there yet, or nothing to compare with
-    if earlier and earlier != str(Path(manifest).resolve()):
-        raise RunError(
-            f"{out}: holds the evaluation of {earlier}, not {manifest}; give this one its own folder with -o "
-            "(or delete that folder)"
-        )
 
 
 def _check_before_extracting(manifest: Manifest, classes: list[str], split: str | None) -> None:

@@ -67,6 +67,11 @@ small spot can fall under the limit); an annotation arrow about 1% of a film, ti
 (a ROC curve) is not caught."""
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
+#: Picture formats Xvision does not read: named as such when met (a folder scan lists them as skipped, and a file
+#: given by name is refused as that format), so a user whose films are WebP or JPEG 2000 learns why.
+UNREAD_PICTURES: frozenset[str] = frozenset(
+    {".webp", ".gif", ".jp2", ".j2k", ".jpx", ".heic", ".heif", ".avif", ".pgm", ".ppm", ".pnm", ".jxl"}
+)
 """Lower-case file suffixes that folder scanners should pick up."""
 
 _DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
@@ -263,6 +268,11 @@ def _load_with_pillow(
 ) -> np.ndarray:
     image_class = _pillow_class(head)
     if image_class is None:
+        if path.suffix.lower() in UNREAD_PICTURES:
+            raise ImageLoadError(
+                path,
+                f"a {path.suffix.lower()} picture: Xvision reads PNG, JPEG, TIFF, BMP and DICOM; convert it to PNG",
+            )
         raise ImageLoadError(path, "not a supported image: the contents are not PNG, JPEG, TIFF, BMP or DICOM")
     with path.open("rb") as handle:
         try:
