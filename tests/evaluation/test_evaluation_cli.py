@@ -190,6 +190,11 @@ def test_imbalanced_classes_without_validation_warn_and_class_weight_balances(tm
     assert "classes are imbalanced" not in caplog.text
     cv_metrics = json.loads((tmp_path / "cv-w" / "metrics.json").read_text())
     assert cv_metrics["head"]["params"]["class_weight"] == "balanced"
+    caplog.clear()  # the same folder again without the weighting: replaced, and said so
+    assert main([*cv[:3], str(tmp_path / "cv-w"), *cv[4:]]) == 0
+    assert "replacing an earlier cross-validation with other settings (class_weight 'balanced' -> None)" in caplog.text
+    caplog.clear()
+    assert main([*cv[:3], str(tmp_path / "cv-w"), *cv[4:]]) == 0 and "replacing" not in caplog.text  # same: quiet
     # `fit` has no --class-weight (a recipe fixes its head): its warning names the cure it has, a val split.
     from xvision.heads import MLPClassifier
     from xvision.training import train_run

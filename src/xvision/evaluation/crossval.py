@@ -121,6 +121,27 @@ def _refuse_other_output(out: Path) -> None:
     )
 
 
+def _warn_if_replacing(out: Path, features_dir: Path, config: CVConfig, params: dict[str, Any]) -> None:
+    """Say which settings differ when ``out`` holds an earlier feature-store cv that this one replaces."""
+    try:
+        earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return
+    now = {
+        "features": str(features_dir),
+        **asdict(config),
+        **{**params, "hidden": list(params["hidden"])},
+    }
+    before = {
+        "features": earlier.get("features"),
+        **(earlier.get("cv") or {}),
+        **((earlier.get("head") or {}).get("params") or {}),
+    }
+    changed = [f"{key} {before.get(key)!r} -> {value!r}" for key, value in now.items() if before.get(key) != value]
+    if changed:
+        log.warning("%s: replacing an earlier cross-validation with other settings (%s)", out, ", ".join(changed))
+
+
 def cv_groups(data: FeatureSet, group_by: str | None) -> np.ndarray:
     """Group id per image: images linked by the ``group_by`` column or by identical SHA-256 share one."""
     values = [
@@ -163,6 +184,7 @@ def cross_validate(
     fitted = config.inner_val > 0 and len(classes) == 2
     cure = "use --class-weight balanced, or --inner-val 0.2 (a validation split in every fold picks its threshold)"
     warn_imbalance(data.labels, features_dir, threshold_fitted=fitted, class_weight=params["class_weight"], cure=cure)
+    _warn_if_replacing(out, features_dir, config, params)
 
     per_repeat: list[dict[str, Any]] = []
     oof_rows: list[list[Any]] = []
