@@ -129,10 +129,10 @@ def test_fit_refuses_a_used_folder_before_any_work(fitted, capsys, monkeypatch) 
     args = ["--recipe", "lite0", "--backbone", TINY, "--weights", "random"]
     capsys.readouterr()
     assert main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "run"), *args]) != 0
-    assert "folder exists and is not empty" in capsys.readouterr().err and bundle.stat().st_mtime_ns == stamp
+    assert "holds recipe 'lite0'" in capsys.readouterr().err and bundle.stat().st_mtime_ns == stamp
     same = ["--recipe", "lite0", "--backbone", TINY]  # without --weights: the same command, finished, is a no-op
     assert main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "run"), *same, "--seed", "1"]) != 0
-    assert "folder exists and is not empty" in capsys.readouterr().err  # another seed is another fit
+    assert f"holds recipe 'lite0' (backbone {TINY}, seed 0)" in capsys.readouterr().err  # another seed: another fit
     assert main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "data"), *args, "--overwrite"]) != 0
     assert "not a run folder" in capsys.readouterr().err
     assert not (root / "data" / "features").exists()
@@ -239,7 +239,9 @@ def test_evaluate_manifest_on_one_split_extracts_only_that_split(fitted, tmp_pat
     assert metrics["split"] == "test" and metrics["n"] == len(tests) and metrics["overlap_with_training"] == 0
 
 
-def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(fitted, tmp_path, monkeypatch) -> None:
+def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(
+    fitted, tmp_path, monkeypatch, capsys
+) -> None:
     import importlib
     import shutil
 
@@ -266,8 +268,10 @@ def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(f
     assert main(["fit", str(root / "data" / "fit.csv"), *args[:-2]]) == 0
     assert (run / "report.html").is_file() and (run / "bundle.json").stat().st_mtime_ns == stamp
     # Without --backbone the recipe means its own network, not the one this run was fitted on: not "finished".
+    capsys.readouterr()
     assert main(["fit", str(root / "data" / "fit.csv"), *args[:4]]) == 2
     assert (run / "bundle.json").stat().st_mtime_ns == stamp
+    assert f"holds recipe 'lite0' (backbone {TINY}, seed 0) fitted on" in capsys.readouterr().err  # what it holds
     kept = (run / "bundle.json").read_text()  # a head `train` made (no recipe) is not this recipe's finished fit
     (run / "bundle.json").write_text(json.dumps({**json.loads(kept), "recipe": None}))
     assert main(["fit", str(root / "data" / "fit.csv"), *args[:-2]]) == 2

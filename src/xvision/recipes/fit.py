@@ -12,7 +12,7 @@ from typing import Any
 from xvision._fileio import sha256_file
 from xvision.data.manifest import Manifest, ManifestRow, read_manifest
 from xvision.data.split import check_readable_splits
-from xvision.errors import ManifestError, XvisionError
+from xvision.errors import ManifestError, RunError, XvisionError
 from xvision.features.extract import extract_manifest
 from xvision.finetune.config import DetectorConfig
 from xvision.heads import MLPClassifier
@@ -62,6 +62,8 @@ def fit(
         done = _already_fitted(Path(run_dir), manifest, chosen, backbone=backbone, seed=seed)
         if done is not None:
             return done
+    if not overwrite:
+        _refuse_another_fit(Path(run_dir))
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     checked, train_rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # else extraction does
     if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(train_rows, manifest):
@@ -154,6 +156,23 @@ def _trained_not_evaluated(run: Path, manifest_path: str | Path) -> bool:
     if (run / "metrics.json").exists() or _bundle_fitted_on(run, manifest_path) is None:
         return False
     return any(row.split == "test" for row in read_manifest(manifest_path).rows)
+
+
+def _refuse_another_fit(run: Path) -> None:
+    """A finished run that is not this command's (another recipe, backbone, seed or manifest): say what it holds,
+    not only that the folder is taken."""
+    try:
+        bundle = json.loads((run / "bundle.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return  # not a run: check_run_dir says what to do
+    if not isinstance(bundle, dict) or not bundle.get("recipe"):
+        return
+    seed = ((bundle.get("head") or {}).get("params") or {}).get("seed")
+    manifest = ((bundle.get("data") or {}).get("manifest") or {}).get("path")
+    raise RunError(
+        f"{run}: holds recipe {bundle['recipe']!r} (backbone {(bundle.get('backbone') or {}).get('name')}, seed "
+        f"{seed}) fitted on {manifest}, not what this command asks for; choose another -o or pass --overwrite"
+    )
 
 
 def _bundle_fitted_on(run: Path, manifest_path: str | Path) -> dict[str, Any] | None:
