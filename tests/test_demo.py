@@ -24,3 +24,14 @@ def test_demo_runs_the_whole_pipeline_offline(tmp_path, capsys) -> None:
     assert len(list((out / "run" / "checkpoints").glob("*.safetensors"))) == 20
     # a second run reuses every stored feature instead of extracting again
     assert main(["demo", "-o", str(out), "--n-per-class", "20"]) == 0
+
+
+def test_the_demos_next_step_names_xvision_as_it_was_run(monkeypatch) -> None:
+    from xvision.cli.demo_cmd import _program
+
+    monkeypatch.setattr("sys.argv", [".venv/bin/xvision", "demo"])  # the README's command, no venv activated
+    assert _program() == ".venv/bin/xvision"
+    monkeypatch.setattr("sys.argv", ["xvision", "demo"])
+    assert _program() == "xvision"
+    monkeypatch.setattr("sys.argv", ["/usr/lib/python3/-m", "demo"])  # python -m xvision: the plain name
+    assert _program() == "xvision"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -37,4 +38,12 @@ def demo(out_dir: Path, n_per_class: int, seed: int) -> None:
     click.echo(f"run (model):     {result.run}")
     click.echo(f"metrics:         {result.run / 'metrics.json'}")
     click.echo(f"plots:           {result.run / 'plots'} (confusion_matrix, training_curve, roc, predictions)")
-    click.echo(f"done in {time.perf_counter() - start:.0f} s. Next: xvision predict {result.run} IMAGE...")
+    click.echo(f"done in {time.perf_counter() - start:.0f} s. Next: {_program()} predict {result.run} IMAGE...")
+
+
+def _program() -> str:
+    """How the user ran xvision (`.venv/bin/xvision` when the environment is not activated), so the hint runs."""
+    invoked = Path(sys.argv[0]) if sys.argv and sys.argv[0] else None
+    if invoked is not None and invoked.name == "xvision" and len(invoked.parts) > 1:
+        return str(invoked)
+    return "xvision"
