@@ -484,29 +484,24 @@ def test_dicom_unusable_window_falls_back_to_bits_stored_with_a_warning(tmp_path
     np.testing.assert_allclose(image, STORED_12BIT / 4095, atol=1e-6)
 
 
-def test_an_undecodable_dicom_is_one_line_naming_a_decoder_to_install(caplog) -> None:
-    path = get_testdata_file("JPEG-lossy.dcm", download=False)  # 12-bit JPEG Extended: Pillow cannot decode it
+@pytest.mark.parametrize(
+    ("name", "syntax", "install"),
+    [
+        ("JPEG-lossy.dcm", "JPEG Extended (Process 2 and 4)", "`pip install pylibjpeg-libjpeg`"),  # 12-bit
+        ("MR_small_jpeg_ls_lossless.dcm", "JPEG-LS Lossless Image Compression", "`pip install pyjpegls`"),
+    ],
+)
+def test_an_undecodable_dicom_is_one_line_naming_its_decoder(caplog, name: str, syntax: str, install: str) -> None:
     try:
-        load_image(path)
+        load_image(get_testdata_file(name, download=False))
     except ImageLoadError as error:
         message = str(error)
     else:
-        pytest.skip("a decoder for 12-bit JPEG Extended is installed here (pylibjpeg-libjpeg or gdcm)")
-    assert "JPEG Extended (Process 2 and 4)" in message and "pip install pylibjpeg-libjpeg" in message
+        pytest.skip(f"a decoder for {syntax} is installed here")
+    assert syntax in message and install in message
+    assert "requires" not in message and len(message.splitlines()) == 1  # not pydicom's list of plugins
     # pydicom's own ERROR record with its traceback is dropped: the ImageLoadError says it, on one line.
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("pydicom")]
-
-
-def test_an_undecodable_jpeg_ls_dicom_names_its_own_decoder() -> None:
-    path = get_testdata_file("MR_small_jpeg_ls_lossless.dcm", download=False)
-    try:
-        load_image(path)
-    except ImageLoadError as error:
-        message = str(error)
-    else:
-        pytest.skip("a JPEG-LS decoder is installed here (pyjpegls, pylibjpeg-libjpeg or gdcm)")
-    assert "JPEG-LS Lossless Image Compression" in message and "`pip install pyjpegls`" in message
-    assert "requires" not in message and len(message.splitlines()) == 1  # not pydicom's plugin list
 
 
 def test_a_picture_in_a_format_not_read_is_named_as_that_format(tmp_path: Path) -> None:

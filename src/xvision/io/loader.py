@@ -67,12 +67,12 @@ small spot can fall under the limit); an annotation arrow about 1% of a film, ti
 (a ROC curve) is not caught."""
 
 SUPPORTED_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".dcm", ".dicom", ".tif", ".tiff", ".bmp"})
+"""Lower-case file suffixes that folder scanners should pick up."""
 #: Picture formats Xvision does not read: named as such when met (a folder scan lists them as skipped, and a file
 #: given by name is refused as that format), so a user whose films are WebP or JPEG 2000 learns why.
 UNREAD_PICTURES: frozenset[str] = frozenset(
     {".webp", ".gif", ".jp2", ".j2k", ".jpx", ".heic", ".heif", ".avif", ".pgm", ".ppm", ".pnm", ".jxl"}
 )
-"""Lower-case file suffixes that folder scanners should pick up."""
 
 _DICOM_SUFFIXES = frozenset({".dcm", ".dicom"})
 _DICOM_MAGIC_OFFSET = 128  # a DICOM file is a 128-byte preamble, then b"DICM"
@@ -91,8 +91,8 @@ _PILLOW_SIGNATURES: tuple[tuple[bytes, type[ImageFile.ImageFile]], ...] = (
 )
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 TWELVE_BIT_MAX = 4095
-ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 is upright
 """A 16-bit file whose values all lie at or below this holds 12-bit data and is scaled by it (module docstring)."""
+ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 is upright
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 _REASON_LIMIT = 200
 # Reduced decoding keeps at least 4x the target size, so the final anti-aliased resize still dominates the

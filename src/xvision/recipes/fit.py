@@ -232,4 +232,5 @@ def _has_lesions(train_rows: list[ManifestRow], manifest: str | Path) -> bool:
     non-numeric location is refused before any work (and before the run folder is made)."""
     from xvision.finetune.targets import lesion_of
 
-    return any([lesion_of(row, f"{manifest}: {row.path}") is not None for row in train_rows])
+    lesions = [lesion_of(row, f"{manifest}: {row.path}") for row in train_rows]  # every row, not the first few
+    return any(lesion is not None for lesion in lesions)
