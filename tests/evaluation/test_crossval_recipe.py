@@ -217,3 +217,22 @@ def test_the_images_are_audited_once_and_every_fold_records_that_audit(data, tmp
     ]
     assert records[0]["status"] == "done" and records[0]["n_images"] == 24
     assert records[0] == records[1]
+
+
+def test_every_fold_fit_is_told_that_cv_offers_inner_val_against_imbalance(data, tmp_path, monkeypatch) -> None:
+    from xvision.data.hints import IMBALANCE_CURE
+
+    seen: list[str | None] = []
+
+    class Stop(Exception):
+        pass
+
+    def fit_noting_the_advice(manifest, run, **kwargs):
+        seen.append(IMBALANCE_CURE.get())  # what warn_imbalance would advise inside this fold's `fit`
+        raise Stop
+
+    monkeypatch.setattr(xvision.recipes, "fit", fit_noting_the_advice)
+    with pytest.raises(Stop):
+        run_cv(data, tmp_path / "cv")
+    assert seen and "--inner-val" in seen[0]  # the folds replace the manifest's splits: a val split is cv's option
+    assert IMBALANCE_CURE.get() is None  # and the advice does not outlive the fold
