@@ -274,6 +274,11 @@ def test_identical_files_under_two_labels_are_warned_about(tmp_path: Path, caplo
     assert main(["split", str(tmp_path / "m.csv"), "--val", "0", "--test", "0.25"]) == 0
     assert "1 image(s) are listed under more than one label (identical files)" in caplog.text
     assert "'ds/nodule/d2.png' (nodule) = 'ds/normal/copy.png' (normal)" in caplog.text
+    caplog.clear()  # extract and fit read the files through check_readable_splits: they warn too
+    from xvision.data.split import check_readable_splits
+
+    check_readable_splits(read_manifest(tmp_path / "m.csv"))
+    assert "1 image(s) are listed under more than one label (identical files)" in caplog.text
 
 
 def test_pictures_in_formats_not_read_are_named_when_skipped(tmp_path: Path, caplog) -> None:
