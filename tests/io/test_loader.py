@@ -504,6 +504,19 @@ def test_an_undecodable_dicom_is_one_line_naming_its_decoder(caplog, name: str, 
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR and r.name.startswith("pydicom")]
 
 
+def test_pydicom_errors_outside_xvision_are_still_logged(caplog) -> None:
+    """The filter that drops pydicom's decode tracebacks works only inside Xvision's own loading."""
+    import xvision.io.dicom  # noqa: F401  (installs the filter)
+
+    with caplog.at_level(logging.ERROR):
+        logging.getLogger("pydicom").error("a user's own pydicom error")
+        logging.getLogger("pydicom.pixels.decoders.base").error("a decoder error outside Xvision")
+    assert [r.getMessage() for r in caplog.records] == [
+        "a user's own pydicom error",
+        "a decoder error outside Xvision",
+    ]
+
+
 def test_a_picture_in_a_format_not_read_is_named_as_that_format(tmp_path: Path) -> None:
     path = tmp_path / "film.webp"
     Image.fromarray(np.full((64, 64), 90, dtype=np.uint8)).save(path)

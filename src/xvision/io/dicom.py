@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from contextvars import ContextVar
 from pathlib import Path
 
 import numpy as np
@@ -59,12 +60,17 @@ NOT_RADIOGRAPHS = {
 }
 
 
+#: True while :func:`load_dicom` decodes pixel data (its own records only: a user's pydicom keeps its logging).
+_DECODING: ContextVar[bool] = ContextVar("xvision_dicom_decoding", default=False)
+
+
 class _OwnErrorsOnly(logging.Filter):
     """pydicom logs a failed decode at ERROR with a traceback before raising; Xvision turns the exception into
-    one ImageLoadError line naming the file (and the job goes on), so those records are dropped."""
+    one ImageLoadError line naming the file (and the job goes on), so those records are dropped, but only
+    while Xvision itself decodes: a program that imports Xvision and reads DICOM with pydicom keeps them."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno < logging.ERROR
+        return record.levelno < logging.ERROR or not _DECODING.get()
 
 
 # A logger's filter sees only its own records, so the decoders' module logger is named as well.
@@ -120,10 +126,13 @@ def load_dicom(path: str | Path, *, max_pixels: int) -> np.ndarray:
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames > 1:
         warnings.warn(f"{path}: DICOM has {frames} frames; using the first", UserWarning, stacklevel=3)
+    token = _DECODING.set(True)
     try:
         stored = pixel_array(ds, index=0)
     except Exception as exc:
         raise ImageLoadError(path, _decode_failure(ds, exc)) from exc
+    finally:
+        _DECODING.reset(token)
     if stored.ndim != 2:
         raise ImageLoadError(path, f"DICOM pixel data decoded to shape {stored.shape}, expected (rows, columns)")
 
