@@ -83,8 +83,10 @@ def test_a_bad_upload_is_reported_and_the_others_predicted(run, tmp_path) -> Non
     assert bad["path"] == "evil.png" and "not a supported image" in bad["error"] and bad["probabilities"] == {}
     assert ok["error"] is None and ok["predicted"] in ("nodule", "normal")
     assert "DICOM modality CT (computed tomography) is not a chest radiograph" in ct["error"]
-    alone = client.post("/predict", files=[("files", ("x.png", b"", "image/png"))])
-    assert alone.status_code == 422 and alone.json()["detail"].startswith("x.png: ")
+    alone = client.post("/predict", files=[("files", ("x.png", b"", "image/png")), ("files", ("y.png", b"?"))])
+    assert alone.status_code == 422
+    assert [d["path"] for d in alone.json()["detail"]] == ["x.png", "y.png"]  # one reason per file
+    assert all(d["error"] for d in alone.json()["detail"])
     assert client.post("/predict").status_code == 422  # no files at all
 
 

@@ -6,7 +6,8 @@
 - ``POST /predict``: multipart form, one or more files in the field ``files`` (PNG, JPEG, DICOM, TIFF, BMP).
   Answers ``{"predictions": [...]}``, one record per file in upload order, the same records as
   `xvision predict --json` (``path`` is the uploaded file's name). A file that cannot be read gets ``error``
-  and the others are still predicted; when no file can be read the answer is 422 with the reasons. A file
+  and the others are still predicted; when no file can be read the answer is 422 whose ``detail`` lists
+  ``{"path": ..., "error": ...}`` for each file. A file
   over ``max_upload_mb`` is refused with 413 before anything is predicted, and so is a request body over
   ``max_request_mb`` (all files together) as soon as it passes that size.
 - ``POST /heatmap``: one image in the field ``file``; answers a PNG: the image with the Grad-CAM of the
@@ -115,7 +116,8 @@ def create_app(
         by_path = {r.path: r for r in results}
         named = [_renamed(by_path[str(path)], name) for path, name in received]
         if all(r.error for r in named):
-            raise HTTPException(422, "; ".join(f"{r.path}: {r.error}" for r in named))
+            # a list, one record per file, as FastAPI lists its own validation errors under "detail"
+            raise HTTPException(422, [{"path": r.path, "error": r.error} for r in named])
         return {"predictions": [prediction_record(predictor, r) for r in named]}
 
     @app.post("/heatmap", response_class=Response, responses={200: {"content": {"image/png": {}}}})
