@@ -244,24 +244,43 @@ def _load(path: Path) -> dict[str, torch.Tensor]:
     return load_file(path)
 
 
-def test_a_val_split_scores_every_round_and_keeps_the_best_auc(lesion_manifest, tmp_path) -> None:
+def _with_val(lesion_manifest: Path, per_class: int, out: Path) -> Path:
+    """The lesion manifest with ``per_class`` images of each class in val, the rest train."""
     with open(lesion_manifest, newline="") as handle:
         rows = list(csv.DictReader(handle))
     seen: dict[str, int] = {}
-    for row in rows:  # two images of each class in val, the rest train
+    for row in rows:
         seen[row["label"]] = seen.get(row["label"], 0) + 1
-        row["split"] = "val" if seen[row["label"]] <= 2 else "train"
+        row["split"] = "val" if seen[row["label"]] <= per_class else "train"
         row["path"] = str(lesion_manifest.parent / row["path"])
-    split = tmp_path / "split.csv"
-    with open(split, "w", newline="") as handle:
+    with open(out, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    return out
+
+
+def test_a_val_split_scores_every_round_and_keeps_the_best_auc(lesion_manifest, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(detector, "MIN_VAL_PER_CLASS", 2)  # the phantom set is small
+    split = _with_val(lesion_manifest, 2, tmp_path / "split.csv")
     detector.train_detector(split, tmp_path / "det", replace(TINY, rounds=3), weights="random", progress=False)
     state = json.loads((tmp_path / "det" / "state.json").read_text())
     aucs = [r["val_auc"] for r in state["history"]]
     assert len(aucs) == 3 and all(0.0 <= a <= 1.0 for a in aucs)
     assert state["best_val_auc"] == max(aucs) and aucs[state["best_epoch"] - 1] == max(aucs)
+
+
+def test_a_val_split_too_small_to_judge_trains_every_round(lesion_manifest, tmp_path, monkeypatch, caplog) -> None:
+    """One film of each class would pick a round by chance (an AUC of 0 or 1): every round is trained."""
+    monkeypatch.setattr(detector, "MIN_VAL_PER_CLASS", 2)
+    split = _with_val(lesion_manifest, 1, tmp_path / "split.csv")
+    config = replace(TINY, rounds=3, patience=1)
+    with caplog.at_level(logging.WARNING, logger="xvision.finetune.detector"):
+        detector.train_detector(split, tmp_path / "det", config, weights="random", progress=False)
+    state = json.loads((tmp_path / "det" / "state.json").read_text())
+    assert [r["epoch"] for r in state["history"]] == [1, 2, 3] and state["best_epoch"] == 3
+    assert not any("val_auc" in r for r in state["history"])
+    assert "split.csv: the val split holds 1 lesion and 1 lesion-free films, too few" in caplog.text
 
 
 class _FixedMap(torch.nn.Module):

@@ -23,8 +23,9 @@ map (:mod:`xvision.backbones.lesion_ensemble`).
 
 Training runs in rounds of ``steps_per_round`` steps (the checkpoint unit; ``state.json`` calls them epochs):
 a checkpoint after each, and re-running the same command resumes after the last finished round. With a
-``val`` split, each round is scored there (ROC AUC of the image scores) and the best round is kept (early
-stop after ``patience`` rounds without a better one).
+``val`` split of at least ``MIN_VAL_PER_CLASS`` films of each class, each round is scored there (ROC AUC of
+the image scores) and the best round is kept (early stop after ``patience`` rounds without a better one); a
+smaller val split is not used to pick a round (with a warning).
 """
 
 from __future__ import annotations
@@ -197,7 +198,7 @@ def train_detector(
         )
     if not any(s.target == 0 for s in train):
         raise ManifestError(f"{manifest.name}: the training split needs images of both classes")
-    judge = len({s.target for s in val}) == 2  # early stopping needs both classes in val
+    judge = _can_judge(val, manifest.name)
     donors = [(nodule_signal(s.image, c, r), r) for s, c in located if (r := lesion_radius(s)) > 0] if lung else []
 
     torch.manual_seed(config.seed)
@@ -283,6 +284,28 @@ def train_detector(
 
     checkpoints.load(state["best_epoch"], net, None)
     return save_tuned(net.model, config.backbone, weights_file, checkpoints, state)
+
+
+#: Early stopping on the val split's AUC needs this many films of each class: with fewer (a 2-film val split
+#: of a 20-film manifest) the AUC moves in steps of a quarter or more and picks a round by chance, often the
+#: first, leaving the detector barely trained. Smaller val splits still serve the head's threshold.
+MIN_VAL_PER_CLASS = 5
+
+
+def _can_judge(val: list[_Sample], manifest_name: str) -> bool:
+    """Whether the val split can pick the best round; says why not when it has films but too few."""
+    counts = [sum(s.target == t for s in val) for t in (1, 0)]
+    if min(counts) >= MIN_VAL_PER_CLASS:
+        return True
+    if val:
+        log.warning(
+            "%s: the val split holds %d lesion and %d lesion-free films, too few to pick the detector's best "
+            "round (at least %d of each); training all rounds instead",
+            manifest_name,
+            *counts,
+            MIN_VAL_PER_CLASS,
+        )
+    return False
 
 
 def _train_members(
