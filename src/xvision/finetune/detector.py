@@ -43,6 +43,7 @@ from tqdm.auto import tqdm
 
 from xvision.backbones.registry import LESION_UNIT, dense_logits, get_spec, max_inside, with_unit
 from xvision.errors import ManifestError
+from xvision.evaluation.operating import MIN_VAL_PER_CLASS
 from xvision.finetune.augment import augment_intensity, random_affine, warp
 from xvision.finetune.config import WEIGHTS_NAME, DetectorConfig
 from xvision.finetune.trainer import (
@@ -286,14 +287,10 @@ def train_detector(
     return save_tuned(net.model, config.backbone, weights_file, checkpoints, state)
 
 
-#: Early stopping on the val split's AUC needs this many films of each class: with fewer (a 2-film val split
-#: of a 20-film manifest) the AUC moves in steps of a quarter or more and picks a round by chance, often the
-#: first, leaving the detector barely trained. Smaller val splits still serve the head's threshold.
-MIN_VAL_PER_CLASS = 5
-
-
 def _can_judge(val: list[_Sample], manifest_name: str) -> bool:
-    """Whether the val split can pick the best round; says why not when it has films but too few."""
+    """Whether the val split can pick the best round; says why not when it has films but too few. With fewer
+    than ``MIN_VAL_PER_CLASS`` of a class (a 2-film val split of a 20-film manifest) the AUC moves in steps of
+    a quarter or more and picks a round by chance, often the first, leaving the detector barely trained."""
     counts = [sum(s.target == t for s in val) for t in (1, 0)]
     if min(counts) >= MIN_VAL_PER_CLASS:
         return True
