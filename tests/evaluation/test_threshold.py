@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import logging
 from pathlib import Path
 
 import numpy as np
@@ -86,18 +85,6 @@ def test_operating_point_without_validation_says_so() -> None:
         fit_operating_point(None, None, ["nodule", "normal"], calibrate="temperature")
     three = fit_operating_point([0, 1, 2], np.full((3, 3), 1 / 3), ["a", "b", "c"])
     assert three["positive"] is None and three["threshold"]["rule"] == "argmax"
-
-
-def test_a_threshold_chosen_on_a_handful_of_images_says_it_is_rough(caplog) -> None:
-    y, proba = np.array([0, 0, 1, 1]), np.array([[0.9, 0.1], [0.6, 0.4], [0.3, 0.7], [0.2, 0.8]])
-    with caplog.at_level(logging.WARNING, logger="xvision.evaluation.operating"):
-        point = fit_operating_point(y, proba, ["nodule", "normal"], positive="normal")
-    assert 0.4 < point["threshold"]["value"] <= 0.7 and "rough" in point["threshold"]["note"]
-    assert "holds 2 positive and 2 other images" in caplog.text and "at least 5 of each" in caplog.text
-    caplog.clear()
-    y10 = np.repeat([0, 1], 5)
-    ten = fit_operating_point(y10, np.column_stack([1 - y10 * 0.6 - 0.2, y10 * 0.6 + 0.2]), ["nodule", "normal"])
-    assert "note" not in ten["threshold"] and "rough" not in caplog.text
 
 
 # ----- in a run ---------------------------------------------------------------------------------------

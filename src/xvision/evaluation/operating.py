@@ -26,10 +26,6 @@ from xvision.evaluation.threshold import DEFAULT_THRESHOLD, ThresholdRule, choos
 CALIBRATION_METHODS = ("none", "temperature")
 #: Below this validation AUC a threshold chosen on validation is reported as close to arbitrary.
 WEAK_VALIDATION_AUC = 0.6
-#: A validation split with fewer images of a class than this chooses by chance (one film either side of a
-#: threshold moves it anywhere between them): the threshold is still chosen there, with a warning, and the
-#: lesion detector does not pick its round there (:mod:`xvision.finetune.detector`).
-MIN_VAL_PER_CLASS = 5
 
 log = logging.getLogger(__name__)
 
@@ -100,19 +96,6 @@ def _threshold(
         return {**fallback, "note": f"the {source} holds one class only: the default threshold 0.5 is used"}
     chosen = choose_threshold(is_pos, proba[:, pos], rule)
     val_auc = float(roc_auc_score(is_pos, proba[:, pos]))
-    few = {}
-    if (least := min(int(is_pos.sum()), int(len(is_pos) - is_pos.sum()))) < MIN_VAL_PER_CLASS:
-        few = {"note": f"chosen on {least} image(s) of one class: rough"}
-        log.warning(
-            "the %s holds %d positive and %d other images: the %s threshold chosen there (%.3f) is rough; a "
-            "val split with at least %d of each gives a steadier one",
-            source,
-            int(is_pos.sum()),
-            int(len(is_pos) - is_pos.sum()),
-            rule,
-            chosen["value"],
-            MIN_VAL_PER_CLASS,
-        )
     if val_auc < WEAK_VALIDATION_AUC:
         log.warning(
             "the head separates the classes poorly on the %s (ROC AUC %.2f, n=%d): the %s threshold chosen "
@@ -131,7 +114,6 @@ def _threshold(
         "val_sensitivity": chosen["sensitivity"],
         "val_specificity": chosen["specificity"],
         "val_auc": val_auc,
-        **few,
     }
 
 

@@ -42,8 +42,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xvision.backbones.registry import LESION_UNIT, dense_logits, get_spec, max_inside, with_unit
+from xvision.data.hints import MIN_VAL_PER_CLASS
 from xvision.errors import ManifestError
-from xvision.evaluation.operating import MIN_VAL_PER_CLASS
 from xvision.finetune.augment import augment_intensity, random_affine, warp
 from xvision.finetune.config import WEIGHTS_NAME, DetectorConfig
 from xvision.finetune.trainer import (
