@@ -63,3 +63,34 @@ def test_paths_come_back_one_per_input_in_the_order_given(predictor, tmp_path) -
     assert [r.path for r in model.predict_paths(p for p in (b, a))] == [str(b), str(a)]
     with pytest.raises(ValueError, match="batch_size must be at least 1"):
         model.predict_paths([a], batch_size=0)
+
+
+@pytest.mark.parametrize("given", ["array", "pil", "none", "pil_alone"])
+def test_paths_refuse_what_is_not_a_path_and_point_to_predict_arrays(predictor, given: str) -> None:
+    model, images = predictor
+    film = load_image(images[0])
+    pil = Image.open(images[0])
+    value = {"array": film, "pil": [pil], "none": [None], "pil_alone": pil}[given]
+    with pytest.raises(TypeError, match=r"expected (a )?file paths? \(str or Path\), got \w+; use predict_arrays"):
+        model.predict_paths(value)
+
+
+def test_weights_other_than_the_runs_kind_are_refused(predictor, tmp_path) -> None:
+    """A run made with random weights takes no weights file; a run made with a file refuses random ones,
+    which have no SHA-256 to compare and would feed the head features it never saw."""
+    import timm
+    from safetensors.torch import save_file
+
+    from xvision.errors import RunError
+
+    model, images = predictor
+    file = tmp_path / "w.safetensors"
+    save_file(timm.create_model(TINY.removeprefix("timm:")).state_dict(), file)
+    with pytest.raises(RunError, match=r"had random weights; leave out --weights .*w.safetensors"):
+        Predictor(model.bundle.root, weights=str(file))
+    manifest = make_phantom_dataset(tmp_path / "data", n_per_class=4, size=64, seed=6)
+    assert main(["extract", str(manifest), "--backbone", TINY, "--weights", str(file), "-o", str(tmp_path / "f")]) == 0
+    assert main(["train", str(tmp_path / "f"), "-o", str(tmp_path / "run"), "--epochs", "1", "--no-audit"]) == 0
+    with pytest.raises(RunError, match=r"used the weights w.safetensors; .* leave out --weights random"):
+        Predictor(tmp_path / "run", weights="random")
+    assert Predictor(tmp_path / "run", weights=str(file)).predict_paths(images[:1])[0].error is None

@@ -34,7 +34,14 @@ class Prediction:
 def weights_argument(bundle: RunBundle, weights: str | None) -> str | None:
     identity = bundle.backbone["weights"]
     if identity["source"] == "random":
+        if weights not in (None, "random"):
+            raise RunError(f"{bundle.root}: this run's backbone had random weights; leave out --weights {weights}")
         return "random"
+    if weights == "random":  # random weights have no SHA-256 to compare: refused here, not scored as noise
+        raise RunError(
+            f"{bundle.root}: this run's backbone used the weights {identity.get('name') or identity['source']}; "
+            "its head cannot read features from random ones: leave out --weights random"
+        )
     if weights:
         return weights
     if identity["source"] == "file":
@@ -121,7 +128,20 @@ class Predictor:
         unreadable files come back with ``error`` set instead of stopping the job."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+        if isinstance(paths, (str, Path)):
+            paths = [paths]
+        elif isinstance(paths, np.ndarray) or not isinstance(paths, Iterable):
+            raise TypeError(
+                f"expected file paths (str or Path), got {type(paths).__name__}; "
+                "use predict_arrays for images already loaded"
+            )
+        paths = list(paths)
+        for index, path in enumerate(paths):
+            if not isinstance(path, (str, Path)):  # a path's str() would be "file not found", not the mistake
+                raise TypeError(
+                    f"path {index}: expected a file path (str or Path), got {type(path).__name__}; "
+                    "use predict_arrays for images already loaded"
+                )
         results: list[Prediction] = [Prediction(path=str(path)) for path in paths]
         for start in range(0, len(paths), batch_size):
             loaded: list[tuple[Prediction, np.ndarray]] = []
