@@ -111,14 +111,30 @@ def test_png_16bit_full_range_is_divided_by_65535(tmp_path: Path) -> None:
     np.testing.assert_allclose(image, [[0.0, 32768 / 65535, 1.0]], atol=1e-7)
 
 
-def test_png_16bit_with_12bit_values_is_scaled_as_12_bit_never_by_its_own_max(tmp_path: Path) -> None:
+def test_png_16bit_is_scaled_by_the_stored_depth_that_holds_it_never_by_its_own_max(tmp_path: Path) -> None:
     # 12-bit data exported into a 16-bit PNG: read / 65535 it was a nearly black film (max 0.06).
     path = write_png(tmp_path / "12in16.png", np.array([[0, 2048, 4095]], dtype=np.uint16))
     np.testing.assert_allclose(load_image(path), [[0.0, 2048 / 4095, 1.0]], atol=1e-7)
     dim = write_png(tmp_path / "dim12.png", np.array([[0, 1000, 3000]], dtype=np.uint16))
     np.testing.assert_allclose(load_image(dim), [[0.0, 1000 / 4095, 3000 / 4095]], atol=1e-7)  # not / 3000
-    deeper = write_png(tmp_path / "13bit.png", np.array([[0, 2048, 4096]], dtype=np.uint16))
-    np.testing.assert_allclose(load_image(deeper), [[0.0, 2048 / 65535, 4096 / 65535]], atol=1e-7)
+    # 14-bit detectors are common: / 65535 such a film was at most a quarter white.
+    fourteen = write_png(tmp_path / "14bit.png", np.array([[0, 4096, 16383]], dtype=np.uint16))
+    np.testing.assert_allclose(load_image(fourteen), [[0.0, 4096 / 16383, 1.0]], atol=1e-7)
+    just_over = write_png(tmp_path / "13bit.png", np.array([[0, 2048, 4096]], dtype=np.uint16))
+    np.testing.assert_allclose(load_image(just_over), [[0.0, 2048 / 16383, 4096 / 16383]], atol=1e-7)
+    eight = write_png(tmp_path / "8in16.png", np.array([[0, 128, 255]], dtype=np.uint16))
+    np.testing.assert_allclose(load_image(eight), [[0.0, 128 / 255, 1.0]], atol=1e-7)
+
+
+def test_dicom_bits_stored_16_holding_12_bit_data_is_scaled_as_12_bit_with_a_warning(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "bs16.dcm", STORED_12BIT)  # BitsStored 16, no window
+    with pytest.warns(UserWarning, match="BitsStored is 16 but every value fits 12 bits"):
+        image = load_image(path)
+    np.testing.assert_allclose(image, STORED_12BIT / 4095, atol=1e-6)
+    windowed = write_dicom(tmp_path / "w.dcm", STORED_12BIT, WindowCenter=1024, WindowWidth=2048)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a window says how to show it: no depth guess, no warning
+        assert load_image(windowed).max() == 1.0
 
 
 def test_jpeg_exif_orientation_is_applied_as_viewers_show_it(tmp_path: Path) -> None:

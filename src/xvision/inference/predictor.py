@@ -181,12 +181,12 @@ def check_image_array(image: object, name: str) -> None:
         raise TypeError(f"{name}: expected a numpy array, got {type(image).__name__}")
     if image.ndim != 2:
         raise ValueError(
-            f"{name}: expected a 2-D grayscale array, got shape {image.shape}; read files with xvision.load_image"
+            f"{name}: expected a 2-D grayscale array, got shape {image.shape}; read files with xvision.load_radiograph"
         )
     if not np.issubdtype(image.dtype, np.floating):
         raise ValueError(
             f"{name}: {image.dtype} pixels; Xvision's array form is float in [0, 1] (0 = black): use "
-            "xvision.load_image(path), or divide 8-bit pixels by 255 and 16-bit ones by 65535"
+            "xvision.load_radiograph(path), or divide 8-bit pixels by 255 (12-bit ones by 4095, 16-bit by 65535)"
         )
     if not np.isfinite(image).all():
         raise ValueError(f"{name}: contains NaN or infinity")

@@ -5,7 +5,10 @@ The grayscale pipeline of the DICOM standard (PS3.4 N.2), in order:
 1. stored values -> Modality LUT (``RescaleSlope``/``RescaleIntercept`` or a Modality LUT Sequence);
 2. -> the first VOI LUT, or else the first ``WindowCenter``/``WindowWidth`` pair, whose output range becomes
    [0, 1] (values outside the window clip to 0 or 1); with neither, the range that ``BitsStored`` and
-   ``PixelRepresentation`` imply (through the Modality LUT) becomes [0, 1], so 12-bit data maps 0..4095 -> 0..1;
+   ``PixelRepresentation`` imply (through the Modality LUT) becomes [0, 1], so 12-bit data maps 0..4095 -> 0..1.
+   An unsigned file whose values all fit a smaller stored depth (``BitsStored`` 16 holding 12-bit data, as
+   some exporters write) is scaled by that depth instead, as for 16-bit PNG (:func:`xvision.io.loader.
+   stored_depth`), with a warning: by ``BitsStored`` it would be a nearly black film;
 3. -> ``MONOCHROME1`` (white = low values) is inverted, with a warning, so the result is always display polarity.
 
 Only grayscale images are read: other photometric interpretations raise ImageLoadError. Of a multi-frame file
@@ -26,7 +29,7 @@ from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
 from xvision.errors import ImageLoadError
-from xvision.io.loader import check_dimensions, exception_reason
+from xvision.io.loader import check_dimensions, exception_reason, stored_depth
 
 __all__ = ["check_projection_radiograph", "load_dicom"]
 
@@ -193,7 +196,7 @@ def _to_display_range(path: Path, ds: Dataset, stored: np.ndarray) -> tuple[np.n
     """Apply the Modality and VOI LUTs; return the values and the range that maps onto [0, 1]."""
     modality = apply_modality_lut(stored, ds)  # still integer unless rescaled: a VOI LUT indexes with it
     values = np.asarray(modality, dtype=np.float64)
-    low, high = _modality_range(ds)
+    low, high = _modality_range(path, ds, stored, warn=not _has_voi(ds))
     if not _has_voi(ds):
         return values, low, high
     try:
@@ -208,13 +211,22 @@ def _to_display_range(path: Path, ds: Dataset, stored: np.ndarray) -> tuple[np.n
         return values, low, high
 
 
-def _modality_range(ds: Dataset) -> tuple[float, float]:
-    """The range of Modality LUT output over every value that ``BitsStored`` allows."""
+def _modality_range(path: Path, ds: Dataset, stored: np.ndarray, *, warn: bool) -> tuple[float, float]:
+    """The range of Modality LUT output over every value that ``BitsStored`` allows, or the smaller stored
+    depth that holds every value of an unsigned image (module docstring; ``warn``: say so)."""
     bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
     if int(ds.get("PixelRepresentation") or 0) == 1:
         low, high = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
     else:
-        low, high = 0, 2**bits - 1
+        depth = stored_depth(int(stored.max()) if stored.size else 0, bits)
+        if depth < bits and warn:
+            warnings.warn(
+                f"{path}: BitsStored is {bits} but every value fits {depth} bits; scaled as {depth}-bit data "
+                "(the file has no window)",
+                UserWarning,
+                stacklevel=5,
+            )
+        low, high = 0, 2**depth - 1
     # Every stored value for a possibly non-monotonic Modality LUT Sequence; both ends suffice for a rescale.
     probe = np.arange(low, high + 1) if bits <= 16 else np.array([low, high])
     mapped = np.asarray(apply_modality_lut(probe, ds), dtype=np.float64)

@@ -10,10 +10,12 @@ so a given stored value means the same thing in every image:
 
 - 8-bit PNG, JPEG, TIFF, BMP: value / 255. Colour (RGB, palette, CMYK) becomes luminance (ITU-R 601-2 weights,
   as Pillow's ``convert("L")``); alpha is dropped.
-- 16-bit PNG and TIFF: value / 65535; but a file whose largest value is at most 4095 holds 12-bit data (the
-  usual depth of digital radiographs, often exported into 16-bit PNG) and is read as value / 4095. Read as
-  16-bit it would be a nearly black film (at most 6% of white), which no radiograph saved at full 16-bit depth
-  is, so the rule cannot darken or brighten a true 16-bit film that a viewer shows as a film.
+- 16-bit PNG and TIFF: value / (2^d - 1), d the smallest of the depths detectors store (8, 10, 12, 14, 16
+  bits: :data:`STORED_DEPTHS`) that holds the file's largest value. Digital radiographs are 10- to 14-bit and
+  are often exported into 16-bit PNG: read / 65535, 12-bit data would be a nearly black film (at most 6% of
+  white), 14-bit data one at most 25% white. A film's brightest value reaches at least a quarter of its depth
+  (direct exposure, markers), so each film's brightest value lands between 0.25 and 1; a true 16-bit film is
+  read / 65535 as before.
 - JPEG and TIFF with an EXIF orientation tag are turned upright, as every viewer shows them (phone photos of
   films carry one).
 - DICOM: Modality LUT, then the first VOI LUT or window, else the range implied by ``BitsStored``;
@@ -90,8 +92,8 @@ _PILLOW_SIGNATURES: tuple[tuple[bytes, type[ImageFile.ImageFile]], ...] = (
     (b"BM", BmpImagePlugin.BmpImageFile),
 )
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
-TWELVE_BIT_MAX = 4095
-"""A 16-bit file whose values all lie at or below this holds 12-bit data and is scaled by it (module docstring)."""
+STORED_DEPTHS = (8, 10, 12, 14, 16)
+"""Bit depths radiographs are stored at: a 16-bit container is scaled by the smallest holding its values."""
 ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 is upright
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 _REASON_LIMIT = 200
@@ -99,6 +101,12 @@ _REASON_LIMIT = 200
 # filtering: with 2x, EfficientNet-Lite0 features of real 1024 px radiographs fell to cosine 0.9990 of the
 # full-resolution path; with 4x a 1024 px image is left alone and a 2048 px one is halved.
 _DECODE_MARGIN = 4
+
+
+def stored_depth(largest: int, bits: int = 16) -> int:
+    """The smallest of :data:`STORED_DEPTHS` below ``bits`` (the container's depth) that holds ``largest``,
+    else ``bits``: the depth the data was recorded at, which the container's own depth may overstate."""
+    return next((depth for depth in STORED_DEPTHS if depth < bits and largest < 2**depth), bits)
 
 
 def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, target_size: int | None = None) -> np.ndarray:
@@ -330,8 +338,8 @@ def _pillow_to_array(path: Path, image: ImageFile.ImageFile) -> np.ndarray:
     # Pillow before 10.x opened 16-bit grayscale PNG as "I" (32-bit int); PNG has no deeper grayscale.
     if mode in _SIXTEEN_BIT_MODES or (mode == "I" and image.format == "PNG"):
         values = np.asarray(image, dtype=np.float32)
-        full = TWELVE_BIT_MAX if values.size and float(values.max()) <= TWELVE_BIT_MAX else 65535
-        return values / np.float32(full)
+        depth = stored_depth(int(values.max()) if values.size else 0)
+        return values / np.float32(2**depth - 1)
     if mode in _EIGHT_BIT_MODES:
         if mode in ("P", "PA"):  # via RGBA so that palette transparency is dropped, not misread
             image = image.convert("RGBA")
