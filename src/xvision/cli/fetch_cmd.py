@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -44,13 +45,41 @@ def fetch() -> None:
     help="With --bulk: NLMCXR_png.tgz, a path or URL  [default: the archive under --base-url, unless only "
     "--reports is given: then records are written without images].",
 )
-@click.option("--workers", type=click.IntRange(1, 16), default=4, show_default=True, help="Parallel image downloads.")
 @click.option(
-    "--rate", type=click.FloatRange(min=0), default=4.0, show_default=True, help="Most requests/second (0: no limit)."
+    "--workers",
+    type=click.IntRange(1, 16),
+    default=SearchOptions.workers,
+    show_default=True,
+    help="Parallel image downloads.",
 )
-@click.option("--timeout", type=click.FloatRange(min=0.01), default=20.0, show_default=True, help="Seconds per read.")
-@click.option("--retries", type=click.IntRange(min=0), default=5, show_default=True, help="Retries per request.")
-@click.option("--page-size", type=click.IntRange(1, 500), default=30, show_default=True, help="Results per page.")
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0),
+    default=ClientOptions.rate,
+    show_default=True,
+    help="Most requests/second (0: no limit).",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.01),
+    default=ClientOptions.timeout,
+    show_default=True,
+    help="Seconds per read.",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=ClientOptions.retries,
+    show_default=True,
+    help="Retries per request.",
+)
+@click.option(
+    "--page-size",
+    type=click.IntRange(1, 500),
+    default=SearchOptions.page_size,
+    show_default=True,
+    help="Results per page.",
+)
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show progress bars (stderr).")
 def openi(
     output: Path,
@@ -113,8 +142,8 @@ def _report(summary: FetchSummary, output: Path) -> None:
             continue
         kinds = Counter(failure.kind for failure in failures)
         listed = ", ".join(f"{n} {kind}{'s' if n > 1 else ''}" for kind, n in sorted(kinds.items()))
-        reason, count = Counter(failure.reason for failure in failures).most_common(1)[0]
-        example = next(failure for failure in failures if failure.reason == reason)
+        reason, count = Counter(_cause(failure.reason) for failure in failures).most_common(1)[0]
+        example = next(failure for failure in failures if _cause(failure.reason) == reason)
         what = (
             "failed; run the same command again to retry them"
             if retry
@@ -125,3 +154,8 @@ def _report(summary: FetchSummary, output: Path) -> None:
             f"Listed in {output / FAILURES_FILE}.",
             err=True,
         )
+
+
+def _cause(reason: str) -> str:
+    """A failure's reason without the URL it starts with, so that one cause over many URLs counts as one."""
+    return re.sub(r"^[a-z][a-z0-9+.-]*://\S+: ", "", reason)

@@ -103,16 +103,24 @@ def test_failures_are_recorded_and_retried_on_the_next_run(
     serve: Callable[..., FakeOpenI], items: list[dict], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     server = serve(items)
-    victim = server.image_ids()[5]
-    server.inject("503", match=victim, times=5)  # more than one run's 1 + 4 attempts
+    victim, other = server.image_ids()[5:7]
+    for image_id in (victim, other):
+        server.inject("503", match=image_id, times=5)  # more than one run's 1 + 4 attempts
     server.inject("500", match="m=21&", times=5)  # the second page, every attempt
     args = ["fetch", "openi", "-o", str(tmp_path / "out"), "--base-url", server.base_url, "--page-size", "20"]
     assert main([*args, *FAST_ARGS]) == 1
     err = capsys.readouterr().err
     assert "run the same command again to retry them" in err
+    # One cause over two URLs counts as one: the summary names the cause, not the first URL's message.
+    assert "3 failed; run the same command again to retry them (2 images, 1 page); most often (2): HTTP 503" in err
     failures = [json.loads(line) for line in (tmp_path / "out" / "failures.jsonl").read_text().splitlines()]
-    assert {(f["kind"], f["key"], f["retry"]) for f in failures} == {("image", victim, True), ("page", "21-40", True)}
-    assert victim not in {r.image_id for r in read_records(tmp_path / "out")}
+    assert {(f["kind"], f["key"], f["retry"]) for f in failures} == {
+        ("image", victim, True),
+        ("image", other, True),
+        ("page", "21-40", True),
+    }
+    assert "m=21" in next(f["url"] for f in failures if f["kind"] == "page")  # where the lost page was asked
+    assert not {victim, other} & {r.image_id for r in read_records(tmp_path / "out")}
 
     assert main([*args, *FAST_ARGS]) == 0
     assert not (tmp_path / "out" / "failures.jsonl").exists()

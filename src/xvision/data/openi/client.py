@@ -15,7 +15,9 @@ import email.utils
 import hashlib
 import http.client
 import json
+import logging
 import random
+import socket
 import threading
 import time
 import urllib.error
@@ -29,6 +31,10 @@ from xvision._version import __version__
 from xvision.errors import FetchError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+#: At most one "retrying" line per this many seconds: a silent or unreachable service shows it is being
+#: waited for, and thousands of images failing at once do not flood the terminal.
+RETRY_NOTE_INTERVAL = 10.0
 
 USER_AGENT = f"xvision/{__version__} (chest X-ray transfer-learning toolkit; python-urllib)"
 _RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -53,7 +59,7 @@ class ClientOptions:
         user_agent: The User-Agent header.
     """
 
-    timeout: float = 30.0
+    timeout: float = 20.0
     total_timeout: float = 300.0
     retries: int = 5
     backoff: float = 1.0
@@ -79,6 +85,14 @@ class StreamError(FetchError):
     def __init__(self, reason: str, *, transient: bool) -> None:
         super().__init__(reason)
         self.transient = transient
+
+
+class GaveUp(FetchError):
+    """A request failed every attempt for a transient reason; ``url`` is what was asked for."""
+
+    def __init__(self, message: str, url: str) -> None:
+        super().__init__(message)
+        self.url = url
 
 
 class _Transient(Exception):
@@ -125,6 +139,8 @@ class HttpClient:
         self.options = options or ClientOptions()
         self.stop = stop or threading.Event()
         self._limiter = RateLimiter(self.options.rate)
+        self._last_note = -RETRY_NOTE_INTERVAL
+        self._note_lock = threading.Lock()
         self._opener = urllib.request.build_opener(_SameOriginRedirects(self.origin))
 
     def resolve(self, url: str) -> str:
@@ -205,14 +221,31 @@ class HttpClient:
             try:
                 return attempt()
             except _Transient as failure:
+                attempts = f"{number + 1} attempt{'s' if number else ''}"
                 if number == options.retries:
-                    raise FetchError(f"{_short(url)}: {failure.reason} (gave up after {number + 1} attempts)") from None
+                    raise GaveUp(f"{_short(url)}: {failure.reason} (gave up after {attempts})", url) from None
                 delay = random.uniform(0.0, min(options.backoff_max, options.backoff * 2**number))
                 if failure.retry_after is not None:
                     delay = max(delay, min(failure.retry_after, options.retry_after_max))
+                self._note_retry(url, failure.reason, delay, number + 2)
                 if self.stop.wait(delay):
                     raise Cancelled("stopped") from None
         raise AssertionError("unreachable")
+
+    def _note_retry(self, url: str, reason: str, delay: float, attempt: int) -> None:
+        now = time.monotonic()
+        with self._note_lock:
+            if now - self._last_note < RETRY_NOTE_INTERVAL:
+                return
+            self._last_note = now
+        log.warning(
+            "%s: %s; trying again in %.0f s (attempt %d of %d)",
+            _short(url),
+            reason,
+            delay,
+            attempt,
+            self.options.retries + 1,
+        )
 
     def _open(self, url: str, max_bytes: int) -> http.client.HTTPResponse:
         if self.stop.is_set():
@@ -229,14 +262,25 @@ class HttpClient:
         except urllib.error.URLError as error:
             if isinstance(error.reason, Refused):
                 raise error.reason from None
-            raise _Transient(f"connection failed ({error.reason})") from None
+            raise _Transient(self._connection_failure(error.reason)) from None
         except (OSError, http.client.HTTPException) as error:
-            raise _Transient(f"connection failed ({type(error).__name__}: {error})") from None
+            raise _Transient(self._connection_failure(error)) from None
         length = _content_length(response)
         if length is not None and length > max_bytes:
             response.close()
             raise Refused(f"{_short(url)}: response of {length} bytes is over the {max_bytes}-byte limit")
         return response
+
+    def _connection_failure(self, cause: object) -> str:
+        """Why a request got no answer, in a user's words: an unknown host (offline?) and a silent server
+        are told apart from other connection failures."""
+        if isinstance(cause, socket.gaierror):
+            return f"cannot resolve the host {self.origin[1]} (offline, or a wrong --base-url?)"
+        if isinstance(cause, TimeoutError):
+            return f"no answer within {self.options.timeout:g} s"
+        if isinstance(cause, BaseException):
+            return f"connection failed ({type(cause).__name__}: {cause})"
+        return f"connection failed ({cause})"
 
     def _get(self, url: str, sink: Callable[[bytes], None], max_bytes: int) -> None:
         response = self._open(url, max_bytes)

@@ -168,7 +168,9 @@ class _Run:
                         f"the search was refused ({error}); is --base-url the service's root "
                         "(e.g. https://openi.nlm.nih.gov)?"
                     ) from None
-                self.summary.failures.append(Failure("page", f"{first}-{last}", str(error)))
+                self.summary.failures.append(
+                    Failure("page", f"{first}-{last}", str(error), getattr(error, "url", None))
+                )
                 self.page_bar.update()
                 if total is None:  # without the first page the range is unknown
                     logger.warning("could not read the first search page: %s", error)
