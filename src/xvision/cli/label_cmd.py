@@ -11,7 +11,14 @@ from xvision._fileio import atomic_write_json, sha256_file
 from xvision._version import __version__
 from xvision.data.labels import BUILTIN_RULES, label_manifest, label_records, load_rules
 from xvision.data.manifest import write_manifest
-from xvision.data.openi import RECORDS_FILE, read_dicom_views, read_records, read_reports_without_images
+from xvision.data.openi import (
+    FAILURES_FILE,
+    RECORDS_FILE,
+    read_dicom_views,
+    read_failures,
+    read_records,
+    read_reports_without_images,
+)
 from xvision.errors import ManifestError
 
 logger = logging.getLogger(__name__)
@@ -55,8 +62,9 @@ def label(folder: Path, rules: str, output: Path | None, views: str, dicom_metad
         raise ManifestError(f"{output} already exists; pass --force to overwrite it or choose another -o")
     label_rules = load_rules(rules)
     dicom_views = read_dicom_views(dicom_metadata) if dicom_metadata else None
+    records = read_records(folder)
     kept, report = label_records(
-        read_records(folder),
+        records,
         label_rules,
         reports_without_images=read_reports_without_images(folder),
         folder=folder,
@@ -64,6 +72,7 @@ def label(folder: Path, rules: str, output: Path | None, views: str, dicom_metad
         dicom_views=dicom_views,
     )
     click.echo(report.format())
+    _warn_unfetched(folder, {record.image_id for record in records})
     if not kept:
         raise ManifestError(
             f"{folder}: no labelled image is in the manifest, so none was written; check the rules, --views, "
@@ -87,3 +96,22 @@ def label(folder: Path, rules: str, output: Path | None, views: str, dicom_metad
     )
     click.echo(f"Wrote {output} ({len(manifest)} images) and {sidecar} (the rules and these counts).")
     click.echo(f"Next: xvision split {output} --group-by group")
+
+
+def _warn_unfetched(folder: Path, fetched: set[str]) -> None:
+    """Name what the last fetch could not get: such images have no record, so the report above cannot count
+    them, and when failures follow the class (a report's images on one slow server) the labels are skewed."""
+    failures = read_failures(folder)
+    images = [f for f in failures if f.kind == "image" and f.key not in fetched]
+    pages = [f for f in failures if f.kind == "page"]
+    if not images and not pages:
+        return
+    lost = [f"{len(images)} image(s) of {len({f.uid for f in images})} report(s)"] if images else []
+    lost += [f"{len(pages)} search page(s) whose results are unknown"] if pages else []
+    retry = any(f.retry for f in images + pages)
+    logger.warning(
+        "%s lists %s that the fetch did not get: they are not in this manifest%s",
+        folder / FAILURES_FILE,
+        " and ".join(lost),
+        "; run the same `xvision fetch openi` again to retry them, then label again" if retry else "",
+    )

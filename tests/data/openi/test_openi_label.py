@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
 import re
 import tarfile
 from collections import Counter, defaultdict
@@ -131,6 +132,26 @@ def test_fetched_then_labelled_then_split_by_report(
     _assert_reports_whole(manifest, expected_groups=len({row["group"] for row in rows}))
     assert main(["label", str(out)]) == 2  # no silent overwrite
     assert "--force" in capsys.readouterr().err
+
+
+def test_label_names_the_images_the_fetch_did_not_get(
+    serve: Callable[..., FakeOpenI], first_items: list[dict], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Failed images have no record, so the label report cannot count them: label says they are missing."""
+    server = serve(first_items[:20])
+    lost = server.image_ids()[:3]
+    for image_id in lost:
+        server.inject("503", match=image_id, times=5)
+    out = tmp_path / "openi"
+    options = ClientOptions(timeout=1.0, rate=0, backoff=0.01, retries=1)
+    fetch_openi(
+        out, base_url=server.base_url, search=SearchOptions(page_size=50), client_options=options, progress=False
+    )
+    assert not set(lost) & {record.image_id for record in read_records(out)}
+    with caplog.at_level(logging.WARNING, logger="xvision.cli.label_cmd"):
+        assert main(["label", str(out)]) == 0
+    assert re.search(r"failures.jsonl lists 3 image\(s\) of [123] report\(s\) that the fetch did not get", caplog.text)
+    assert "run the same `xvision fetch openi` again to retry them" in caplog.text
 
 
 def test_views_from_dicom_metadata_and_the_frontal_filter(reports_only: Path, dicom_metadata: Path) -> None:

@@ -16,6 +16,7 @@ from xvision.data.openi.store import (
     REPORTS_FILE,
     Failure,
     RecordStore,
+    read_failures,
     read_records,
     read_reports_without_images,
 )
@@ -37,6 +38,7 @@ __all__ = [
     "fetch_openi",
     "fetch_openi_bulk",
     "read_dicom_views",
+    "read_failures",
     "read_records",
     "read_reports_without_images",
     "safe_name",

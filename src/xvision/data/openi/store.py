@@ -166,15 +166,7 @@ class RecordStore:
 
     def previous_failures(self) -> list[Failure]:
         """The failures the last run recorded (empty when none or unreadable)."""
-        path = self.root / FAILURES_FILE
-        failures = []
-        if path.is_file():
-            for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-                try:
-                    failures.append(Failure(**json.loads(line)))
-                except (ValueError, TypeError):
-                    continue
-        return failures
+        return read_failures(self.root)
 
     def write_failures(self, failures: Iterable[Failure]) -> None:
         """Replace ``failures.jsonl`` with ``failures`` (the file is removed when there are none)."""
@@ -230,6 +222,19 @@ def read_records(folder: str | Path) -> list[ImageRecord]:
     if not path.is_file():
         raise FetchError(f"{path} not found; fetch images first with `xvision fetch openi -o {folder}`")
     return _read_jsonl(path, report=False)
+
+
+def read_failures(folder: str | Path) -> list[Failure]:
+    """What the folder's last fetch could not get (``failures.jsonl``; empty when none or unreadable)."""
+    path = Path(folder) / FAILURES_FILE
+    failures = []
+    if path.is_file():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                failures.append(Failure(**json.loads(line)))
+            except (ValueError, TypeError):
+                continue
+    return failures
 
 
 def read_reports_without_images(folder: str | Path) -> list[ImageRecord]:
