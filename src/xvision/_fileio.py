@@ -32,8 +32,11 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     A reader never sees a half-written file: either the old content or the new one.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as error:
+        raise _naming(error, path) from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -43,10 +46,19 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         os.umask(umask)
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
+    except OSError as error:
+        if error.filename not in (tmp, str(tmp_path)):
+            raise
+        raise _naming(error, path) from None  # the hidden .part name would only puzzle the user
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
     return path
+
+
+def _naming(error: OSError, path: Path) -> OSError:
+    """The same error about the file the caller asked for."""
+    return type(error)(error.errno, error.strerror, str(path))
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
