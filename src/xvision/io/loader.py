@@ -213,7 +213,8 @@ def check_dimensions(path: Path, width: int, height: int, max_pixels: int) -> No
             path,
             f"image is {width} x {height} pixels ({pixels / 1e6:.1f} megapixels), more than the "
             f"{max_pixels / 1e6:.1f} megapixel limit; refusing to decode (decompression bomb?). "
-            "If the file is genuine, pass a larger max_pixels to load_image",
+            "If the file is genuine, save it smaller (about 4096 px a side keeps every detail a model sees); "
+            "from Python, load_image(path, max_pixels=...) reads it",
         )
 
 

@@ -127,6 +127,18 @@ def test_failures_are_recorded_and_retried_on_the_next_run(
     assert_matches_server(tmp_path / "out", server)
 
 
+def test_an_image_that_never_decodes_is_failed_with_its_reason_not_a_temporary_name(
+    serve: Callable[..., FakeOpenI], items: list[dict], tmp_path: Path
+) -> None:
+    server = serve(items[:6])
+    victim = server.image_ids()[2]
+    server.inject("malformed", match=victim, times=10)  # an HTML page where the image should be, every time
+    summary = _fetch(server, tmp_path / "out")
+    [failure] = summary.failures
+    assert failure.key == victim and "downloaded file is not a readable image (not a supported image" in failure.reason
+    assert ".part" not in failure.reason and str(tmp_path) not in failure.reason
+
+
 def test_hostile_items_never_write_outside_the_folder(
     serve: Callable[..., FakeOpenI], items: list[dict], tmp_path: Path
 ) -> None:

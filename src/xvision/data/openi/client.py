@@ -199,8 +199,9 @@ class HttpClient:
             if verify is not None:
                 try:
                     verify()
-                except Exception as error:
-                    raise _Transient(f"downloaded file is not a readable image ({error})") from None
+                except Exception as error:  # an ImageLoadError names the hidden .part file: its reason only
+                    reason = getattr(error, "reason", None) or error
+                    raise _Transient(f"downloaded file is not a readable image ({reason})") from None
             return digest.hexdigest()
 
         return self._retrying(absolute, attempt)
