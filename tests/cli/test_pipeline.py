@@ -148,6 +148,8 @@ def test_user_mistakes_are_one_line_errors(pipeline, capsys, tmp_path) -> None:
     assert err.startswith("Error: ") and err.count("\n") == 1 and "nowhere" in err
     assert main(["evaluate", str(tmp_path), "--features", str(root / "feats")]) == 2
     assert "not a run folder" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "no-run"), str(root / "manifest.csv")]) == 2
+    assert "no-run: no such run folder" in capsys.readouterr().err  # a typo'd path, not a wrong folder
     assert main(["extract", str(root / "manifest.csv"), "--backbone", "nonsense", "-o", str(tmp_path / "f")]) == 2
     assert "unknown backbone" in capsys.readouterr().err
 

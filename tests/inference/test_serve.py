@@ -121,6 +121,8 @@ def test_serve_fails_in_one_line_before_binding_and_warns_when_exposed(
 
     monkeypatch.setattr(uvicorn, "run", no_binding)  # a missing run fails before binding
     assert main(["serve", str(tmp_path / "nothing")]) == 2
+    assert "nothing: no such run folder" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path)]) == 2
     assert "not a run folder" in capsys.readouterr().err
     with socket.socket() as taken:  # a port in use is refused before the run is loaded
         taken.bind(("127.0.0.1", 0))

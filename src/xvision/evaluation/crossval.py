@@ -93,6 +93,8 @@ def is_cv_dir(path: str | Path) -> bool:
 
 def not_a_run(path: str | Path) -> str:
     """The error for a folder without bundle.json, pointing a cv folder's user at what it holds."""
+    if not Path(path).exists():
+        return f"{path}: no such run folder; create one with `xvision fit` or `xvision train`"
     message = f"{path}: not a run folder (no readable bundle.json); create one with `xvision fit` or `xvision train`"
     if is_cv_dir(path):
         message += (
