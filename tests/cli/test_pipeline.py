@@ -138,6 +138,13 @@ def test_predict_reports_bad_files_and_continues(pipeline, capsys, tmp_path) -> 
     loop.symlink_to(loop)
     assert main(["predict", str(root / "run"), str(loop)]) == 2
     assert "loop.png: a link that leads to no file" in capsys.readouterr().err
+    # A missing file among others is skipped like an unreadable one; the rest are still predicted.
+    assert main(["predict", str(root / "run"), str(good), str(tmp_path / "typo.png"), str(loop)]) == 1
+    out, err = capsys.readouterr()
+    rows = dict(line.split("\t", 1) for line in out.splitlines())
+    assert rows[str(good)].split("\t")[0] in ("normal", "nodule")
+    assert rows[str(tmp_path / "typo.png")] == "ERROR\tfile not found"
+    assert rows[str(loop)].startswith("ERROR\ta link that leads to no file")
 
 
 def test_user_mistakes_are_one_line_errors(pipeline, capsys, tmp_path) -> None:

@@ -94,3 +94,19 @@ def test_weights_other_than_the_runs_kind_are_refused(predictor, tmp_path) -> No
     with pytest.raises(RunError, match=r"used the weights w.safetensors; .* leave out --weights random"):
         Predictor(tmp_path / "run", weights="random")
     assert Predictor(tmp_path / "run", weights=str(file)).predict_paths(images[:1])[0].error is None
+
+
+def test_grid_tiles_name_their_files(predictor, tmp_path, monkeypatch) -> None:
+    """With unreadable files skipped, tiles in order could not be matched to files: each names its own."""
+    from xvision.inference import grid
+
+    model, images = predictor
+    long = tmp_path / ("a-very-long-radiograph-file-name-" * 2 + "end.png")
+    long.write_bytes(images[1].read_bytes())
+    drawn = {}
+    monkeypatch.setattr(grid, "plot_prediction_grid", lambda imgs, titles, path, **kw: drawn.update(titles=titles))
+    grid.draw_prediction_grid(model.predict_paths([images[0], tmp_path / "gone.png", long]), tmp_path / "g.png")
+    first, second = drawn["titles"]
+    assert first.startswith(f"{images[0].name}\n") and first.split("\n")[1].split()[0] in model.classes
+    assert second.startswith("a-very-long-...") and second.split("\n")[0].endswith("end.png")
+    assert len(second.split("\n")[0]) <= 26

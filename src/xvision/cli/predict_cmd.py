@@ -17,19 +17,17 @@ from xvision.inference.predictor import Prediction, Predictor, prediction_record
 
 def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
     """Files as given; folders searched recursively for images as `xvision manifest` finds them (hidden
-    entries skipped, linked folders followed, DICOMs without a suffix included)."""
+    entries skipped, linked folders followed, DICOMs without a suffix included). A file that is not there stays
+    in the list: it is reported and skipped like any unreadable image, unless no input exists at all."""
     from xvision.data.manifest import find_images
+    from xvision.io.loader import DANGLING_LINK
 
     paths: list[Path] = []
     for item in inputs:
-        if item.is_dir():
-            paths.extend(find_images(item))
-        elif item.exists():
-            paths.append(item)
-        elif item.is_symlink():
-            raise ImageLoadError(item, "a link that leads to no file (its target is missing, or links loop)")
-        else:
-            raise ImageLoadError(item, "file not found")
+        paths.extend(find_images(item) if item.is_dir() else [item])
+    if inputs and not any(item.exists() for item in inputs):  # nothing to predict: a mistyped command
+        first = inputs[0]
+        raise ImageLoadError(first, DANGLING_LINK if first.is_symlink() else "file not found")
     return paths
 
 

@@ -36,7 +36,8 @@ def draw_prediction_grid(
     watermark: str | None = None,
     limit: int = MAX_GRID_IMAGES,
 ) -> Path:
-    """Draw up to ``limit`` predicted images, titled "class probability" (green/red when truth is known)."""
+    """Draw up to ``limit`` predicted images, each titled with its file name and "class probability"
+    (green/red when truth is known): skipped files would otherwise leave tiles no one can match to a file."""
     images, titles, colors = [], [], []
     for prediction in [p for p in predictions if p.label is not None][:limit]:
         try:
@@ -45,9 +46,15 @@ def draw_prediction_grid(
             continue
         label = prediction.label
         images.append(image)
-        titles.append(f"{label} {prediction.probabilities[label]:.2f}")
+        titles.append(f"{_short_name(prediction.path)}\n{label} {prediction.probabilities[label]:.2f}")
         expected = (truth or {}).get(prediction.path)
         colors.append("black" if expected is None else ("green" if expected == label else "red"))
     if not images:
         raise ImageLoadError(path, "no readable predicted image to draw in the grid")
     return plot_prediction_grid(images, titles, path, colors=colors, watermark=watermark)
+
+
+def _short_name(path: str, width: int = 26) -> str:
+    """The file name, its middle elided when too long for a tile's title."""
+    name = Path(path).name
+    return name if len(name) <= width else f"{name[: width // 2 - 1]}...{name[-(width // 2 - 2) :]}"

@@ -28,6 +28,7 @@ the models read, also refuses an image that cannot be a chest radiograph (blank,
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,7 @@ _PILLOW_SIGNATURES: tuple[tuple[bytes, type[ImageFile.ImageFile]], ...] = (
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
 STORED_DEPTHS = (8, 10, 12, 14, 16)
 """Bit depths radiographs are stored at: a 16-bit container is scaled by the smallest holding its values."""
+DANGLING_LINK = "a link that leads to no file (its target is missing, or links loop)"
 ORIENTATION_TAG = 0x0112  # EXIF Orientation: 1 is upright
 _EIGHT_BIT_MODES = frozenset({"1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr"})
 _REASON_LIMIT = 200
@@ -232,12 +234,14 @@ def _read_head(path: Path) -> bytes:
         with path.open("rb") as handle:
             head = handle.read(_DICOM_MAGIC_OFFSET + 4)
     except FileNotFoundError:
-        raise ImageLoadError(path, "file not found") from None
+        raise ImageLoadError(path, DANGLING_LINK if path.is_symlink() else "file not found") from None
     except IsADirectoryError:
         raise ImageLoadError(path, "is a directory, not an image file") from None
     except PermissionError:
         raise ImageLoadError(path, "permission denied") from None
     except OSError as exc:
+        if exc.errno == errno.ELOOP:  # a link to itself, or a ring of links
+            raise ImageLoadError(path, DANGLING_LINK) from None
         raise ImageLoadError(path, f"cannot read the file ({exception_reason(exc)})") from exc
     if not head:
         raise ImageLoadError(path, "file is empty (0 bytes)")
