@@ -170,7 +170,7 @@ def check_projection_radiograph(path: str | Path) -> None:
         raise ImageLoadError(
             path,
             f"DICOM modality {modality} ({NOT_RADIOGRAPHS[modality]}) is not a chest radiograph; "
-            "Xvision reads projection radiographs (CR, DX)",
+            "Xvision reads projection radiographs (CR, DX, and OT/SC secondary captures)",
         )
 
 
