@@ -61,6 +61,19 @@ def test_python_warnings_print_as_one_log_line_without_source_paths() -> None:
         assert ("UserWarning at <string>:4" in lines[0]) == where and "warnings.warn(" not in run.stderr
 
 
+def test_huggingface_hub_records_print_once() -> None:
+    """An offline timm download logs its retries through huggingface_hub's own handler; with the CLI's root
+    handler as well, every line came twice."""
+    code = (
+        "from xvision.cli.main import main\n"
+        "from huggingface_hub.utils import logging as hub_logging\n"
+        "assert main(['backbones']) == 0\n"
+        "hub_logging.get_logger('huggingface_hub.file_download').warning('Retrying in 8s [Retry 5/5].')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stderr.count("Retrying in 8s") == 1, run.stderr
+
+
 def test_backbones_lists_the_lung_variants_it_accepts(capsys) -> None:
     from xvision.backbones.registry import get_spec, lung_bases
 

@@ -59,6 +59,8 @@ def cli(verbose: bool) -> None:
         format="%(levelname)s: %(message)s",
         stream=sys.stderr,
     )
+    # huggingface_hub prints its records (a timm download's retries) through its own handler: once is enough.
+    logging.getLogger("huggingface_hub").propagate = False
     _warnings_as_log_lines(verbose)
 
 
