@@ -11,7 +11,7 @@ import pytest
 
 from xvision.errors import RunError
 from xvision.evaluation.evaluate import evaluate_run
-from xvision.evaluation.operating import fit_operating_point
+from xvision.evaluation.operating import describe_threshold, fit_operating_point
 from xvision.evaluation.threshold import ThresholdRule, choose_threshold, decide, default_positive
 from xvision.features.dataset import load_split
 from xvision.features.store import FeatureStore
@@ -61,6 +61,14 @@ def test_target_rules(rule: str, value: float, sensitivity: float, specificity: 
 def test_unreachable_specificity_predicts_nothing_positive() -> None:
     chosen = choose_threshold([0, 1], [0.9, 0.2], ThresholdRule.parse("specificity:1.0"))
     assert chosen["value"] > 0.9 and chosen["specificity"] == 1.0 and chosen["sensitivity"] == 0.0
+    # A saturated softmax gives exactly 1.0: a cut-off of 1.0 would still call that negative image positive.
+    saturated = [1.0, 0.3, 0.97, 0.2]
+    chosen = choose_threshold([0, 0, 1, 1], saturated, ThresholdRule.parse("specificity:1.0"))
+    proba = np.column_stack([1 - np.array(saturated), saturated])
+    decided = decide(proba, positive=1, threshold=chosen["value"])
+    assert chosen["specificity"] == 1.0 and not decided.any()  # what was reported is what is decided
+    said = describe_threshold({**chosen, "source": "validation split", "n": 4}, "nodule")
+    assert said.startswith("nothing is called nodule: no cut-off met the rule (specificity:1 on the validation")
 
 
 def test_default_positive_is_the_abnormal_class() -> None:

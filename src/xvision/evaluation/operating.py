@@ -143,4 +143,6 @@ def describe_threshold(threshold: dict[str, Any] | None, positive: str | None) -
         return "the most probable class is predicted (no threshold recorded in this run)"
     where = f" on the {threshold['source']}, n={threshold['n']}" if threshold.get("n") else ""
     note = f"; {threshold['note']}" if threshold.get("note") else ""
+    if threshold["value"] > 1.0:  # NOTHING_POSITIVE: no cut-off met the rule on validation
+        return f"nothing is called {positive}: no cut-off met the rule ({threshold['rule']}{where}{note})"
     return f"p({positive}) >= {threshold['value']:.3f} ({threshold['rule']}{where}{note})"

@@ -70,6 +70,10 @@ def default_positive(classes: Sequence[str]) -> str:
     return names[1]
 
 
+#: The cut-off that calls no probability positive, 1.0 included (decisions take ``p >= threshold``).
+NOTHING_POSITIVE = float(np.nextafter(1.0, 2.0))
+
+
 def choose_threshold(
     y_pos: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray, rule: ThresholdRule
 ) -> dict[str, Any]:
@@ -101,8 +105,10 @@ def choose_threshold(
         # The lowest threshold, hence most sensitive, keeping the target; when even the top score is a
         # negative, only "nothing positive" keeps it: cut above the highest validation score.
         index = int(ok[-1]) if len(ok) else 0
-        cut[0] = min(1.0, (thr[1] + 1.0) / 2) if thr[1] < 1.0 else 1.0
-    value = float(np.clip(cut[index], 0.0, 1.0))
+        # Above a score of exactly 1.0 (a saturated float32 softmax) only a cut-off over 1 decides nothing
+        # positive, as decisions take p >= threshold: the next float above 1.
+        cut[0] = min(1.0, (thr[1] + 1.0) / 2) if thr[1] < 1.0 else NOTHING_POSITIVE
+    value = float(cut[index]) if cut[index] == NOTHING_POSITIVE else float(np.clip(cut[index], 0.0, 1.0))
     return {
         "value": value,
         "rule": str(rule),
