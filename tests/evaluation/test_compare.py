@@ -55,6 +55,29 @@ def test_difference_interval_and_delong(two_runs, tmp_path) -> None:
     assert result["delong"]["difference"] == pytest.approx(d["value"])
 
 
+def test_a_file_scored_twice_is_one_resampling_unit_and_is_named(two_runs, tmp_path, caplog) -> None:
+    """`split` and `cv` link byte-identical files; evaluate and compare counted a copy as independent."""
+    run_a, _, store_a, _ = two_runs
+    copy = tmp_path / "store"
+    shutil.copytree(store_a, copy)
+    store = FeatureStore(copy)
+    rows = store.read_index()
+    tests = [i for i, row in enumerate(rows) if row.split == "test"]
+    first = tests[0]
+    second = next(i for i in tests if rows[i].group != rows[first].group)
+    rows[second].sha256 = rows[first].sha256  # the same file under another name and group
+    store.write_index(rows)
+    plain = evaluate_run(run_a, store_a, out_dir=tmp_path / "plain", bootstrap=BOOT)
+    with caplog.at_level("WARNING"):
+        linked = evaluate_run(run_a, copy, out_dir=tmp_path / "linked", bootstrap=BOOT)
+        compared = compare_runs(run_a, run_a, copy, bootstrap=BOOT)
+    assert linked["n"] == plain["n"]  # each copy still counts in the figures ...
+    assert linked["bootstrap"]["n_units"] == plain["bootstrap"]["n_units"] - 1  # ... but is resampled with its twin
+    assert compared["bootstrap"]["n_units"] == linked["bootstrap"]["n_units"]
+    assert "1 of the evaluated images are byte-identical copies of another one" in caplog.text
+    assert "1 of the compared images are byte-identical copies" in caplog.text
+
+
 def test_same_run_twice_gives_zero_difference(two_runs) -> None:
     run_a, _, store_a, _ = two_runs
     result = compare_runs(run_a, run_a, store_a, bootstrap=BOOT)

@@ -13,11 +13,14 @@ predicted positive) are left out of that metric's quantiles and counted in ``n_u
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RESAMPLES = 2000
 DEFAULT_LEVEL = 0.95
@@ -42,6 +45,25 @@ class BootstrapConfig:
             raise ValueError(f"n_resamples must be at least 1, got {self.n_resamples}")
         if not 0.0 < self.level < 1.0:
             raise ValueError(f"level must lie strictly between 0 and 1, got {self.level}")
+
+
+def scoring_groups(shas: Sequence[str | None], groups: Sequence[str | None], what: str) -> list[str | None]:
+    """The groups a scored set is resampled by: rows that share a group or a file (the same SHA-256 under two
+    names) are one unit, as `split` and `cv` link them, so a copy is not counted as independent evidence.
+    Warns, naming ``what`` was scored, when the set holds such copies: each still counts in the figures."""
+    from xvision.data.split import link_groups
+
+    first: dict[str, int] = {}
+    copies = [(first[sha], i) for i, sha in enumerate(shas) if sha and first.setdefault(sha, i) != i]
+    if copies:
+        log.warning(
+            "%d of the %s are byte-identical copies of another one (same SHA-256): each copy counts in the "
+            "figures, and the intervals resample copies together",
+            len(copies),
+            what,
+        )
+    units = link_groups(shas, groups)
+    return [f"unit {u}" for u in units.tolist()]
 
 
 def group_codes(groups: Sequence[str | None] | None, n: int) -> np.ndarray:

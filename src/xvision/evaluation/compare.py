@@ -25,6 +25,7 @@ from xvision.evaluation.bootstrap import (
     group_codes,
     paired_auc_samples,
     resampled_unit,
+    scoring_groups,
     small_sample_caution,
 )
 from xvision.evaluation.crossval import is_cv_dir
@@ -77,7 +78,8 @@ def compare_runs(
 
     proba_a, proba_b = a.predict_proba(X_a), b.predict_proba(X_b)
     positive = a.positive if len(classes) == 2 else None
-    scored = compare_scores(y, proba_a, proba_b, classes, positive, [r.group for r in rows], bootstrap)
+    groups = scoring_groups([r.sha256 for r in rows], [r.group for r in rows], "compared images")
+    scored = compare_scores(y, proba_a, proba_b, classes, positive, groups, bootstrap)
     if scored is None:
         raise FeatureStoreError(f"{features}: split {split!r} lacks a class, so ROC AUC is undefined")
     return {
@@ -202,7 +204,8 @@ def compare_cv(cv_a: str | Path, cv_b: str | Path, *, bootstrap: BootstrapConfig
     y = np.array([classes.index(ra["label"]) for ra, _ in pairs])
     proba_a = np.array([[float(ra[f"p_{c}"]) for c in classes] for ra, _ in pairs])
     proba_b = np.array([[float(rb[f"p_{c}"]) for c in classes] for _, rb in pairs])
-    groups = [ra["group"] or None for ra, _ in pairs]
+    shas, values = [ra["sha256"] or None for ra, _ in pairs], [ra["group"] or None for ra, _ in pairs]
+    groups = scoring_groups(shas, values, "compared images")
     scored = compare_scores(y, proba_a, proba_b, classes, a["positive"], groups, bootstrap)
     if scored is None:
         raise RunError("the images both cross-validations scored lack a class, so ROC AUC is undefined")

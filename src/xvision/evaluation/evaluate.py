@@ -13,7 +13,7 @@ import numpy as np
 
 from xvision._fileio import atomic_write_json, atomic_write_text
 from xvision.errors import FeatureStoreError, RunError
-from xvision.evaluation.bootstrap import BootstrapConfig
+from xvision.evaluation.bootstrap import BootstrapConfig, scoring_groups
 from xvision.evaluation.plots import plot_training_curve
 from xvision.evaluation.report import report_after_evaluate
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
@@ -66,7 +66,7 @@ def evaluate_run(
         classes,
         positive=bundle.positive,
         threshold=bundle.threshold,
-        groups=[row.group for row in data.rows],
+        groups=scoring_groups([row.sha256 for row in data.rows], [row.group for row in data.rows], "evaluated images"),
         bootstrap=bootstrap,
     )
     metrics["threshold_rule"] = bundle.threshold_info or {"value": None, "rule": "not recorded (older run)"}
