@@ -50,6 +50,13 @@ def test_probability_one_lands_in_the_last_bin_and_the_positive_class_can_be_eit
     )
 
 
+def test_a_probability_on_a_bin_edge_opens_the_upper_bin() -> None:
+    edges = [k / 10 for k in range(1, 10)]  # 0.1 ... 0.9, each the lower edge of a bin
+    bins = reliability_bins([1] * 9, two_class(edges), positive=1)
+    assert [b["n"] for b in bins] == [0] + [1] * 9
+    assert all(b["lower"] == b["mean_predicted"] for b in bins[1:])
+
+
 def test_multiclass_ece_uses_top_label_confidence() -> None:
     proba = np.array([[0.8, 0.1, 0.1]] * 5 + [[0.2, 0.6, 0.2]] * 5)
     y = [0, 0, 0, 0, 1] + [1, 1, 1, 0, 2]  # 80% and 60% correct: perfectly calibrated
