@@ -136,3 +136,27 @@ def test_scikit_learn_tools_take_the_head() -> None:
         twin.set_params(depth=3)
     scores = cross_val_score(head, X, y, cv=4, scoring="roc_auc")
     assert scores.mean() > 0.8
+    # Integer (and boolean) labels keep their type: accuracy scoring compared "1" with 1 and gave 0.
+    fitted = clone(head).fit(X, y)
+    assert fitted.classes_.tolist() == [0, 1] and fitted.predict(X[:3]).dtype.kind == "i"
+    assert fitted.score(X, y) > 0.8 and cross_val_score(head, X, y, cv=4).mean() > 0.8
+    assert clone(head).fit(X, y > 0).classes_.tolist() == [False, True]
+
+
+def test_fit_leaves_the_callers_torch_random_state_alone() -> None:
+    import torch
+
+    X, y = _blobs(40)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    MLPClassifier(hidden=(4,), epochs=2, seed=7).fit(X, y)
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_nan_features_are_refused_at_prediction_too() -> None:
+    X, y = _blobs(40)
+    head = MLPClassifier(hidden=(4,), epochs=2).fit(X, y)
+    X[5, 2] = np.nan
+    with pytest.raises(ValueError, match=r"X has NaN or infinite values in 1 rows \(first: row 5\)"):
+        head.predict_proba(X)

@@ -41,6 +41,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from xvision._rng import keeps_torch_rng
 from xvision.backbones.registry import LESION_UNIT, dense_logits, get_spec, max_inside, with_unit
 from xvision.data.hints import MIN_VAL_PER_CLASS
 from xvision.errors import ManifestError
@@ -160,6 +161,7 @@ def hot_spots(
     return spots
 
 
+@keeps_torch_rng
 def train_detector(
     manifest_path: str | Path,
     out_dir: str | Path,

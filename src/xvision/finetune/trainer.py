@@ -36,6 +36,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from xvision._fileio import atomic_write, atomic_write_json, sha256_file
+from xvision._rng import keeps_torch_rng
 from xvision.backbones.preprocess import PreprocessConfig, preprocess_image
 from xvision.backbones.registry import (
     LUNG_SUFFIX,
@@ -318,6 +319,7 @@ def tuned_backbone(weights_file: str | Path) -> str:
         return (handle.metadata() or {})["backbone"]
 
 
+@keeps_torch_rng
 def finetune(
     manifest_path: str | Path,
     out_dir: str | Path,

@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from xvision._fileio import atomic_write
+from xvision._rng import keeps_torch_rng
 from xvision._threads import auto_threads, torch_threads
 from xvision.errors import NotFittedError, RunError
 from xvision.features.array import FeatureArray
@@ -146,6 +147,7 @@ class MLPClassifier:
         if self.class_weight not in CLASS_WEIGHTS:
             raise ValueError(f"class_weight must be None or 'balanced', got {self.class_weight!r}")
 
+    @keeps_torch_rng  # seeds its own weights; the caller's torch.rand sequence is left as it was
     def fit(
         self,
         X: np.ndarray | FeatureArray,
@@ -171,7 +173,8 @@ class MLPClassifier:
         for name, values in (("X", X), ("X_val", X_val)):
             if values is not None and not isinstance(values, FeatureArray):
                 _check_finite(name, np.asarray(values, dtype=np.float32))
-        self.classes_ = np.array(sorted(set(map(str, y))) if classes is None else [str(c) for c in classes])
+        # The labels' own type, as scikit-learn keeps it: 0/1 labels predict 0/1, not "0"/"1" (score() was 0).
+        self.classes_ = np.unique(np.asarray(list(y))) if classes is None else np.asarray(list(classes))
         if len(self.classes_) < 2:
             raise ValueError("training needs at least two classes")
         y_idx = self._encode(y)
@@ -238,11 +241,13 @@ class MLPClassifier:
         return self
 
     def _encode(self, y: Sequence[Any]) -> np.ndarray:
-        lookup = {c: i for i, c in enumerate(self.classes_)}
+        lookup = {c: i for i, c in enumerate(self.classes_.tolist())}
         try:
-            return np.array([lookup[str(v)] for v in y], dtype=np.int64)
+            return np.array([lookup[v.item() if isinstance(v, np.generic) else v] for v in y], dtype=np.int64)
         except KeyError as error:
             raise ValueError(f"label {error.args[0]!r} is not one of the classes {list(self.classes_)}") from None
+        except TypeError:  # an unhashable label
+            raise ValueError(f"labels must be class names or numbers, got {type(next(iter(y))).__name__}") from None
 
     @torch.no_grad()
     def _score(self, X: np.ndarray, y_idx: np.ndarray) -> tuple[float, float]:
@@ -257,6 +262,8 @@ class MLPClassifier:
             X = np.asarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"expected features of shape (n, {self.n_features_in_}), got {X.shape}")
+        if not isinstance(X, FeatureArray):
+            _check_finite("X", X)  # NaN in, NaN out: refused by name, as in fit
         self.net_.eval()
         parts = [
             self.net_(torch.from_numpy(np.asarray(X[i : i + chunk], dtype=np.float32))) for i in range(0, len(X), chunk)
