@@ -188,6 +188,21 @@ def test_build_manifest_with_custom_suffixes(tmp_path: Path) -> None:
         "normal/n1.PNG",
         "normal/n2.png",
     ]
+    # One suffix given as a string is that suffix, not its characters.
+    assert [row.path for row in build_manifest(_dataset(tmp_path / "ds2"), suffixes=".png")] == [
+        row.path for row in manifest
+    ]
+
+
+def test_a_split_no_row_has_is_refused_by_name(tmp_path: Path) -> None:
+    """extract_manifest(split="training") selected nothing and said nothing."""
+    from xvision.features.extract import extract_manifest
+
+    manifest = build_manifest(_dataset(tmp_path / "ds")).with_splits({})
+    path = write_manifest(manifest.with_splits({row.path: "train" for row in manifest}), tmp_path / "m.csv")
+    with pytest.raises(ManifestError, match=r"no images in split 'test' \(splits present: train\)"):
+        extract_manifest(path, tmp_path / "f", backbone="timm:mobilenetv3_small_050", split="test")
+    assert not (tmp_path / "f").exists()
 
 
 def test_built_manifest_round_trips_through_csv(tmp_path: Path) -> None:

@@ -151,6 +151,17 @@ class Manifest:
         _check_split_name(split, where=f"subset() of {self.name}")
         return replace(self, rows=[row for row in self.rows if row.split == split])
 
+    def require_split(self, split: str | None) -> None:
+        """Raise ManifestError unless some row is in ``split`` (None: every row, always fine): a misspelt or
+        absent split would otherwise select nothing, silently."""
+        if split is None or any(row.split == split for row in self.rows):
+            return
+        present = sorted({row.split for row in self.rows if row.split})
+        raise ManifestError(
+            f"{self.name}: no images in split {split!r} (splits present: {', '.join(present) or 'none'}); "
+            "give one of those, or no split to use every image"
+        )
+
     def with_splits(self, mapping: Mapping[str, str | None]) -> Manifest:
         """Return a copy whose ``split`` values come from ``mapping`` (keyed by ``row.path``).
 
@@ -411,6 +422,8 @@ def build_manifest(
 def _normalise_suffixes(suffixes: Iterable[str] | None) -> frozenset[str]:
     if suffixes is None:
         return SUPPORTED_SUFFIXES
+    if isinstance(suffixes, str):  # ".png" alone, not its characters
+        suffixes = [suffixes]
     normalised = frozenset(s.lower() if s.startswith(".") else f".{s.lower()}" for s in suffixes)
     if not normalised:
         raise ManifestError("suffixes is empty; give at least one, e.g. .png")

@@ -56,9 +56,4 @@ def _check_before_extracting(manifest: Manifest, classes: list[str], split: str 
             f"{manifest.name}: labels {unknown} are not classes of the run ({', '.join(classes)})"
             + (f"; labels are case-sensitive: rename {', '.join(hint)}" if hint else "")
         )
-    if split is not None and not any(row.split == split for row in manifest.rows):
-        present = sorted({row.split for row in manifest.rows if row.split})
-        raise ManifestError(
-            f"{manifest.name}: no images in split {split!r} (splits present: {', '.join(present) or 'none'}); "
-            "drop --split to score every image"
-        )
+    manifest.require_split(split)

@@ -550,6 +550,7 @@ def extract_manifest(
     from xvision.data.split import check_readable_splits
 
     manifest = read_manifest(manifest_path)
+    manifest.require_split(split)
     hashes = check_readable_splits(manifest)  # an unreadable file is reported and skipped by extract_features
     rows: list[dict[str, Any]] = []
     for row in manifest.rows:
