@@ -179,6 +179,9 @@ def test_fit_with_a_finetune_recipe_gives_a_run_that_predicts(phantom_manifest, 
     images = sorted(phantom_manifest.parent.glob("nodule/*.png"))[:2]
     results = predictor.predict_paths(images)
     assert all(r.error is None and r.label in {"normal", "nodule"} for r in results)
+    with pytest.raises(TypeError, match="progres"):  # a misspelt option fails before any extraction
+        evaluate_manifest(run, phantom_manifest, out_dir=tmp_path / "typo", progres=False)
+    assert not (tmp_path / "typo").exists()
     metrics = evaluate_manifest(run, phantom_manifest, out_dir=tmp_path / "eval", progress=False)
     assert metrics["n"] == 16
 

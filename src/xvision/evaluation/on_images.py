@@ -17,7 +17,9 @@ from typing import Any
 from xvision.backbones import create_backbone
 from xvision.data.manifest import Manifest, read_manifest
 from xvision.errors import ManifestError
+from xvision.evaluation.bootstrap import BootstrapConfig
 from xvision.evaluation.evaluate import check_results_folder, evaluate_run
+from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP
 from xvision.features.extract import extract_manifest
 from xvision.inference.bundle import load_bundle
 from xvision.inference.predictor import weights_argument
@@ -32,10 +34,11 @@ def evaluate_manifest(
     weights: str | None = None,
     progress: bool = True,
     precision: str = "fp32",
-    **options: Any,
+    bootstrap: BootstrapConfig | None = DEFAULT_BOOTSTRAP,
 ) -> dict[str, Any]:
     """Extract the manifest's images (those of ``split`` when given) with the run's backbone and evaluate them
-    (default output: RUN/eval-<name>)."""
+    (default output: RUN/eval-<name>); ``bootstrap`` as in :func:`~xvision.evaluation.evaluate.evaluate_run`.
+    Every argument is named here, so a misspelt one fails at once, not after minutes of extraction."""
     bundle = load_bundle(run_dir)
     _check_before_extracting(read_manifest(manifest), bundle.classes, split)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"eval-{Path(manifest).stem}"
@@ -43,7 +46,7 @@ def evaluate_manifest(
     backbone = create_backbone(bundle.backbone["name"], weights=weights_argument(bundle, weights))
     features = out / "features"
     extract_manifest(manifest, features, backbone=backbone, split=split, progress=progress, precision=precision)
-    return evaluate_run(run_dir, features, split=split, out_dir=out, manifest=manifest, **options)
+    return evaluate_run(run_dir, features, split=split, out_dir=out, manifest=manifest, bootstrap=bootstrap)
 
 
 def _check_before_extracting(manifest: Manifest, classes: list[str], split: str | None) -> None:
