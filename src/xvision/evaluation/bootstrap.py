@@ -47,19 +47,19 @@ class BootstrapConfig:
             raise ValueError(f"level must lie strictly between 0 and 1, got {self.level}")
 
 
-def scoring_groups(shas: Sequence[str | None], groups: Sequence[str | None], what: str) -> list[str | None]:
+def scoring_groups(shas: Sequence[str | None], groups: Sequence[str | None], what: str) -> list[str]:
     """The groups a scored set is resampled by: rows that share a group or a file (the same SHA-256 under two
     names) are one unit, as `split` and `cv` link them, so a copy is not counted as independent evidence.
     Warns, naming ``what`` was scored, when the set holds such copies: each still counts in the figures."""
     from xvision.data.split import link_groups
 
-    first: dict[str, int] = {}
-    copies = [(first[sha], i) for i, sha in enumerate(shas) if sha and first.setdefault(sha, i) != i]
+    known = [sha for sha in shas if sha]
+    copies = len(known) - len(set(known))
     if copies:
         log.warning(
             "%d of the %s are byte-identical copies of another one (same SHA-256): each copy counts in the "
             "figures, and the intervals resample copies together",
-            len(copies),
+            copies,
             what,
         )
     units = link_groups(shas, groups)
