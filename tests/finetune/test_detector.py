@@ -275,8 +275,12 @@ def test_a_val_split_too_small_to_judge_trains_every_round(lesion_manifest, tmp_
     monkeypatch.setattr(detector, "MIN_VAL_PER_CLASS", 2)
     split = _with_val(lesion_manifest, 1, tmp_path / "split.csv")
     config = replace(TINY, rounds=3, patience=1)
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
     with caplog.at_level(logging.WARNING, logger="xvision.finetune.detector"):
         detector.train_detector(split, tmp_path / "det", config, weights="random", progress=False)
+    assert torch.equal(torch.rand(3), expected)  # its own seed did not replace the caller's random state
     state = json.loads((tmp_path / "det" / "state.json").read_text())
     assert [r["epoch"] for r in state["history"]] == [1, 2, 3] and state["best_epoch"] == 3
     assert not any("val_auc" in r for r in state["history"])
