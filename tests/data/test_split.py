@@ -17,6 +17,7 @@ from xvision.data import (
     check_no_leakage,
     file_hashes,
     split_counts,
+    write_manifest,
 )
 from xvision.errors import LeakageError, ManifestError
 
@@ -182,6 +183,13 @@ def test_group_in_two_splits_is_leakage(tmp_path: Path) -> None:
     with pytest.raises(LeakageError, match=r"group 'p1'.*'a.png' in train, 'b.png' in test.*--group-by group"):
         check_no_leakage(manifest, check_hashes=False)
     check_no_leakage(manifest, group_by=None, check_hashes=False)
+    # A manifest file's path does as well as a Manifest; anything else is named.
+    path = write_manifest(manifest, tmp_path / "m.csv")
+    with pytest.raises(LeakageError, match=r"group 'p1'"):
+        check_no_leakage(path, check_hashes=False)
+    assert {row.split for row in assign_splits(str(path), test=0.5, val=0, group_by=None)} <= {"train", "test"}
+    with pytest.raises(TypeError, match="manifest: expected a Manifest or a manifest file's path, got dict"):
+        assign_splits({"path": "a.png"})
 
 
 def _png(path: Path, seed: int) -> Path:

@@ -12,12 +12,13 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from xvision._fileio import sha256_file
 from xvision.data.hints import warn_conflicting_labels
-from xvision.data.manifest import SPLITS, Manifest, ManifestRow
+from xvision.data.manifest import SPLITS, Manifest, ManifestRow, read_manifest
 from xvision.errors import LeakageError, ManifestError
 
 logger = logging.getLogger(__name__)
@@ -139,7 +140,7 @@ def _check_fractions(test: float, val: float) -> None:
 
 
 def assign_splits(
-    manifest: Manifest,
+    manifest: Manifest | str | Path,
     *,
     group_by: str | None = "group",
     test: float = 0.2,
@@ -156,7 +157,7 @@ def assign_splits(
     fraction > 0, gets at least one group of each class. Existing splits are overwritten.
 
     Args:
-        manifest: The images to split.
+        manifest: The images to split (a :class:`Manifest`, or a manifest file's path).
         group_by: Column holding the patient/study id (``"group"`` or any extra column); ``None`` treats every
             image as its own group. Rows with an empty value are their own group.
         test: Fraction of images for the test split.
@@ -169,6 +170,7 @@ def assign_splits(
         ManifestError: Invalid fractions, an unknown ``group_by`` column, or a class with fewer groups than
             there are splits to fill.
     """
+    manifest = as_manifest(manifest)
     _check_fractions(test, val)
     fractions = {"train": 1.0 - test - val, "val": val, "test": test}
     wanted = [name for name in SPLITS if fractions[name] > 0]
@@ -255,8 +257,17 @@ def split_counts(
     ]
 
 
+def as_manifest(manifest: Manifest | str | Path) -> Manifest:
+    """A Manifest as given, or read from its file; anything else is a TypeError naming what was expected."""
+    if isinstance(manifest, Manifest):
+        return manifest
+    if isinstance(manifest, (str, Path)):
+        return read_manifest(manifest)
+    raise TypeError(f"manifest: expected a Manifest or a manifest file's path, got {type(manifest).__name__}")
+
+
 def check_no_leakage(
-    manifest: Manifest,
+    manifest: Manifest | str | Path,
     *,
     group_by: str | None = "group",
     check_hashes: bool = True,
@@ -267,7 +278,7 @@ def check_no_leakage(
     Rows without a split are ignored.
 
     Args:
-        manifest: The split manifest.
+        manifest: The split manifest (a :class:`Manifest`, or a manifest file's path).
         group_by: Column holding the patient/study id; ``None`` skips the group check.
         check_hashes: Also look for identical files (same SHA-256) in different splits.
         hashes: Precomputed ``{absolute path: SHA-256}`` (see :func:`file_hashes`); missing files are hashed.
@@ -276,6 +287,7 @@ def check_no_leakage(
         LeakageError: The message names the group or the two files, their splits, and how to fix it.
         ManifestError: ``group_by`` is not a column, or a file cannot be read for hashing.
     """
+    manifest = as_manifest(manifest)
     fix = f"re-split with `xvision split {manifest.source or 'MANIFEST'}"
     splits_of: dict[str, dict[str, ManifestRow]] = defaultdict(dict)
     for row, value in zip(manifest.rows, group_values(manifest, group_by), strict=True):
