@@ -114,6 +114,22 @@ def test_evaluate_needs_exactly_one_source(fitted, capsys) -> None:
     assert "exactly one of --features" in capsys.readouterr().err
 
 
+def test_fit_refuses_a_bad_seed_or_checkpoint_policy_before_any_work(fitted, tmp_path, monkeypatch) -> None:
+    import importlib
+
+    from xvision import fit
+
+    root, _ = fitted
+    fit_module = importlib.import_module("xvision.recipes.fit")
+    monkeypatch.setattr(fit_module, "extract_manifest", lambda *a, **k: pytest.fail("extracted before refusing"))
+    manifest = root / "data" / "fit.csv"
+    with pytest.raises(TypeError, match="seed must be an integer, got '1'"):
+        fit(manifest, tmp_path / "a", recipe="lite0", backbone=TINY, seed="1")
+    with pytest.raises(ValueError, match="checkpoints must be one of all, best, got 'last'"):
+        fit(manifest, tmp_path / "b", recipe="lite0", backbone=TINY, checkpoints="last")
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
 def test_fit_refuses_a_used_folder_before_any_work(fitted, capsys, monkeypatch) -> None:
     import importlib
 
