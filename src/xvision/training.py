@@ -74,6 +74,14 @@ _STALE_RESULTS = ("metrics.json", "predictions.csv", "report.html", "val_keys.js
 
 #: ``train --checkpoints``: every epoch, or only the last and the best so far.
 CHECKPOINT_POLICIES = ("all", "best")
+
+
+def check_checkpoints(policy: str) -> None:
+    """Raise ValueError unless ``policy`` is one of :data:`CHECKPOINT_POLICIES`."""
+    if policy not in CHECKPOINT_POLICIES:
+        raise ValueError(f"checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, got {policy!r}")
+
+
 #: Above this many bytes of checkpoints in all, ``--checkpoints all`` says what it will write.
 _LARGE_CHECKPOINTS = 1 << 30
 
@@ -192,8 +200,7 @@ def train_run(
     ``"all"`` keeps one per epoch (the seed recipe's record of training); ``"best"`` keeps only the last
     epoch's and the best one so far, since a 25,088-d VGG16 head is 52 MB a checkpoint.
     """
-    if checkpoints not in CHECKPOINT_POLICIES:
-        raise ValueError(f"checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, got {checkpoints!r}")
+    check_checkpoints(checkpoints)
     from tqdm.auto import tqdm
 
     features_dir, run_dir = Path(features_dir), Path(run_dir)

@@ -52,13 +52,12 @@ def fit(
     ``checkpoints``: the head's, as :func:`~xvision.training.train_run` keeps them.
     """
     from xvision.evaluation.evaluate import evaluate_run
-    from xvision.training import CHECKPOINT_POLICIES, check_run_dir, train_run
+    from xvision.training import check_checkpoints, check_run_dir, train_run
 
     # Checked before minutes of extraction or fine-tuning, not when the head is trained after them.
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r}")
-    if checkpoints not in CHECKPOINT_POLICIES:
-        raise ValueError(f"checkpoints must be one of {', '.join(CHECKPOINT_POLICIES)}, got {checkpoints!r}")
+    check_checkpoints(checkpoints)
     chosen = get_recipe(recipe)
     if not overwrite and _trained_not_evaluated(Path(run_dir), manifest):
         log.warning("%s: the head was trained on this manifest and not evaluated (interrupted?): evaluating", run_dir)
