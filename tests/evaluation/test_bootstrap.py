@@ -4,7 +4,6 @@ AUC interval covers the true AUC of a simulated score distribution about 95% of 
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -102,15 +101,14 @@ def test_auc_interval_covers_the_true_auc_about_95_percent_of_the_time() -> None
     assert 0.1 < float(np.mean(widths)) < 0.2  # sqrt(var) of AUC ~0.04 here: width ~0.16
 
 
-def test_2000_resamples_of_300_images_take_about_a_second() -> None:
+def test_2000_resamples_of_300_images_are_drawn_by_patient() -> None:
+    # How long they take is measured in benchmarks/evaluation_speed.py, not here.
     rng = np.random.default_rng(0)
     y, s = binormal(rng, 100, 200, 1.0)
     groups = [f"P{i // 2}" for i in range(300)]
-    start = time.perf_counter()
     metrics = score_predictions(y, as_proba(s), ["normal", "nodule"], groups=groups)
-    elapsed = time.perf_counter() - start
     assert metrics["bootstrap"]["n_resamples"] == 2000 and metrics["bootstrap"]["unit"] == "group"
-    assert elapsed < 5.0  # about 0.2 s on an idle core; generous for a shared machine
+    assert metrics["bootstrap"]["n_units"] == 150
 
 
 @pytest.mark.parametrize("k", [2, 3])

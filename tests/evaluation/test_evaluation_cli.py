@@ -4,7 +4,6 @@ tiny random backbone (as tests/cli/test_pipeline.py), and cv at the size it is m
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -152,16 +151,17 @@ def test_a_one_class_split_says_why_it_has_no_auc() -> None:
     assert "ROC AUC n/a (only 1 class present)" in format_metrics(metrics).splitlines()[0]
 
 
-def test_cv_on_150_images_of_1280_features_is_fast(tmp_path, capsys) -> None:
-    """148 images x 1280-d, 5 folds x 20 epochs of the default 512-512 head, 2,000 resamples."""
+def test_cv_on_150_images_of_1280_features_uses_the_default_head_and_patient_resamples(tmp_path, capsys) -> None:
+    """148 images x 1280-d, 5 folds x 20 epochs of the default 512-512 head, 2,000 resamples by patient.
+
+    How long it takes is measured in benchmarks/evaluation_speed.py, not here.
+    """
     features = make_store(tmp_path / "feats", n_groups=74, per_group=2, dim=1280, signal=0.8, seed=1)
-    start = time.perf_counter()
     assert main(["cv", str(features), "-o", str(tmp_path / "cv"), "--folds", "5"]) == 0
-    elapsed = time.perf_counter() - start
     metrics = json.loads((tmp_path / "cv" / "metrics.json").read_text())
     assert metrics["n"] == 148 and metrics["head"]["params"]["epochs"] == 20
+    assert metrics["head"]["params"]["hidden"] == [512, 512]
     assert metrics["bootstrap"]["n_resamples"] == 2000 and metrics["bootstrap"]["n_units"] == 74
-    assert elapsed < 60, f"cv took {elapsed:.0f} s"
 
 
 def test_imbalanced_classes_without_validation_warn_and_class_weight_balances(tmp_path, caplog) -> None:
