@@ -133,3 +133,51 @@ def test_inside_pooling_ignores_the_film_border() -> None:
     tiny = torch.zeros(1, 1, 2, 2)
     tiny[0, 0, 0, 0] = 4.0
     assert pool(tiny).item() == 4.0  # too small to trim: the whole map
+
+
+def _offline(monkeypatch: pytest.MonkeyPatch, hub_cache) -> list[str]:
+    """No name resolves (as on a machine without a network), and the Hugging Face cache is ``hub_cache``."""
+    import socket
+
+    import huggingface_hub.constants
+
+    asked: list[str] = []
+
+    def no_dns(host, *args, **kwargs):
+        asked.append(host)
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    monkeypatch.setattr(socket, "getaddrinfo", no_dns)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache))
+    return asked
+
+
+def test_an_offline_timm_backbone_without_cached_weights_fails_at_once_naming_the_cure(tmp_path, monkeypatch) -> None:
+    asked = _offline(monkeypatch, tmp_path / "hub")
+    with pytest.raises(WeightsNotFoundError, match=r"cannot resolve huggingface\.co .*--weights FILE"):
+        create_backbone(TINY)
+    # One lookup, not huggingface_hub's five retries with back-off (about 50 s).
+    assert asked == ["huggingface.co"]
+
+
+def test_timm_weights_in_the_hugging_face_cache_load_offline_and_are_hashed(tmp_path, monkeypatch) -> None:
+    from safetensors.torch import save_file
+
+    _offline(monkeypatch, tmp_path / "hub")
+    model = get_spec(TINY).build()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(0.02)
+    # The cache's layout: models--ORG--NAME/refs/main names the snapshot holding the file.
+    repo = tmp_path / "hub" / "models--timm--mobilenetv3_small_050.lamb_in1k"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(snapshot / "model.safetensors"))
+
+    backbone = create_backbone(TINY)
+    assert backbone.weights.source == "timm" and backbone.weights.pretrained is True
+    assert backbone.weights.name == "timm/mobilenetv3_small_050.lamb_in1k" and len(backbone.weights.sha256) == 64
+    conv = next(p for name, p in backbone.model.named_parameters() if name.endswith("weight"))
+    assert torch.all(conv == 0.02)

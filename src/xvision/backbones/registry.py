@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from xvision._fileio import sha256_file
 from xvision.backbones.lesion_ensemble import (
     LESION_ENSEMBLE_SIZES,
     LesionEnsembleScore,
@@ -34,6 +35,8 @@ from xvision.backbones.weights import (
     UrlWeights,
     WeightsIdentity,
     from_file,
+    hub_cached_file,
+    hub_unreachable,
 )
 from xvision.backbones.xrv import XRV_MEAN, XRV_STD, ConvertedWeights, xrv_densenet121, xrv_resnet50
 from xvision.errors import BackboneError, WeightsNotFoundError
@@ -514,17 +517,29 @@ def _timm_pretrained(spec: BackboneSpec, model: nn.Module) -> WeightsIdentity:
     import timm
 
     model_name = spec.name.split(":", 1)[1]
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    hub_id, hub_file = (cfg.hf_hub_id, cfg.hf_hub_filename) if cfg else (None, None)
+    cached = hub_cached_file(hub_id, hub_file)
+    advice = "Download them where a network exists, then pass --weights FILE (safetensors or state dict)"
+    if cached is None and (reason := hub_unreachable()):
+        raise WeightsNotFoundError(
+            f"pretrained weights for timm model {model_name!r} are not in the local cache and {reason}. {advice}"
+        )
+    # A cached file is loaded as it is: no request to the Hub, so a cache works offline without waiting.
+    overlay = {"pretrained_cfg_overlay": {"file": str(cached)}} if cached else {}
     try:
-        pretrained = timm.create_model(model_name, pretrained=True)
+        pretrained = timm.create_model(model_name, pretrained=True, **overlay)
     except Exception as error:  # noqa: BLE001 - hub errors come in many types
         raise WeightsNotFoundError(
             f"pretrained weights for timm model {model_name!r} are not in the local cache and could not be "
-            f"downloaded ({type(error).__name__}). Download them where a network exists, then pass "
-            f"--weights FILE (safetensors or state dict)"
+            f"downloaded ({type(error).__name__}). {advice}"
         ) from None
     model.load_state_dict(pretrained.state_dict())
-    tag = getattr(pretrained, "pretrained_cfg", {}).get("hf_hub_id") or model_name
-    return WeightsIdentity(source="timm", name=str(tag), sha256=None, pretrained=True)
+    cached = cached or hub_cached_file(hub_id, hub_file)
+    tag = hub_id or model_name
+    return WeightsIdentity(
+        source="timm", name=str(tag), sha256=sha256_file(cached) if cached else None, pretrained=True
+    )
 
 
 def _build_seeded(spec: BackboneSpec) -> nn.Module:

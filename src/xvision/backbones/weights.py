@@ -169,6 +169,46 @@ class PackageWeights:
         return state, identity
 
 
+# The files timm asks the Hugging Face Hub for, in its order: safetensors first, then the PyTorch file.
+HUB_WEIGHTS_NAMES = ("model.safetensors", "pytorch_model.bin")
+
+
+def hub_cached_file(hub_id: str | None, filename: str | None = None) -> Path | None:
+    """The weights file of Hub repo ``hub_id`` (``repo`` or ``repo@revision``) already in the local
+    Hugging Face cache, or None. No network."""
+    if not hub_id:
+        return None
+    from huggingface_hub import try_to_load_from_cache
+
+    repo, _, revision = hub_id.partition("@")
+    for name in [filename] if filename else HUB_WEIGHTS_NAMES:
+        found = try_to_load_from_cache(repo, name, revision=revision or None)
+        if isinstance(found, str):
+            return Path(found)
+    return None
+
+
+def hub_unreachable() -> str | None:
+    """Why the Hugging Face Hub cannot be reached, or None when it may be.
+
+    Only a host name that does not resolve counts: offline, huggingface_hub retries such a request five times
+    with back-off (about 50 s) before giving up, and this check takes milliseconds.
+    """
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    host = urlparse(constants.ENDPOINT).hostname
+    if not host:
+        return None
+    try:
+        socket.getaddrinfo(host, 443)
+    except OSError:
+        return f"cannot resolve {host} (offline?)"
+    return None
+
+
 @dataclass(frozen=True)
 class FineTunedOnly:
     """No published weights exist: the network is made by fine-tuning (``xvision fit``, ``made_by`` says
