@@ -22,6 +22,24 @@ class ImageLoadError(XvisionError):
         super().__init__(f"{self.path}: {reason}")
 
 
+class ImageWarning(UserWarning):
+    """One image was read, with something its user should know (a MONOCHROME1 film inverted, ...).
+
+    ``kind`` says what without naming the file, so that a long job over a folder of such films can say it a
+    few times and then count (the CLI does); the message is ``"<path>: <detail or kind>"``.
+    """
+
+    def __init__(self, path: str | Path, kind: str, detail: str | None = None) -> None:
+        self.path = str(path)
+        self.kind = kind
+        self.detail = detail
+        super().__init__(f"{self.path}: {detail or kind}")
+
+    def __reduce__(self) -> tuple[type[ImageWarning], tuple[str, str, str | None]]:
+        # Made in extraction's worker processes and shown by the main one: pickle the arguments, not args.
+        return ImageWarning, (self.path, self.kind, self.detail)
+
+
 class ManifestError(XvisionError):
     """A manifest CSV is missing, malformed or inconsistent."""
 

@@ -286,3 +286,52 @@ def test_an_interrupted_extraction_of_another_manifest_leaves_meta_naming_the_in
     # index.csv still lists the first manifest's images: so must meta.json (train records it as the data)
     assert store.read_meta()["manifest"] == before
     assert {Path(r.path).name for r in store.read_index()} == {p.name for p in manifest.parent.rglob("*.png")}
+
+
+def _write_monochrome1_films(root: Path, n_per_class: int) -> None:
+    """Small MONOCHROME1 DX DICOMs (low values display white), each with its own pixels, in class folders."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    rng = np.random.default_rng(0)
+    for label in ("normal", "nodule"):
+        (root / label).mkdir(parents=True)
+        for i in range(n_per_class):
+            meta = FileMetaDataset()
+            meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+            meta.MediaStorageSOPInstanceUID = generate_uid()
+            meta.TransferSyntaxUID = ExplicitVRLittleEndian
+            ds = FileDataset(str(root / label / f"film{i}.dcm"), {}, file_meta=meta, preamble=b"\0" * 128)
+            ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+            ds.Modality, ds.PhotometricInterpretation = "DX", "MONOCHROME1"
+            ds.Rows = ds.Columns = 64
+            ds.SamplesPerPixel, ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 1, 16, 12, 11, 0
+            ds.PixelData = rng.integers(0, 4096, (64, 64), dtype=np.uint16).tobytes()
+            ds.save_as(root / label / f"film{i}.dcm", enforce_file_format=True)
+
+
+@pytest.mark.slow
+def test_a_folder_of_monochrome1_films_is_said_three_times_then_counted(tmp_path) -> None:
+    """Each film's warning used to print a line of its own, from whichever worker process read it."""
+    import subprocess
+    import sys
+
+    _write_monochrome1_films(tmp_path / "films", n_per_class=4)
+    manifest = tmp_path / "manifest.csv"
+    xvision = [sys.executable, "-m", "xvision"]
+    subprocess.run([*xvision, "manifest", str(tmp_path / "films"), "-o", str(manifest)], check=True)
+    extract = ["extract", str(manifest), "--backbone", TINY, "--weights", "random", "--workers", "1"]
+    run = subprocess.run([*xvision, *extract, "-o", str(tmp_path / "f")], capture_output=True, text=True, check=True)
+    said = [line for line in run.stderr.splitlines() if "MONOCHROME1" in line]
+    assert len(said) == 4, run.stderr
+    assert all(line.startswith("WARNING: ") and ".dcm: DICOM is MONOCHROME1" in line for line in said[:3])
+    assert said[3] == (
+        "WARNING: 5 more files: DICOM is MONOCHROME1 (low values display white); inverted to display polarity "
+        "(-v lists them)"
+    )
+    assert len(FeatureStore(tmp_path / "f").keys()) == 8
+    # -v names every film (a second store: the first would be reused without reading a film).
+    verbose = [*xvision, "-v", *extract, "-o", str(tmp_path / "g")]
+    run = subprocess.run(verbose, capture_output=True, text=True, check=True)
+    films = {line.split(": ")[1] for line in run.stderr.splitlines() if "DICOM is MONOCHROME1" in line}
+    assert len(films) == 8, run.stderr

@@ -9,12 +9,13 @@ from __future__ import annotations
 import logging
 import signal
 import sys
+from collections import Counter
 from typing import TextIO
 
 import click
 
 from xvision._version import __version__
-from xvision.errors import XvisionError
+from xvision.errors import ImageWarning, XvisionError
 
 
 class LazyGroup(click.Group):
@@ -57,11 +58,27 @@ def cli(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s: %(message)s",
-        stream=sys.stderr,
+        handlers=[_BarSafeHandler()],
     )
     # huggingface_hub prints its records (a timm download's retries) through its own handler: once is enough.
     logging.getLogger("huggingface_hub").propagate = False
     _warnings_as_log_lines(verbose)
+
+
+class _BarSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Log lines to stderr through ``tqdm.write``: a warning said while a progress bar runs gets a line of its
+    own, and the bar is drawn again below it, instead of the warning starting at the end of the bar's line."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            from tqdm import tqdm
+
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - logging's own rule: a failing handler must not raise
+            self.handleError(record)
 
 
 def _warnings_as_log_lines(verbose: bool) -> None:
@@ -77,6 +94,10 @@ def _warnings_as_log_lines(verbose: bool) -> None:
         file: TextIO | None = None,
         line: str | None = None,
     ) -> None:
+        if isinstance(message, ImageWarning) and not verbose:
+            _image_warnings[message.kind] += 1
+            if _image_warnings[message.kind] > SAID_PER_KIND:
+                return
         where = f" ({category.__name__} at {filename}:{lineno})" if verbose else ""
         logging.getLogger("py.warnings").warning("%s%s", message, where)
 
@@ -85,6 +106,19 @@ def _warnings_as_log_lines(verbose: bool) -> None:
     # times (prediction, heatmap, thumbnail) and said so three times. Messages name their file, so every file
     # is still reported.
     warnings.simplefilter("once", UserWarning)
+
+
+# A folder of MONOCHROME1 films would print one line per film: each kind of image warning is shown for this
+# many files, then counted, and the count said when the command ends (`-v` shows every one).
+SAID_PER_KIND = 3
+_image_warnings: Counter[str] = Counter()
+
+
+def _say_counted_warnings() -> None:
+    for kind, n in _image_warnings.items():
+        if n > SAID_PER_KIND:
+            logging.getLogger("py.warnings").warning("%d more files: %s (-v lists them)", n - SAID_PER_KIND, kind)
+    _image_warnings.clear()
 
 
 _signals: list[int] = []
@@ -109,6 +143,13 @@ def _interrupt_on_sigterm() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point for the console script and ``python -m xvision``."""
     _interrupt_on_sigterm()
+    try:
+        return _run(argv)
+    finally:
+        _say_counted_warnings()
+
+
+def _run(argv: list[str] | None) -> int:
     try:
         # With standalone_mode=False click returns a command's Exit code instead of calling sys.exit.
         status = cli.main(args=argv, prog_name="xvision", standalone_mode=False)

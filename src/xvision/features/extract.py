@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +62,14 @@ class _ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> tuple[str, np.ndarray | None, str]:
+    def __getitem__(self, index: int) -> tuple[str, np.ndarray | None, str, list[Warning]]:
         key, path = self.items[index]
-        return (key, *_load_one(path, self.config, self.target_size))
+        # A worker process's warnings (a MONOCHROME1 film, ...) travel with the batch and are issued by the main
+        # process, whose CLI counts them: said from each worker, every film would print a line of its own.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            image, error = _load_one(path, self.config, self.target_size)
+        return key, image, error, [w.message for w in caught if isinstance(w.message, Warning)]
 
 
 def _load_one(path: Path, config: PreprocessConfig, target_size: int | None) -> tuple[np.ndarray | None, str]:
@@ -84,14 +90,16 @@ class _Batch:
     keys: list[str]
     images: np.ndarray | None
     failed: list[tuple[str, str]]
+    warnings: list[Warning]
 
 
-def _collate(batch: list[tuple[str, np.ndarray | None, str]]) -> _Batch:
-    good = [(k, a) for k, a, _ in batch if a is not None]
+def _collate(batch: list[tuple[str, np.ndarray | None, str, list[Warning]]]) -> _Batch:
+    good = [(k, a) for k, a, _, _ in batch if a is not None]
     return _Batch(
         keys=[k for k, _ in good],
         images=np.stack([a for _, a in good]) if good else None,
-        failed=[(k, err) for k, a, err in batch if a is None],
+        failed=[(k, err) for k, a, err, _ in batch if a is None],
+        warnings=[w for *_, said in batch for w in said],
     )
 
 
@@ -335,6 +343,8 @@ def extract_features(
                     bar.update(len(guard_keys))
                 last_flush = time.monotonic()
                 for batch in _batches(items, backbone.preprocess_config, runner.plan if runner else plan):
+                    for warning in batch.warnings:
+                        warnings.warn(warning, stacklevel=1)
                     for key, err in batch.failed:
                         if strict:
                             raise ImageLoadError(todo[key], err)

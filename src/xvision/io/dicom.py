@@ -28,7 +28,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 
-from xvision.errors import ImageLoadError
+from xvision.errors import ImageLoadError, ImageWarning
 from xvision.io.loader import check_dimensions, exception_reason, stored_depth
 
 __all__ = ["check_projection_radiograph", "load_dicom"]
@@ -128,7 +128,12 @@ def load_dicom(path: str | Path, *, max_pixels: int) -> np.ndarray:
 
     frames = int(ds.get("NumberOfFrames") or 1)
     if frames > 1:
-        warnings.warn(f"{path}: DICOM has {frames} frames; using the first", UserWarning, stacklevel=3)
+        warnings.warn(
+            ImageWarning(
+                path, "multi-frame DICOM; only the first frame is used", f"DICOM has {frames} frames; using the first"
+            ),
+            stacklevel=3,
+        )
     token = _DECODING.set(True)
     try:
         stored = pixel_array(ds, index=0)
@@ -150,8 +155,7 @@ def load_dicom(path: str | Path, *, max_pixels: int) -> np.ndarray:
 
     if str(ds.PhotometricInterpretation).strip() == "MONOCHROME1":
         warnings.warn(
-            f"{path}: DICOM is MONOCHROME1 (low values display white); inverted to display polarity",
-            UserWarning,
+            ImageWarning(path, "DICOM is MONOCHROME1 (low values display white); inverted to display polarity"),
             stacklevel=3,
         )
         image = 1.0 - image
@@ -203,9 +207,11 @@ def _to_display_range(path: Path, ds: Dataset, stored: np.ndarray) -> tuple[np.n
         return np.asarray(apply_voi_lut(modality, ds, index=0), dtype=np.float64), *_voi_range(ds)
     except Exception as exc:  # a malformed window should not make the radiograph unreadable
         warnings.warn(
-            f"{path}: ignoring unusable VOI LUT/window ({exception_reason(exc)}); "
-            "scaling by the BitsStored range instead",
-            UserWarning,
+            ImageWarning(
+                path,
+                "unusable VOI LUT/window ignored; scaled by the BitsStored range instead",
+                f"ignoring unusable VOI LUT/window ({exception_reason(exc)}); scaling by the BitsStored range instead",
+            ),
             stacklevel=4,
         )
         return values, low, high
@@ -221,9 +227,13 @@ def _modality_range(path: Path, ds: Dataset, stored: np.ndarray, *, warn: bool) 
         depth = stored_depth(int(stored.max()) if stored.size else 0, bits)
         if depth < bits and warn:
             warnings.warn(
-                f"{path}: BitsStored is {bits} but every value fits {depth} bits; scaled as {depth}-bit data "
-                "(the file has no window)",
-                UserWarning,
+                ImageWarning(
+                    path,
+                    "BitsStored is larger than the data needs; scaled by the depth that holds every value "
+                    "(the file has no window)",
+                    f"BitsStored is {bits} but every value fits {depth} bits; scaled as {depth}-bit data "
+                    "(the file has no window)",
+                ),
                 stacklevel=5,
             )
         low, high = 0, 2**depth - 1
