@@ -25,3 +25,29 @@ def test_importing_xvision_does_not_import_torch() -> None:
     """`xvision --help` must answer at once: the API is imported on first use."""
     code = "import sys, xvision; print('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout == "False\n"
+
+
+def test_a_wrong_argument_type_names_the_parameter_before_any_work(tmp_path) -> None:
+    """A dict where a config object goes used to fail deep inside with "'dict' object has no attribute ..."."""
+    import pytest
+
+    import xvision
+
+    missing = tmp_path / "nothing-here"  # never read: the type is checked first
+    calls = {
+        "head": lambda: xvision.train_run(missing, tmp_path / "run", head={"epochs": 2}),
+        "config": lambda: xvision.cross_validate(missing, tmp_path / "cv", config={"folds": 3}),
+        "bootstrap": lambda: xvision.evaluate_run(missing, missing, bootstrap=100),
+        "backbone": lambda: xvision.extract_manifest(missing, tmp_path / "f", backbone=16),
+    }
+    for name, call in calls.items():
+        with pytest.raises(TypeError, match=rf"^{name} takes an? \w+.*, got (dict|int) "):
+            call()
+    with pytest.raises(TypeError, match=r"^config takes a CVConfig .*got dict"):
+        xvision.cross_validate_recipe(missing, tmp_path / "cv", config={"folds": 3})
+    with pytest.raises(
+        TypeError, match=r"^bootstrap takes a BootstrapConfig \(from xvision.evaluation.bootstrap\), got"
+    ):
+        xvision.compare_cv(missing, missing, bootstrap=None)
+    with pytest.raises(TypeError, match=r"^bootstrap takes .* or None, got int"):
+        xvision.evaluate_manifest(missing, missing, bootstrap=0)

@@ -12,6 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from xvision._checks import check_type
 from xvision._fileio import atomic_write_json, atomic_write_text
 from xvision.data.hints import warn_imbalance, warn_small_validation
 from xvision.errors import FeatureStoreError, RunError
@@ -200,6 +201,7 @@ def train_run(
     ``"all"`` keeps one per epoch (the seed recipe's record of training); ``"best"`` keeps only the last
     epoch's and the best one so far, since a 25,088-d VGG16 head is 52 MB a checkpoint.
     """
+    check_type(head, (MLPClassifier, type(None)), "head", "an MLPClassifier (xvision.MLPClassifier(...)) or None")
     check_checkpoints(checkpoints)
     from tqdm.auto import tqdm
 

@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from xvision._checks import check_type
+
 log = logging.getLogger(__name__)
 
 DEFAULT_RESAMPLES = 2000
@@ -45,6 +47,12 @@ class BootstrapConfig:
             raise ValueError(f"n_resamples must be at least 1, got {self.n_resamples}")
         if not 0.0 < self.level < 1.0:
             raise ValueError(f"level must lie strictly between 0 and 1, got {self.level}")
+
+
+def check_bootstrap(bootstrap: object, *, optional: bool = True) -> None:
+    """A TypeError unless ``bootstrap`` is a :class:`BootstrapConfig` (or None, where intervals may be off)."""
+    takes = "a BootstrapConfig (from xvision.evaluation.bootstrap)" + (" or None" if optional else "")
+    check_type(bootstrap, (BootstrapConfig, type(None)) if optional else BootstrapConfig, "bootstrap", takes)
 
 
 def scoring_groups(shas: Sequence[str | None], groups: Sequence[str | None], what: str) -> list[str]:

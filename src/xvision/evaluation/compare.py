@@ -22,6 +22,7 @@ import numpy as np
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.bootstrap import (
     BootstrapConfig,
+    check_bootstrap,
     group_codes,
     paired_auc_samples,
     resampled_unit,
@@ -53,6 +54,7 @@ def compare_runs(
     Returns a JSON-ready dict: ``auc_a``, ``auc_b``, ``difference`` (A - B) with a paired bootstrap
     ``{"value", "ci_low", "ci_high"}``, ``delong`` (two classes) and the data it was computed on.
     """
+    check_bootstrap(bootstrap, optional=False)
     a, b = load_bundle(run_a), load_bundle(run_b)
     if a.classes != b.classes:
         raise RunError(f"the runs predict different classes ({a.classes} vs {b.classes}); compare like with like")
@@ -183,6 +185,7 @@ def compare_cv(cv_a: str | Path, cv_b: str | Path, *, bootstrap: BootstrapConfig
     compared as two runs' probabilities on one test set are: paired by image (by SHA-256 where both files
     have it, else by path), with the same interval and test. With ``--repeats``, the first repeat of each.
     """
+    check_bootstrap(bootstrap, optional=False)
     a, b = _read_cv(cv_a), _read_cv(cv_b)
     if a["classes"] != b["classes"] or a["positive"] != b["positive"]:
         raise RunError(

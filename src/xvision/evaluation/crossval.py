@@ -31,11 +31,12 @@ from typing import Any
 
 import numpy as np
 
+from xvision._checks import check_type
 from xvision._fileio import atomic_write_json, atomic_write_text
 from xvision.data.hints import warn_imbalance
 from xvision.data.split import link_groups
 from xvision.errors import FeatureStoreError, RunError
-from xvision.evaluation.bootstrap import BootstrapConfig
+from xvision.evaluation.bootstrap import BootstrapConfig, check_bootstrap
 from xvision.evaluation.calibration import apply_temperature
 from xvision.evaluation.metrics import compute_metrics
 from xvision.evaluation.operating import check_positive, fit_operating_point
@@ -166,6 +167,8 @@ def cross_validate(
     ``out_dir`` receives ``metrics.json``, ``oof_predictions.csv`` (every repeat) and ``plots/``
     (confusion matrix, ROC with band, reliability diagram, of the first repeat).
     """
+    check_type(config, CVConfig, "config", "a CVConfig (xvision.CVConfig(folds=..., ...))")
+    check_bootstrap(bootstrap)
     from sklearn.model_selection import StratifiedGroupKFold
     from tqdm.auto import tqdm
 

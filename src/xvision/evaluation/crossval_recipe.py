@@ -25,13 +25,14 @@ from typing import Any
 
 import numpy as np
 
+from xvision._checks import check_type
 from xvision._fileio import atomic_write_json, sha256_file
 from xvision.data.hints import IMBALANCE_CURE
 from xvision.data.manifest import Manifest, read_manifest, write_manifest
 from xvision.data.split import group_values, link_groups, readable_hashes
 from xvision.errors import ManifestError, RunError
 from xvision.evaluation.audit import audit_record
-from xvision.evaluation.bootstrap import BootstrapConfig
+from xvision.evaluation.bootstrap import BootstrapConfig, check_bootstrap
 from xvision.evaluation.crossval import (
     RECIPE_SETTINGS_FILE,
     CVConfig,
@@ -69,6 +70,8 @@ def cross_validate_recipe(
 
     ``only_fold`` (1-based, counting on across repeats) fits just that fold and returns None: to spread the
     folds over processes or machines that share ``out_dir``; a call without it then pools them."""
+    check_type(config, CVConfig, "config", "a CVConfig (xvision.CVConfig(folds=..., ...))")
+    check_bootstrap(bootstrap)
     from xvision.recipes import DEFAULT_RECIPE, fit, get_recipe
 
     chosen = get_recipe(recipe or DEFAULT_RECIPE)

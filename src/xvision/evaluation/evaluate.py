@@ -13,7 +13,7 @@ import numpy as np
 
 from xvision._fileio import atomic_write_json, atomic_write_text
 from xvision.errors import FeatureStoreError, RunError
-from xvision.evaluation.bootstrap import BootstrapConfig, scoring_groups
+from xvision.evaluation.bootstrap import BootstrapConfig, check_bootstrap, scoring_groups
 from xvision.evaluation.plots import plot_training_curve
 from xvision.evaluation.report import report_after_evaluate
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
@@ -43,6 +43,7 @@ def evaluate_run(
     scored) and the SHA-256 of the head scored are recorded with them, so neither a second manifest of the same
     name nor a retrained head can pass these results off as its own.
     """
+    check_bootstrap(bootstrap)
     bundle = load_bundle(run_dir)
     data = load_split(features_dir, split)
     check_same_backbone(bundle.backbone, data.meta["backbone"], f"{features_dir}")

@@ -17,7 +17,7 @@ from typing import Any
 from xvision.backbones import create_backbone
 from xvision.data.manifest import Manifest, read_manifest
 from xvision.errors import ManifestError
-from xvision.evaluation.bootstrap import BootstrapConfig
+from xvision.evaluation.bootstrap import BootstrapConfig, check_bootstrap
 from xvision.evaluation.evaluate import check_results_folder, evaluate_run
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP
 from xvision.features.extract import extract_manifest
@@ -39,6 +39,7 @@ def evaluate_manifest(
     """Extract the manifest's images (those of ``split`` when given) with the run's backbone and evaluate them
     (default output: RUN/eval-<name>); ``bootstrap`` as in :func:`~xvision.evaluation.evaluate.evaluate_run`.
     Every argument is named here, so a misspelt one fails at once, not after minutes of extraction."""
+    check_bootstrap(bootstrap)
     bundle = load_bundle(run_dir)
     _check_before_extracting(read_manifest(manifest), bundle.classes, split)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"eval-{Path(manifest).stem}"

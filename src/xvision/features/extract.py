@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from xvision._checks import check_type
 from xvision._fileio import exclusive_lock, sha256_file
 from xvision._threads import machine_is_busy, torch_threads
 from xvision._version import __version__
@@ -555,6 +556,7 @@ def extract_manifest(
     ``options`` are passed to :func:`extract_features` (batch_size, workers, strict, shard_size, progress,
     precision, engine, device, threads, storage_dtype, guard_sample).
     """
+    check_type(backbone, (str, Backbone), "backbone", "a registry name (see `xvision backbones`) or a Backbone")
     from xvision.backbones import create_backbone
     from xvision.data.manifest import read_manifest
     from xvision.data.split import check_readable_splits
