@@ -17,6 +17,17 @@ log = logging.getLogger(__name__)
 _CHUNK = 1 << 20
 
 
+def csv_float(value: float) -> str:
+    """A probability as CSV text that reads back as the same float64 (Python's shortest round-trip form).
+
+    Six decimals rounded a saturated head's 0.9999996 to 1.000000, so decisions at a threshold could not be
+    recomputed from the file, and scores the model told apart were tied in it. The shortest float32 text
+    (``0.99999994``) is not enough either: read as float64 it falls just below the float32 value it stands
+    for, and so below a threshold equal to it.
+    """
+    return repr(float(value))
+
+
 def sha256_file(path: str | Path) -> str:
     """Return the hex SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()

@@ -140,6 +140,11 @@ def test_evaluate_and_predictions_use_the_runs_threshold(store_factory, tmp_path
         rows = list(csv.DictReader(handle))
     for row in rows:
         assert row["predicted"] == ("nodule" if float(row["p_nodule"]) >= t else "normal")
+    # The file holds the probabilities themselves, not a rounding (0.9999996 written as 1.000000).
+    test = load_split(features, "test")
+    written = np.array([[float(row[f"p_{c}"]) for c in load_bundle(tmp_path / "run").classes] for row in rows])
+    assert [row["path"] for row in rows] == [r.path for r in test.rows]
+    assert np.array_equal(written, load_bundle(tmp_path / "run").predict_proba(test.X))
     positives = sum(row["predicted"] == "nodule" for row in rows)
     assert metrics["confusion_matrix"][0][0] + metrics["confusion_matrix"][1][0] == positives
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from xvision._fileio import csv_float
 from xvision.errors import ImageLoadError
 from xvision.evaluation.operating import describe_threshold
 from xvision.inference.bundle import UNTRAINED_WARNING
@@ -48,7 +49,7 @@ def _print_csv(results: list[Prediction], classes: list[str]) -> None:
             [
                 r.path,
                 r.label or "",
-                *[f"{r.probabilities[c]:.6f}" if not r.error else "" for c in classes],
+                *[csv_float(r.probabilities[c]) if not r.error else "" for c in classes],
                 r.error or "",
             ]
         )

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from xvision._checks import check_type
-from xvision._fileio import atomic_write_json, atomic_write_text
+from xvision._fileio import atomic_write_json, atomic_write_text, csv_float
 from xvision.data.hints import warn_imbalance
 from xvision.data.split import link_groups
 from xvision.errors import FeatureStoreError, RunError
@@ -453,7 +453,7 @@ def oof_row(
     repeat: int, fold: int, path: str, label: str, group: str | None, sha256: str, predicted: str, proba: np.ndarray
 ) -> list[Any]:
     """One line of ``oof_predictions.csv``."""
-    return [repeat, fold, path, label, group or "", sha256, predicted, *[f"{v:.6f}" for v in proba]]
+    return [repeat, fold, path, label, group or "", sha256, predicted, *[csv_float(v) for v in proba]]
 
 
 def _oof_csv(rows: list[list[Any]], classes: list[str]) -> str:

@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from xvision._fileio import atomic_write_json, atomic_write_text
+from xvision._fileio import atomic_write_json, atomic_write_text, csv_float
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.bootstrap import BootstrapConfig, check_bootstrap, scoring_groups
 from xvision.evaluation.plots import plot_training_curve
@@ -111,7 +111,7 @@ def _predictions_csv(rows: list[Any], proba: np.ndarray, decisions: np.ndarray, 
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
     for row, p, d in zip(rows, proba, decisions, strict=True):
-        writer.writerow([row.path, row.label, classes[int(d)], *[f"{v:.6f}" for v in p]])
+        writer.writerow([row.path, row.label, classes[int(d)], *[csv_float(v) for v in p]])
     return buffer.getvalue()
 
 
