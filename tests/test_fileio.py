@@ -1,4 +1,5 @@
-"""Atomic writes: a failure names the file the caller asked for, never the hidden temporary one."""
+"""File writing: atomic writes name the file the caller asked for, never the hidden temporary one; the same
+weights save to the same bytes."""
 
 from __future__ import annotations
 
@@ -38,3 +39,23 @@ def test_a_folder_that_refuses_files_is_named_as_the_target() -> None:
     with pytest.raises(OSError) as caught:
         atomic_write_text("/proc/xvision-grid.png", "x")
     assert caught.value.filename == "/proc/xvision-grid.png" and ".part" not in str(caught.value)
+
+
+def test_the_same_weights_and_metadata_save_to_the_same_bytes(tmp_path: Path) -> None:
+    """safetensors writes its metadata map in a random order: identical trainings had different model SHA-256s."""
+    import torch
+    from safetensors import safe_open
+    from torch import nn
+
+    from xvision._fileio import sha256_file
+    from xvision.heads.mlp import save_net
+
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    metadata = {"classes": '["nodule", "normal"]', "format": "xvision-mlp", "hidden": "[3]", "n_features": "4"}
+    digests = {sha256_file(save_net(tmp_path / f"m{i}.safetensors", net, metadata)) for i in range(12)}
+    assert len(digests) == 1
+    with safe_open(str(tmp_path / "m0.safetensors"), framework="pt") as handle:
+        assert handle.metadata() == metadata
+        for name, value in net.state_dict().items():
+            assert torch.equal(handle.get_tensor(name), value)

@@ -28,6 +28,24 @@ def csv_float(value: float) -> str:
     return repr(float(value))
 
 
+def stable_safetensors(payload: bytes) -> bytes:
+    """The bytes of a serialised safetensors file with its metadata in sorted order.
+
+    safetensors writes its ``__metadata__`` map in a random order (a Rust hash map), so the same tensors and
+    metadata gave other bytes on every save: two identical trainings' ``model.safetensors`` had different
+    SHA-256s. The tensors' entries and data are already in a fixed order and are kept as they are.
+    """
+    import struct
+
+    (length,) = struct.unpack("<Q", payload[:8])
+    header = json.loads(payload[8 : 8 + length])
+    if "__metadata__" in header:
+        header["__metadata__"] = dict(sorted(header["__metadata__"].items()))
+    text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # the format aligns the data that follows on 8 bytes
+    return struct.pack("<Q", len(text)) + text + payload[8 + length :]
+
+
 def sha256_file(path: str | Path) -> str:
     """Return the hex SHA-256 of a file's bytes, read in chunks."""
     digest = hashlib.sha256()

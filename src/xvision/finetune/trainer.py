@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from xvision._fileio import atomic_write, atomic_write_json, sha256_file
+from xvision._fileio import atomic_write, atomic_write_json, sha256_file, stable_safetensors
 from xvision._rng import keeps_torch_rng
 from xvision.backbones.preprocess import PreprocessConfig, preprocess_image
 from xvision.backbones.registry import (
@@ -528,16 +528,16 @@ def write_tuned(tensors: dict[str, torch.Tensor], backbone: str, weights_file: P
     :func:`tuned_backbone`).
 
     A file that already holds these weights and marks is left alone. Runs and feature stores know the file
-    by its SHA-256, and safetensors writes its metadata in no fixed order, so writing the same weights
-    again can give other bytes: re-running a finished `fit` (which rebuilds a detector ensemble's file
-    from its members) then broke the feature store and the run's link to its weights."""
+    by its SHA-256: re-running a finished `fit` (which rebuilds a detector ensemble's file from its
+    members) must not touch it. (Files written before :func:`~xvision._fileio.stable_safetensors` may hold
+    the same weights in other bytes; they are kept too.)"""
     from safetensors.torch import save
 
     tuned = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     metadata = {"format": "xvision-finetuned", "backbone": backbone}
     if _holds(weights_file, tuned, metadata):
         return weights_file
-    payload = save(tuned, metadata=metadata)
+    payload = stable_safetensors(save(tuned, metadata=metadata))
     atomic_write(weights_file, lambda tmp: tmp.write_bytes(payload))
     return weights_file
 

@@ -39,7 +39,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from xvision._fileio import atomic_write
+from xvision._fileio import atomic_write, stable_safetensors
 from xvision._rng import keeps_torch_rng
 from xvision._threads import auto_threads, torch_threads
 from xvision.errors import NotFittedError, RunError
@@ -462,7 +462,7 @@ def save_net(path: str | Path, net: nn.Module, metadata: dict[str, str]) -> Path
     from safetensors.torch import save
 
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
-    payload = save(state, metadata=metadata)
+    payload = stable_safetensors(save(state, metadata=metadata))  # same weights, same bytes, same SHA-256
     return atomic_write(path, lambda tmp: tmp.write_bytes(payload))
 
 
