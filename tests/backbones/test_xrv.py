@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import types
 
@@ -25,7 +26,7 @@ def test_xrv_input_is_one_channel_scaled_to_plus_minus_1024() -> None:
 
 def test_missing_weights_say_how_to_convert(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(WeightsNotFoundError, match=r"python -m xvision.backbones.xrv xrv_densenet121_all"):
+    with pytest.raises(WeightsNotFoundError, match=r"xvision backbones --convert xrv_densenet121_all"):
         create_backbone("xrv_densenet121_all")
 
 
@@ -67,3 +68,35 @@ def test_extraction_runs_end_to_end_with_a_one_channel_backbone(tmp_path) -> Non
     store = FeatureStore(tmp_path / "features")
     assert len(store.read_index()) == 4
     assert store.read_meta()["backbone"]["preprocess"]["channels"] == 1
+
+
+def test_the_cli_converts_and_python_dash_m_reaches_the_same_code(monkeypatch, tmp_path) -> None:
+    """`python -m xvision.backbones.xrv` ran a second copy of the module whose classes were not the registry's,
+    so it called every xrv backbone "not a torchxrayvision backbone"."""
+    import subprocess
+
+    from xvision.cli.main import main as cli
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    published = xrv_densenet121()
+
+    class FakeModels:
+        @staticmethod
+        def DenseNet(weights: str) -> torch.nn.Module:  # noqa: N802 - torchxrayvision's name
+            return published
+
+    monkeypatch.setitem(sys.modules, "torchxrayvision", types.SimpleNamespace(models=FakeModels))
+    assert cli(["backbones", "--convert", "xrv_densenet121_all", "-o", str(tmp_path / "x.safetensors")]) == 0
+    assert create_backbone("xrv_densenet121_all", weights=str(tmp_path / "x.safetensors")).pretrained
+    assert cli(["backbones", "--convert", "efficientnet_lite0"]) == 2  # one line, not a traceback
+
+    # Without the package (a stand-in that fails to import), -m gets as far as saying so.
+    (tmp_path / "stub").mkdir()
+    (tmp_path / "stub" / "torchxrayvision.py").write_text("raise ImportError('not installed')\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "xvision.backbones.xrv", "xrv_densenet121_all"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(tmp_path / "stub")},
+    )
+    assert run.returncode == 1 and "converting needs the torchxrayvision package" in run.stderr, run.stderr

@@ -10,7 +10,7 @@ never unpickles a downloaded file. Convert them once, with the package that publ
 trust it::
 
     pip install torchxrayvision
-    python -m xvision.backbones.xrv xrv_densenet121_all        # writes the cache file named below
+    xvision backbones --convert xrv_densenet121_all        # writes the cache file named below
 
 The resolved order is then as for every backbone: ``--weights FILE`` (safetensors or a plain state dict),
 then the converted file in the torch hub cache (``$TORCH_HOME/hub/checkpoints/``); otherwise a clear error
@@ -66,7 +66,7 @@ class ConvertedWeights:
         if not cached.is_file():
             raise WeightsNotFoundError(
                 f"chest X-ray weights for backbone '{backbone}' are not converted yet: run "
-                f"`pip install torchxrayvision && python -m xvision.backbones.xrv {backbone}` where a network "
+                f"`pip install torchxrayvision && xvision backbones --convert {backbone}` where a network "
                 f"exists (writes {cached}), or pass --weights FILE.safetensors"
             )
         state = load_state_dict_file(cached)
@@ -123,4 +123,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # `python -m xvision.backbones.xrv` (the command earlier versions documented) runs a second copy of this
+    # file as `__main__`, whose ConvertedWeights is not the registry's: hand over to the imported module.
+    from xvision.backbones import xrv
+
+    sys.exit(xrv.main())

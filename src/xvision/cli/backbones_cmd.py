@@ -1,4 +1,4 @@
-"""``xvision backbones``: list the registry."""
+"""``xvision backbones``: list the registry, or convert a chest X-ray network's published weights."""
 
 from __future__ import annotations
 
@@ -9,8 +9,27 @@ from xvision.backbones.registry import LUNG_SUFFIX, lung_bases
 
 
 @click.command("backbones")
-def backbones() -> None:
+@click.option(
+    "--convert",
+    "convert_name",
+    metavar="NAME",
+    help="Convert torchxrayvision's published weights for backbone NAME (xrv_*) to safetensors in the torch "
+    "hub cache, where it and a network exist (pip install torchxrayvision); Xvision never unpickles them itself.",
+)
+@click.option(
+    "-o", "--out", type=click.Path(dir_okay=False), help="With --convert: write the file here instead of the cache."
+)
+def backbones(convert_name: str | None, out: str | None) -> None:
     """List the built-in backbones (any timm model is also available as timm:<name>)."""
+    if convert_name is not None:
+        from pathlib import Path
+
+        from xvision.backbones.xrv import convert
+
+        click.echo(f"wrote {convert(convert_name, Path(out) if out else None)}")
+        return
+    if out is not None:
+        raise click.UsageError("-o/--out goes with --convert")
     specs = list_backbones()
     width = max(len(spec.name) for spec in specs)
     for spec in specs:
