@@ -164,6 +164,9 @@ def test_cli_takes_a_manifest_or_a_store_and_refuses_options_of_the_other(data, 
     assert f"ROC AUC per fold: {fold_aucs[0]:.3f}, {fold_aucs[1]:.3f}" in shown
     assert main(["cv", str(data), "-o", str(out), "--hidden", "none"]) == 2
     assert "--hidden applies to a feature store" in capsys.readouterr().err
+    # Named before CVConfig's own advice, which asked for an --inner-val that a recipe refuses next.
+    assert main(["cv", str(data), "-o", str(out), "--calibrate", "temperature"]) == 2
+    assert "--calibrate applies to a feature store" in capsys.readouterr().err
     features = out / "folds" / "repeat-1-fold-1" / "run" / "features"
     assert main(["cv", str(features), "-o", str(out / "x"), "--recipe", "seed"]) == 2
     assert "--recipe applies to a manifest" in capsys.readouterr().err

@@ -111,6 +111,21 @@ def cv(
     """
     from xvision.evaluation.crossval import CVConfig, cross_validate
 
+    # Options that do not apply to this kind of source are named first: CVConfig's own checks would
+    # otherwise advise, say, --inner-val for a --calibrate that a recipe refuses anyway.
+    is_manifest = source.is_file()
+    given = [
+        name
+        for name in (HEAD_ONLY if is_manifest else RECIPE_ONLY)
+        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
+    ]
+    if given:
+        flag = "--" + given[0].replace("_", "-")
+        raise RunError(
+            f"{flag} applies to a feature store, not to a manifest: a recipe fixes its own head and threshold"
+            if is_manifest
+            else f"{flag} applies to a manifest (a recipe fitted per fold); {source} is a feature store"
+        )
     try:
         config = CVConfig(
             folds=folds,
@@ -137,19 +152,6 @@ def cv(
         "seed": seed,
     }
     bootstrap = BootstrapConfig(n_resamples=n_resamples, seed=seed) if n_resamples else None
-    is_manifest = source.is_file()
-    given = [
-        name
-        for name in (HEAD_ONLY if is_manifest else RECIPE_ONLY)
-        if ctx.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE
-    ]
-    if given:
-        flag = "--" + given[0].replace("_", "-")
-        raise RunError(
-            f"{flag} applies to a feature store, not to a manifest: a recipe fixes its own head and threshold"
-            if is_manifest
-            else f"{flag} applies to a manifest (a recipe fitted per fold); {source} is a feature store"
-        )
     if is_manifest:
         from xvision.evaluation.crossval_recipe import cross_validate_recipe
 
