@@ -174,6 +174,7 @@ def test_result_is_plain_json() -> None:
         ([0, 2], np.array([[0.5, 0.5], [0.3, 0.7]]), CLASSES, "outside"),
         ([0, -1], np.array([[0.5, 0.5], [0.3, 0.7]]), CLASSES, "outside"),
         ([0, 0.5], np.array([[0.5, 0.5], [0.3, 0.7]]), CLASSES, "integer"),
+        (["normal", "nodule"], np.array([[0.5, 0.5], [0.3, 0.7]]), CLASSES, "class names\\? pass their positions"),
         ([], np.zeros((0, 2)), CLASSES, "empty"),
         ([0, 1], np.array([[0.5, 0.5], [0.3, 0.7]]), ["a", "a"], "unique"),
         ([0], np.array([[1.0]]), ["a"], "two classes"),

@@ -182,7 +182,8 @@ def _check_labels(y_true: Sequence[int] | np.ndarray, k: int) -> np.ndarray:
     if len(y) == 0:
         raise ValueError("y_true is empty: there is nothing to score")
     if y.dtype.kind == "b" or y.dtype.kind not in "iuf":
-        raise ValueError(f"y_true must hold integer class indices, got dtype {y.dtype}")
+        hint = " (class names? pass their positions in the class list)" if y.dtype.kind in "USO" else ""
+        raise ValueError(f"y_true must hold integer class indices, got dtype {y.dtype}{hint}")
     if y.dtype.kind == "f" and not np.all(np.isfinite(y) & (y == np.round(y))):
         raise ValueError("y_true must hold integer class indices, got non-integer values")
     y = y.astype(np.int64)
