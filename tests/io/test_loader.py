@@ -394,6 +394,15 @@ def test_dicom_without_pixel_data_is_rejected(tmp_path: Path) -> None:
     assert str(path) in str(caught.value)
 
 
+def test_text_or_random_bytes_named_dcm_are_not_called_a_dicom_without_pixels(tmp_path: Path) -> None:
+    (tmp_path / "junk.dcm").write_text("junk\n")
+    (tmp_path / "noise.dcm").write_bytes(np.random.default_rng(0).bytes(5000))
+    for name in ("junk.dcm", "noise.dcm"):
+        with pytest.raises(ImageLoadError, match="not a DICOM file") as caught:
+            load_image(tmp_path / name)
+        assert str(caught.value).startswith(str(tmp_path / name)) and "pixel data" not in str(caught.value)
+
+
 def test_truncated_dicom_pixel_data_is_an_image_load_error(tmp_path: Path) -> None:
     path = write_dicom(tmp_path / "cut.dcm", np.arange(64 * 64, dtype=np.uint16).reshape(64, 64), bits_stored=12)
     data = path.read_bytes()

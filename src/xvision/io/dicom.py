@@ -178,8 +178,15 @@ def check_projection_radiograph(path: str | Path) -> None:
         )
 
 
+# Elements every real DICOM object has some of: without them and without a file meta header, what
+# ``force=True`` parsed is not DICOM at all (a text file or random bytes named .dcm).
+_DICOM_SIGNS = ("SOPClassUID", "SOPInstanceUID", "Modality", "StudyInstanceUID", "Rows", "Columns", "PatientID")
+
+
 def _check_header(path: Path, ds: Dataset, max_pixels: int) -> None:
     if "PixelData" not in ds:
+        if not len(getattr(ds, "file_meta", ()) or ()) and not any(sign in ds for sign in _DICOM_SIGNS):
+            raise ImageLoadError(path, "not a DICOM file (no DICOM header found) and not another supported image")
         raise ImageLoadError(path, "DICOM file has no pixel data (is it a report or a structured document?)")
     photometric = str(ds.get("PhotometricInterpretation", "")).strip()
     if not photometric:
