@@ -195,6 +195,8 @@ def test_imbalanced_classes_without_validation_warn_and_class_weight_balances(tm
     assert "replacing an earlier cross-validation with other settings (class_weight 'balanced' -> None)" in caplog.text
     caplog.clear()
     assert main([*cv[:3], str(tmp_path / "cv-w"), *cv[4:]]) == 0 and "replacing" not in caplog.text  # same: quiet
+    assert main([*cv[:3], str(tmp_path / "cv-w"), *cv[4:-1], "100"]) == 0  # only the intervals' resamples differ
+    assert "replacing an earlier cross-validation with other settings (bootstrap 0 -> 100)" in caplog.text
     # `fit` has no --class-weight (a recipe fixes its head): its warning names the cure it has, a val split.
     from xvision.heads import MLPClassifier
     from xvision.training import train_run

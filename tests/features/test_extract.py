@@ -335,3 +335,18 @@ def test_a_folder_of_monochrome1_films_is_said_three_times_then_counted(tmp_path
     run = subprocess.run(verbose, capture_output=True, text=True, check=True)
     films = {line.split(": ")[1] for line in run.stderr.splitlines() if "DICOM is MONOCHROME1" in line}
     assert len(films) == 8, run.stderr
+
+
+def test_extract_again_with_only_a_bad_image_left_reports_no_speed(tmp_path, capsys) -> None:
+    """The failed image is tried again and nothing is extracted: the summary said "0.0 images/s"."""
+    from xvision.cli.main import main
+
+    manifest = _write_set(tmp_path / "data", 2)
+    (tmp_path / "data" / "normal" / "text.png").write_text("nope")
+    _add_rows(manifest, [("normal/text.png", "normal")])
+    command = ["extract", str(manifest), "--backbone", TINY, "--weights", "random", "-o", str(tmp_path / "f")]
+    assert main(command) == 0 and "images/s" in capsys.readouterr().out
+    assert main(command) == 0
+    out = capsys.readouterr().out
+    assert "(0 extracted now, 4 already stored, 1 failed)" in out
+    assert "images/s" not in out and "path:" not in out

@@ -112,7 +112,7 @@ def extract(
         f"{out_dir}: {ok} of {report.total} images have features "
         f"({report.extracted} extracted now, {report.reused} already stored, {len(report.failed)} failed)"
     )
-    if report.plan is not None:
+    if report.plan is not None and report.extracted:  # nothing extracted now: no path and no rate to report
         from xvision.backbones.runtime import ExecutionPlan
 
         rate = f", {report.extracted / report.seconds:.1f} images/s" if report.seconds > 0 else ""

@@ -124,7 +124,9 @@ def _refuse_other_output(out: Path) -> None:
     )
 
 
-def _warn_if_replacing(out: Path, features_dir: Path, config: CVConfig, params: dict[str, Any]) -> None:
+def _warn_if_replacing(
+    out: Path, features_dir: Path, config: CVConfig, params: dict[str, Any], bootstrap: BootstrapConfig | None
+) -> None:
     """Say which settings differ when ``out`` holds an earlier feature-store cv that this one replaces."""
     try:
         earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8"))
@@ -134,11 +136,13 @@ def _warn_if_replacing(out: Path, features_dir: Path, config: CVConfig, params: 
         "features": str(features_dir),
         **asdict(config),
         **{**params, "hidden": list(params["hidden"])},
+        "bootstrap": bootstrap.n_resamples if bootstrap else 0,
     }
     before = {
         "features": earlier.get("features"),
         **(earlier.get("cv") or {}),
         **((earlier.get("head") or {}).get("params") or {}),
+        "bootstrap": (earlier.get("bootstrap") or {}).get("n_resamples", 0),
     }
     changed = [f"{key} {before.get(key)!r} -> {value!r}" for key, value in now.items() if before.get(key) != value]
     if changed:
@@ -189,7 +193,7 @@ def cross_validate(
     fitted = config.inner_val > 0 and len(classes) == 2
     cure = "use --class-weight balanced, or --inner-val 0.2 (a validation split in every fold picks its threshold)"
     warn_imbalance(data.labels, features_dir, threshold_fitted=fitted, class_weight=params["class_weight"], cure=cure)
-    _warn_if_replacing(out, features_dir, config, params)
+    _warn_if_replacing(out, features_dir, config, params, bootstrap)
 
     per_repeat: list[dict[str, Any]] = []
     oof_rows: list[list[Any]] = []
