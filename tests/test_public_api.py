@@ -19,6 +19,7 @@ def test_every_exported_name_resolves_to_its_module_object() -> None:
     assert xvision.cross_validate_recipe is cross_validate_recipe
     assert set(xvision._EXPORTS) <= set(xvision.__all__)  # every lazily exported name is declared
     assert {"fit", "evaluate_manifest", "Predictor"} <= set(dir(xvision))
+    assert len(dir(xvision)) == len(set(dir(xvision)))  # a name already used is listed once, not twice
 
 
 def test_importing_xvision_does_not_import_torch() -> None:
