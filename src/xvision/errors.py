@@ -68,6 +68,10 @@ class NotFittedError(XvisionError, ValueError, AttributeError):
     """An estimator was used before ``fit`` (mirrors scikit-learn's NotFittedError)."""
 
 
+class OutputError(XvisionError):
+    """An output would replace a file it must not: one of the command's inputs, or a file of another kind."""
+
+
 class FetchError(XvisionError):
     """Downloading from a remote service (e.g. Open-i) failed, or the service answered something unusable."""
 

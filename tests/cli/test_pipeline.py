@@ -221,3 +221,54 @@ def test_training_that_diverges_stops_in_one_line_and_can_be_run_again(pipeline,
     err = capsys.readouterr().err
     assert "training diverged at epoch" in err and "lower --lr (it was 1e+09)" in err and "Traceback" not in err
     assert main(args) == 0  # the same folder, a sane rate, no --overwrite needed: nothing was saved as a model
+
+
+def test_outputs_never_replace_inputs_or_files_xvision_did_not_write(pipeline, tmp_path, capsys) -> None:
+    """`predict --heatmaps` into the images' own folder replaced the radiographs with heatmaps; `audit -o` and
+    `report -o` replaced a manifest or a model without a word."""
+    root, _ = pipeline
+    films = tmp_path / "films"
+    films.mkdir()
+    for source in sorted((root / "data" / "normal").glob("*.png"))[:2]:
+        shutil.copy(source, films / source.name)
+    before = {p.name: p.read_bytes() for p in films.iterdir()}
+    run, manifest, model = root / "run", root / "manifest.csv", root / "run" / "model.safetensors"
+    kept = {p: p.read_bytes() for p in (manifest, model)}
+
+    assert main(["predict", str(run), str(films), "--heatmaps", str(films)]) == 2
+    assert "the heatmap would replace an input of this command" in capsys.readouterr().err
+    one = sorted(films.iterdir())[0]
+    assert main(["predict", str(run), str(one), "--grid", str(one)]) == 2
+    assert "the grid would replace an input" in capsys.readouterr().err
+    assert main(["audit", str(manifest), "-o", str(manifest), "--repeats", "1", "--no-progress"]) == 2
+    assert "the audit result would replace an input" in capsys.readouterr().err
+    assert main(["audit", str(manifest), "-o", str(model), "--repeats", "1", "--no-progress"]) == 2
+    assert "model.safetensors exists and is not an earlier audit result from Xvision" in capsys.readouterr().err
+    assert main(["report", str(run), "-o", str(manifest)]) == 2
+    assert "manifest.csv exists and is not an earlier report from Xvision" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in films.iterdir()} == before
+    assert all(path.read_bytes() == data for path, data in kept.items())
+
+    # Xvision's own earlier outputs are replaced as before: running the same command again works.
+    heat, grid = tmp_path / "heat", tmp_path / "grid.png"
+    for _ in range(2):
+        assert main(["predict", str(run), str(films), "--heatmaps", str(heat), "--grid", str(grid)]) == 0
+        assert main(
+            ["audit", str(manifest), "-o", str(tmp_path / "audit.json"), "--repeats", "1", "--no-progress"]
+        ) in (0, 3)
+        assert main(["report", str(run), "-o", str(tmp_path / "report.html")]) == 0
+    assert sorted(p.name for p in heat.iterdir()) == sorted(before)
+
+
+def test_a_report_refuses_a_cross_validation_or_another_runs_results(pipeline, tmp_path, capsys) -> None:
+    root, _ = pipeline
+    cv = tmp_path / "cv"
+    assert main(["cv", str(root / "feats"), "-o", str(cv), "--folds", "2", "--epochs", "1", "--bootstrap", "0"]) == 0
+    assert main(["report", str(root / "run"), "--results", str(cv)]) == 2
+    assert "holds a cross-validation (`xvision cv`), not an evaluation of" in capsys.readouterr().err
+    assert not (cv / "report.html").exists()
+
+    other = tmp_path / "other"
+    assert main(["train", str(root / "feats"), "-o", str(other), "--epochs", "2", "--seed", "5", "--no-audit"]) == 0
+    assert main(["report", str(other), "--results", str(root / "run")]) == 2
+    assert f"these results are an evaluation of {root / 'run'}, not of {other}" in capsys.readouterr().err

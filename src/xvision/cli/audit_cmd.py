@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from xvision._fileio import atomic_write_json
+from xvision._outputs import check_output, is_json_with
 from xvision.evaluation.audit import DEFAULT_THRESHOLD, AuditConfig, audit_manifest
 
 WARN_STATUS = 3
@@ -79,6 +80,8 @@ def audit(
         seed=seed,
     )
     target = _output_file(output) if output is not None else None
+    if target is not None:  # never over the manifest, a model or anything but an earlier audit.json
+        check_output(target, what="audit result", ours=is_json_with({"verdict", "config"}), inputs=[manifest_path])
     result = audit_manifest(manifest_path, config, progress=progress)
     payload = result.to_dict()
     if target is not None:

@@ -55,16 +55,32 @@ def _print_csv(results: list[Prediction], classes: list[str]) -> None:
         )
 
 
-def _write_heatmaps(predictor: Predictor, results: list[Prediction], folder: Path) -> None:
+def _heatmap_files(paths: list[Path], folder: Path) -> dict[str, Path]:
+    """Each image's heatmap file in ``folder``: its stem, numbered when two images share one."""
+    files: dict[str, Path] = {}
+    names: set[str] = set()
+    for path in paths:
+        name = path.stem if path.stem not in names else f"{path.stem}-{len(names)}"
+        names.add(name)
+        files[str(path)] = folder / f"{name}.png"
+    return files
+
+
+def _write_heatmaps(predictor: Predictor, results: list[Prediction], files: dict[str, Path]) -> None:
     from xvision.inference.heatmap import draw_evidence
     from xvision.io import load_image
 
-    names: set[str] = set()
     for r in results:
-        stem = Path(r.path).stem
-        name = stem if stem not in names else f"{stem}-{len(names)}"
-        names.add(name)
-        draw_evidence(predictor, load_image(r.path), r, folder / f"{name}.png", name=Path(r.path).name)
+        draw_evidence(predictor, load_image(r.path), r, files[r.path], name=Path(r.path).name)
+
+
+def _check_outputs(paths: list[Path], grid: Path | None, heatmaps: dict[str, Path]) -> None:
+    """Before any work: no grid or heatmap may replace an input image or a file Xvision did not draw."""
+    from xvision._outputs import check_output, is_xvision_png
+
+    for target, what in [(grid, "grid"), *((file, "heatmap") for file in heatmaps.values())]:
+        if target is not None:
+            check_output(target, what=what, ours=is_xvision_png, inputs=paths)
 
 
 @click.command("predict")
@@ -110,6 +126,8 @@ def predict(
     paths = expand_inputs(inputs)
     if not paths:
         raise ImageLoadError(", ".join(map(str, inputs)), "no supported images found")
+    heatmap_files = _heatmap_files(paths, heatmaps) if heatmaps is not None else {}
+    _check_outputs(paths, grid, heatmap_files)
     predictor = Predictor(run_dir, weights=weights)
     results = predictor.predict_paths(paths, batch_size=batch_size)
     warning = UNTRAINED_WARNING if predictor.untrained_backbone else None
@@ -126,7 +144,7 @@ def predict(
         draw_prediction_grid(results, grid, watermark=warning)
         click.echo(f"grid: {grid}", err=True)
     if heatmaps is not None:
-        _write_heatmaps(predictor, [r for r in results if not r.error], heatmaps)
+        _write_heatmaps(predictor, [r for r in results if not r.error], heatmap_files)
         click.echo(f"heatmaps: {heatmaps}", err=True)
     click.echo(f"decision: {decision}", err=True)
     if warning:

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from xvision._fileio import atomic_write
+from xvision._outputs import PNG_SOFTWARE
+from xvision._version import __version__
 from xvision.errors import RunError
 from xvision.evaluation.metrics import roc_points
 
@@ -356,7 +358,10 @@ def _save(fig: Figure, path: str | Path, watermark: str | None, *, tight: bool =
     # Temp names end in .part, so the format must be given explicitly. A tight box also keeps a long class
     # name whole where tight_layout alone would cut it at the figure's edge.
     box = "tight" if tight else None
-    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches=box))
+    # The Software chunk marks the file as Xvision's: a later command may replace it, but no other file
+    # (xvision._outputs).
+    metadata = {"Software": f"{PNG_SOFTWARE} {__version__}"}
+    return atomic_write(path, lambda tmp: fig.savefig(tmp, format="png", dpi=DPI, bbox_inches=box, metadata=metadata))
 
 
 def _read_history(path: str | Path) -> list[dict[str, str]]:

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from xvision._fileio import atomic_write_text
+from xvision._outputs import check_output, is_xvision_report, same_file
 from xvision._version import __version__
 from xvision.errors import RunError
 from xvision.evaluation.audit_features import describe_feature
@@ -74,11 +75,12 @@ def write_report(
         raise RunError(not_a_run(run_dir))
     if results_dir is not None and not (results / "metrics.json").is_file():  # a typo must not look "not evaluated"
         raise RunError(f"{results}: no metrics.json; --results names the folder evaluate wrote with -o")
+    out = Path(out) if out is not None else results / REPORT_NAME
+    check_output(out, what="report", ours=is_xvision_report)
     metrics = _read_json(results / "metrics.json")
     _check_same_model(run_dir, results, metrics)
     store = _find_store(features_dir, bundle, metrics)
     context = build_context(run_dir, results, bundle, metrics, store)
-    out = Path(out) if out is not None else results / REPORT_NAME
     return atomic_write_text(out, render(context))
 
 
@@ -483,8 +485,16 @@ def _check_same_model(run_dir: Path, results: Path, metrics: dict[str, Any] | No
     """Refuse results that another head of this run scored (the run was trained again since)."""
     from xvision.inference.bundle import model_sha256  # here: the bundle module loads torch
 
+    if (metrics or {}).get("kind") == "cross-validation":  # pooled fold models' figures, not this run's
+        raise RunError(
+            f"{results} holds a cross-validation (`xvision cv`), not an evaluation of {run_dir}; "
+            f"pass the folder `xvision evaluate {run_dir}` wrote"
+        )
     scored = (metrics or {}).get("model_sha256")
     if scored and (run_dir / "model.safetensors").is_file() and scored != model_sha256(run_dir):
+        other = Path(str((metrics or {}).get("run") or ""))
+        if other.name and (other / "bundle.json").is_file() and not same_file(other, run_dir):
+            raise RunError(f"{results}: these results are an evaluation of {other}, not of {run_dir}")
         raise RunError(
             f"{results}: these results were scored by an earlier model of {run_dir} (it was trained again since); "
             "run `xvision evaluate` again for the current one"

@@ -1,0 +1,76 @@
+"""Where a command may write a file that the user named: never over one of its own inputs, and never over an
+existing file that is not an earlier output of the same kind (a manifest, a model, a radiograph).
+
+`predict --heatmaps` into the folder of the images it read replaced those radiographs with their heatmaps, and
+`audit -o` or `report -o` given a manifest's or a model's name replaced it without a word. Each command checks
+its outputs with :func:`check_output` before any work, so a refusal costs nothing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from xvision.errors import OutputError
+
+#: What every PNG that Xvision draws carries in its ``Software`` text chunk (see evaluation.plots).
+PNG_SOFTWARE = "Xvision"
+
+
+def check_output(path: Path, *, what: str, ours: Callable[[Path], bool], inputs: Iterable[Path] = ()) -> None:
+    """Refuse to write ``path`` when it is one of ``inputs`` or an existing file that ``ours`` does not
+    recognise as an earlier ``what``; a folder at ``path`` is refused too."""
+    if path.is_dir():
+        raise OutputError(f"{path} is a folder; give the {what} a file name")
+    if not path.exists():
+        return
+    if any(same_file(path, source) for source in inputs):
+        raise OutputError(f"{path}: the {what} would replace an input of this command; choose another name")
+    if not ours(path):
+        raise OutputError(
+            f"{path} exists and is not an earlier {what} from Xvision; choose another name, or remove it first"
+        )
+
+
+def is_xvision_png(path: Path) -> bool:
+    """Whether ``path`` is a PNG that Xvision drew (a plot, grid or heatmap)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and str(image.info.get("Software", "")).startswith(PNG_SOFTWARE)
+    except Exception:  # noqa: BLE001 - unreadable or not an image: not ours
+        return False
+
+
+def is_xvision_report(path: Path) -> bool:
+    """Whether ``path`` is an HTML report that Xvision wrote (its generator meta tag)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(2048)
+    except OSError:
+        return False
+    return b'<meta name="generator" content="Xvision' in head
+
+
+def is_json_with(keys: set[str]) -> Callable[[Path], bool]:
+    """A test for a JSON object holding every one of ``keys`` (an earlier audit.json, ...)."""
+
+    def test(path: Path) -> bool:
+        try:
+            if path.stat().st_size > 50_000_000:
+                return False
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return False
+        return isinstance(data, dict) and keys <= set(data)
+
+    return test
+
+
+def same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b)
+    except OSError:
+        return False
