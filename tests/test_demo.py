@@ -35,3 +35,19 @@ def test_the_demos_next_step_names_xvision_as_it_was_run(monkeypatch) -> None:
     assert _program() == "xvision"
     monkeypatch.setattr("sys.argv", ["/usr/lib/python3/-m", "demo"])  # python -m xvision: the plain name
     assert _program() == "xvision"
+
+
+def test_the_demo_refuses_a_folder_that_is_not_an_earlier_demo(tmp_path, capsys) -> None:
+    """Into a class folder of the user's own data, its phantoms would have been labelled as that class."""
+    own = tmp_path / "mine" / "normal"
+    own.mkdir(parents=True)
+    (own / "film.png").write_bytes(b"not touched")
+    assert main(["demo", "-o", str(own), "--n-per-class", "10"]) == 2
+    assert "is not empty and not an earlier demo" in capsys.readouterr().err
+    assert sorted(p.name for p in own.iterdir()) == ["film.png"]
+    from xvision.demo import run_demo
+    from xvision.errors import RunError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(RunError, match="is a file; the demo needs a folder"):
+        run_demo(tmp_path / "file")

@@ -14,6 +14,7 @@ from typing import Any
 from xvision.data.manifest import read_manifest, write_manifest
 from xvision.data.phantoms import make_phantom_dataset
 from xvision.data.split import assign_splits
+from xvision.errors import RunError
 from xvision.evaluation.evaluate import evaluate_run
 from xvision.features.extract import extract_manifest
 from xvision.heads import MLPClassifier
@@ -36,6 +37,22 @@ class DemoResult:
     grid: Path
 
 
+#: The file that marks a folder as the demo's own, so that running the demo again may replace it.
+DEMO_MARK = ".xvision-demo"
+
+
+def _check_demo_folder(out: Path) -> None:
+    """Refuse a file, or a non-empty folder that is not an earlier demo: phantoms written into, say, a class
+    folder of the user's own data would be counted as that class by the next `xvision manifest`, and
+    ``data/manifest.csv`` would replace theirs. Then mark the folder as the demo's."""
+    if out.exists() and not out.is_dir():
+        raise RunError(f"{out} is a file; the demo needs a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARK).is_file():
+        raise RunError(f"{out} is not empty and not an earlier demo; choose a new folder with -o")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / DEMO_MARK).write_text("made by `xvision demo`: running it again here replaces what it made\n")
+
+
 def run_demo(
     out_dir: str | Path = "xvision-demo",
     *,
@@ -51,6 +68,7 @@ def run_demo(
     uses the real ImageNet EfficientNet-Lite0 weights.
     """
     out = Path(out_dir)
+    _check_demo_folder(out)
     log.info("1/6 generating %d synthetic chest phantoms in %s", 2 * n_per_class, out / "data")
     manifest_path = make_phantom_dataset(out / "data", n_per_class=n_per_class, size=size, seed=seed)
     log.info("2/6 splitting by patient: 60% train, 20% val, 20% test")

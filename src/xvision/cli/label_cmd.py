@@ -8,12 +8,14 @@ from pathlib import Path
 import click
 
 from xvision._fileio import atomic_write_json, sha256_file
+from xvision._outputs import same_file
 from xvision._version import __version__
 from xvision.data.labels import BUILTIN_RULES, label_manifest, label_records, load_rules
 from xvision.data.manifest import write_manifest
 from xvision.data.openi import (
     FAILURES_FILE,
     RECORDS_FILE,
+    REPORTS_FILE,
     read_dicom_views,
     read_failures,
     read_records,
@@ -58,6 +60,10 @@ def label(folder: Path, rules: str, output: Path | None, views: str, dicom_metad
     class, exclusions by reason, conflicts. Next step: `xvision split OUTPUT --group-by group`.
     """
     output = output or folder / "manifest.csv"
+    fetched = [folder / name for name in (RECORDS_FILE, REPORTS_FILE, FAILURES_FILE)]
+    if output.suffix.lower() == ".jsonl" or any(same_file(output, path) for path in fetched):
+        # Even with --force: that is what `fetch` wrote (or its kind), the input of this command.
+        raise ManifestError(f"{output}: -o names the manifest (a CSV), not a .jsonl file like fetch's records")
     if output.exists() and not force:
         raise ManifestError(f"{output} already exists; pass --force to overwrite it or choose another -o")
     label_rules = load_rules(rules)

@@ -132,6 +132,10 @@ def test_fetched_then_labelled_then_split_by_report(
     _assert_reports_whole(manifest, expected_groups=len({row["group"] for row in rows}))
     assert main(["label", str(out)]) == 2  # no silent overwrite
     assert "--force" in capsys.readouterr().err
+    records = (out / "records.jsonl").read_bytes()  # what fetch wrote is never the manifest, --force or not
+    assert main(["label", str(out), "-o", str(out / "records.jsonl"), "--force"]) == 2
+    assert "-o names the manifest (a CSV), not a .jsonl file" in capsys.readouterr().err
+    assert (out / "records.jsonl").read_bytes() == records
 
 
 def test_label_names_the_images_the_fetch_did_not_get(
