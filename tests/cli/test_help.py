@@ -6,6 +6,8 @@ import importlib
 import subprocess
 import sys
 
+import pytest
+
 from xvision.cli.commands import COMMANDS, short_help
 from xvision.cli.main import main
 
@@ -100,3 +102,12 @@ def test_sigterm_interrupts_like_ctrl_c_and_exits_143(tmp_path) -> None:
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143 and "Interrupted." in err and "Traceback" not in err, err[-2000:]
+
+
+@pytest.mark.parametrize("command", ["split", "audit", "train", "cv", "evaluate", "compare", "demo", "fit"])
+def test_every_seed_option_takes_the_range_numpy_takes(command: str, capsys) -> None:
+    """`--seed -1` was a ValueError traceback in most commands (after minutes of extraction in `fit`)."""
+    for seed in ("-1", str(2**32)):
+        assert main([command, "--seed", seed, "x"]) == 2
+        err = capsys.readouterr().err
+        assert f"Invalid value for '--seed': {seed} is not in the range 0<=x<=4294967295" in err, err

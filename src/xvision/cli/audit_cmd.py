@@ -10,6 +10,7 @@ import click
 
 from xvision._fileio import atomic_write_json
 from xvision._outputs import check_output, is_json_with
+from xvision.cli.options import SEED
 from xvision.evaluation.audit import DEFAULT_THRESHOLD, AuditConfig, audit_manifest
 
 WARN_STATUS = 3
@@ -42,7 +43,7 @@ WARN_STATUS = 3
     show_default=True,
     help="Logistic regression on standardised features, or shallow gradient-boosted trees.",
 )
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of folds and bootstrap.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of folds and bootstrap.")
 @click.option(
     "-o",
     "--output",

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from xvision._fileio import atomic_write_json
+from xvision.cli.options import SEED
 from xvision.errors import RunError
 from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
 
@@ -75,7 +76,7 @@ def format_comparison(result: dict) -> str:
     type=click.IntRange(1),
     help="Paired bootstrap resamples.",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the bootstrap.")
 @click.option(
     "-o",
     "--output",

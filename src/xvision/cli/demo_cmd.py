@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from xvision.cli.evaluate_cmd import format_metrics
+from xvision.cli.options import SEED
 
 
 @click.command("demo")
@@ -22,7 +23,7 @@ from xvision.cli.evaluate_cmd import format_metrics
     help="Folder for data, features and run.",
 )
 @click.option("--n-per-class", default=100, show_default=True, type=click.IntRange(10))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=SEED)
 def demo(out_dir: Path, n_per_class: int, seed: int) -> None:
     """Generate synthetic chest phantoms (normal vs nodule) and run manifest -> split -> extract ->
     train -> evaluate -> predict on them, printing the metrics and where the plots are."""

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from xvision.cli.options import SEED
 from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
 from xvision.evaluation.evaluate import evaluate_run
 from xvision.evaluation.operating import describe_threshold
@@ -119,7 +120,7 @@ def format_metrics(metrics: dict) -> str:
     type=click.IntRange(0),
     help="Bootstrap resamples for the 95% intervals (0: no intervals).",
 )
-@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the bootstrap.")
+@click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the bootstrap.")
 def evaluate(
     run_dir: Path,
     features_dir: Path | None,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from xvision.cli.options import SEED
 from xvision.data.hints import warn_conflicting_labels, warn_one_class, warn_similar_labels
 from xvision.data.manifest import Manifest, read_manifest, write_manifest
 from xvision.data.split import assign_splits, check_no_leakage, file_hashes, split_counts
@@ -21,7 +22,7 @@ from xvision.data.split import assign_splits, check_no_leakage, file_hashes, spl
 )
 @click.option("--test", type=float, default=0.2, show_default=True, help="Fraction of images for test.")
 @click.option("--val", type=float, default=0.1, show_default=True, help="Fraction of images for validation.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the shuffle.")
+@click.option("--seed", type=SEED, default=0, show_default=True, help="Seed of the shuffle.")
 @click.option(
     "-o",
     "--output",

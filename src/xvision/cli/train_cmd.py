@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from xvision.cli.options import SEED
 from xvision.evaluation.operating import describe_threshold
 from xvision.heads import MLPClassifier
 from xvision.training import CHECKPOINT_POLICIES, train_run
@@ -36,7 +37,7 @@ HEAD_OPTIONS = [
     click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0)),
     click.option("--batch-size", default=20, show_default=True, type=click.IntRange(1)),
     click.option("--epochs", default=20, show_default=True, type=click.IntRange(1)),
-    click.option("--seed", default=0, show_default=True, type=int),
+    click.option("--seed", default=0, show_default=True, type=SEED),
     click.option("--no-standardize", is_flag=True, help="Feed raw features (the original tool's behaviour)."),
     click.option(
         "--class-weight",
