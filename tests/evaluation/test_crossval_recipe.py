@@ -181,6 +181,15 @@ def test_too_few_groups_are_refused_before_any_fold(data, tmp_path, monkeypatch)
     assert not list((tmp_path / "cv").glob("folds/*"))
 
 
+def test_an_inner_val_too_small_for_the_patients_is_one_line_before_the_folder_is_claimed(data, tmp_path) -> None:
+    """--inner-val 0.01 asks for 100 inner folds: a scikit-learn traceback, after cv_recipe.json was written."""
+    from xvision.errors import RunError
+
+    with pytest.raises(RunError, match=r"--inner-val 0.01 holds out 1/100 of each fold's training part, but a class"):
+        run_cv(data, tmp_path / "cv", inner_val=0.01)
+    assert not (tmp_path / "cv").exists()
+
+
 def test_one_fold_at_a_time_then_pooled(data, finished, tmp_path, fit_calls) -> None:
     _, complete = finished
     out = tmp_path / "cv"

@@ -164,6 +164,14 @@ def test_cv_on_150_images_of_1280_features_uses_the_default_head_and_patient_res
     assert metrics["bootstrap"]["n_resamples"] == 2000 and metrics["bootstrap"]["n_units"] == 74
 
 
+def test_an_inner_val_too_small_for_the_patients_is_a_one_line_error(tmp_path, capsys) -> None:
+    features = make_store(tmp_path / "feats", n_groups=20, per_group=2, dim=8)
+    assert main(["cv", str(features), "-o", str(tmp_path / "cv"), "--folds", "2", "--inner-val", "0.05"]) == 2
+    err = capsys.readouterr().err
+    assert "--inner-val 0.05 holds out 1/20 of each fold's training part, but a class there has only 5" in err
+    assert "use --inner-val 0.20 or more" in err and "Traceback" not in err
+
+
 def test_imbalanced_classes_without_validation_warn_and_class_weight_balances(tmp_path, caplog) -> None:
     # Labels cycle normal, normal, normal, nodule by patient: three normals to each nodule, no split column.
     classes = ("normal", "normal", "normal", "nodule")

@@ -78,6 +78,10 @@ def cross_validate_recipe(
     if (config.threshold_rule, config.calibrate, config.positive) != ("youden", "none", None):
         raise RunError("a recipe fixes its own threshold rule, calibration and positive class (as `fit` does)")
     manifest, hashes, y, classes, groups = _folds_input(manifest_path, config)
+    if config.inner_val > 0:  # its refusal comes before the output folder is claimed, not inside fold 1
+        for repeat in range(config.repeats):
+            for train_idx, _ in _splits(y, groups, config, repeat):
+                inner_split(y, groups, train_idx, config.inner_val, config.seed + repeat)
     out = Path(out_dir)
     _claim(out, manifest_path, chosen.name, backbone, weights, config)
     positive = default_positive(classes) if len(classes) == 2 else None
