@@ -111,3 +111,11 @@ def test_every_seed_option_takes_the_range_numpy_takes(command: str, capsys) -> 
         assert main([command, "--seed", seed, "x"]) == 2
         err = capsys.readouterr().err
         assert f"Invalid value for '--seed': {seed} is not in the range 0<=x<=4294967295" in err, err
+
+
+@pytest.mark.parametrize("option", ["--lr", "--momentum", "--weight-decay"])
+@pytest.mark.parametrize("command", ["train", "cv"])
+def test_head_rates_refuse_nan_and_inf(command: str, option: str, capsys) -> None:
+    for value in ("nan", "inf"):
+        assert main([command, "x", option, value]) == 2
+        assert f"Invalid value for '{option}'" in capsys.readouterr().err

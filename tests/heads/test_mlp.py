@@ -160,3 +160,21 @@ def test_nan_features_are_refused_at_prediction_too() -> None:
     X[5, 2] = np.nan
     with pytest.raises(ValueError, match=r"X has NaN or infinite values in 1 rows \(first: row 5\)"):
         head.predict_proba(X)
+
+
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"lr": float("nan")}, "lr must be a positive number, got nan"),
+        ({"lr": float("inf")}, "lr must be a positive number, got inf"),
+        ({"momentum": float("nan")}, r"momentum must lie in \[0, 1\], got nan"),
+        ({"weight_decay": float("inf")}, "weight_decay must be a non-negative number, got inf"),
+        ({"hidden": (100_000_000,)}, r"makes a head of 3,200,000,000 weights, more than 1,073,741,824 \(4 GB"),
+    ],
+)
+def test_parameters_no_training_could_use_are_refused_before_training(params: dict, match: str) -> None:
+    """nan passed every `> 0` check and was then blamed on the learning rate as divergence; a typo'd layer
+    size asked torch for hundreds of GB."""
+    X, y = _blobs(d=30)
+    with pytest.raises(ValueError, match=match):
+        MLPClassifier(epochs=1, **params).fit(X, y)

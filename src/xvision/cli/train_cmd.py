@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xvision.cli.options import SEED
+from xvision.cli.options import SEED, FiniteFloatRange
 from xvision.evaluation.operating import describe_threshold
 from xvision.heads import MLPClassifier
 from xvision.training import CHECKPOINT_POLICIES, train_run
@@ -32,9 +32,9 @@ HEAD_OPTIONS = [
         callback=_hidden,
         help="Hidden layer widths; 'none' (or 0) for a linear head.",
     ),
-    click.option("--lr", default=0.01, show_default=True, type=click.FloatRange(min=0, min_open=True)),
-    click.option("--momentum", default=0.0, show_default=True, type=click.FloatRange(0, 1)),
-    click.option("--weight-decay", default=0.0, show_default=True, type=click.FloatRange(min=0)),
+    click.option("--lr", default=0.01, show_default=True, type=FiniteFloatRange(min=0, min_open=True)),
+    click.option("--momentum", default=0.0, show_default=True, type=FiniteFloatRange(0, 1)),
+    click.option("--weight-decay", default=0.0, show_default=True, type=FiniteFloatRange(min=0)),
     click.option("--batch-size", default=20, show_default=True, type=click.IntRange(1)),
     click.option("--epochs", default=20, show_default=True, type=click.IntRange(1)),
     click.option("--seed", default=0, show_default=True, type=SEED),

@@ -28,6 +28,7 @@ Training is plain mini-batch SGD, made fast without changing what is computed:
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -135,8 +136,12 @@ class MLPClassifier:
     def _validate(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch_size must be at least 1")
-        if not self.lr > 0:
-            raise ValueError("lr must be positive")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if not 0 <= self.momentum <= 1:  # false for nan too
+            raise ValueError(f"momentum must lie in [0, 1], got {self.momentum!r}")
+        if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
+            raise ValueError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}")
         if isinstance(self.hidden, int) or not all(isinstance(h, (int, np.integer)) for h in self.hidden):
             raise TypeError(
                 f"hidden must be a sequence of layer sizes, such as (512, 512), (8,) or () for a linear head; "
@@ -188,6 +193,7 @@ class MLPClassifier:
         torch.manual_seed(self.seed)
         generator = torch.Generator().manual_seed(self.seed)
         self.n_features_in_ = X.shape[1]
+        _check_size(X.shape[1], [int(h) for h in self.hidden], len(self.classes_))
         net = MLPNet(X.shape[1], [int(h) for h in self.hidden], len(self.classes_))
         if self.standardize:
             mean, std = _column_stats(X)
@@ -464,6 +470,22 @@ def save_net(path: str | Path, net: nn.Module, metadata: dict[str, str]) -> Path
     state = {k: v.detach().contiguous() for k, v in net.state_dict().items()}
     payload = stable_safetensors(save(state, metadata=metadata))  # same weights, same bytes, same SHA-256
     return atomic_write(path, lambda tmp: tmp.write_bytes(payload))
+
+
+#: The most weights a head may have: 2**30 float32s are 4 GB, 16 GB with their gradients and the SGD
+#: updates in flight. The seed's head on VGG16 pool5 has 13 million.
+MAX_WEIGHTS = 2**30
+
+
+def _check_size(n_features: int, hidden: list[int], n_classes: int) -> None:
+    """Refuse a head too large to train (a typo such as --hidden 100000000 asked torch for 512 GB)."""
+    sizes = [n_features, *hidden, n_classes]
+    weights = sum(a * b for a, b in itertools.pairwise(sizes))
+    if weights > MAX_WEIGHTS:
+        raise ValueError(
+            f"hidden {tuple(hidden)} on {n_features} features makes a head of {weights:,} weights, more than "
+            f"{MAX_WEIGHTS:,} ({MAX_WEIGHTS * 4 // 2**30} GB as float32); choose smaller layers"
+        )
 
 
 def _loss_weight(y_idx: np.ndarray, n_classes: int, rule: str | None) -> torch.Tensor | None:
