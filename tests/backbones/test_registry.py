@@ -181,3 +181,24 @@ def test_timm_weights_in_the_hugging_face_cache_load_offline_and_are_hashed(tmp_
     assert backbone.weights.name == "timm/mobilenetv3_small_050.lamb_in1k" and len(backbone.weights.sha256) == 64
     conv = next(p for name, p in backbone.model.named_parameters() if name.endswith("weight"))
     assert torch.all(conv == 0.02)
+
+
+class _Payload:
+    """An object torch's weights_only loader refuses."""
+
+
+def test_a_file_that_is_not_weights_is_one_line_that_never_advises_unpickling(tmp_path) -> None:
+    """torch's message ran to seven lines and suggested weights_only=False, which runs the file's code."""
+    (tmp_path / "manifest.csv").write_text("path,label\na.png,normal\n")
+    torch.save({"w": torch.zeros(1), "obj": _Payload()}, tmp_path / "pickled.pth")
+    (tmp_path / "cut.safetensors").write_bytes(b"12345")
+    expected = {
+        "manifest.csv": "not a safetensors file or a PyTorch state dict$",
+        "pickled.pth": "holds pickled objects besides tensors, which Xvision does not unpickle",
+        "cut.safetensors": r"not a safetensors file or a PyTorch state dict \(.*header",
+    }
+    for name, message in expected.items():
+        with pytest.raises(WeightsNotFoundError, match=message) as caught:
+            create_backbone(TINY, weights=str(tmp_path / name))
+        text = str(caught.value)
+        assert "\n" not in text and "weights_only" not in text and text.startswith(str(tmp_path / name))

@@ -63,12 +63,31 @@ def load_state_dict_file(path: str | Path) -> StateDict:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any decoder failure is a bad file for the user
-        raise WeightsNotFoundError(f"{path}: cannot read weights ({type(error).__name__}: {error})") from None
+        raise WeightsNotFoundError(f"{path}: {_unreadable_weights(path, error)}") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsNotFoundError(f"{path}: not a state dict of tensors")
     return state
+
+
+def _unreadable_weights(path: Path, error: Exception) -> str:
+    """One line for a weights file that did not load. torch's own message runs to several lines and suggests
+    ``weights_only=False``, which would run whatever code the file carries."""
+    import zipfile
+
+    text = str(error)
+    with open(path, "rb") as handle:
+        pickled = handle.read(1) == b"\x80"  # a pickle's protocol mark: torch's legacy format
+    if path.suffix != ".safetensors" and not (pickled or zipfile.is_zipfile(path)):
+        return "not a safetensors file or a PyTorch state dict"
+    if "Weights only load failed" in text:
+        return (
+            "holds pickled objects besides tensors, which Xvision does not unpickle (they can run code); "
+            "save its state dict with torch.save(model.state_dict(), ...) or as safetensors where you trust it"
+        )
+    first = text.strip().splitlines()[0][:160] if text.strip() else type(error).__name__
+    return f"not a safetensors file or a PyTorch state dict ({first})"
 
 
 def from_file(path: str | Path) -> tuple[StateDict, WeightsIdentity]:
