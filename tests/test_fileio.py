@@ -59,3 +59,12 @@ def test_the_same_weights_and_metadata_save_to_the_same_bytes(tmp_path: Path) ->
         assert handle.metadata() == metadata
         for name, value in net.state_dict().items():
             assert torch.equal(handle.get_tensor(name), value)
+
+
+def test_a_file_where_a_folder_should_be_is_named(tmp_path: Path) -> None:
+    """`audit -o some.csv/audit.json` said only "File exists"."""
+    (tmp_path / "some.csv").write_text("path,label\n")
+    with pytest.raises(NotADirectoryError) as caught:
+        atomic_write_text(tmp_path / "some.csv" / "sub" / "audit.json", "{}")
+    assert caught.value.strerror == f"{tmp_path / 'some.csv'} is a file, not a folder; cannot write"
+    assert caught.value.filename == str(tmp_path / "some.csv" / "sub" / "audit.json")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -65,6 +66,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
     except OSError as error:
+        blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+        if blocking is not None:  # mkdir says only "File exists", naming the file the caller asked for
+            message = f"{blocking} is a file, not a folder; cannot write"
+            raise NotADirectoryError(errno.ENOTDIR, message, str(path)) from None
         raise _naming(error, path) from None
     os.close(fd)
     tmp_path = Path(tmp)
