@@ -118,6 +118,8 @@ def test_errors_are_one_line_with_exit_code_2(
     _assert_one_line_error(capsys, "sum >= 1")
     assert main(["split", str(tmp_path / "nope.csv")]) == 2
     _assert_one_line_error(capsys, "manifest not found")
+    assert main(["split", str(dataset)]) == 2  # the image folder itself: it exists, so not "not found"
+    _assert_one_line_error(capsys, f"{dataset} is a folder, not a manifest (a CSV); make one with `xvision manifest")
 
 
 def test_a_full_disk_is_one_line_not_a_traceback(dataset: Path, tmp_path: Path, monkeypatch, capsys) -> None:

@@ -158,6 +158,8 @@ def test_compare_cli_takes_two_runs_or_two_cv_folders(two_runs, two_cvs, capsys)
     assert "pooled out-of-fold predictions (matched by sha256): n=120" in capsys.readouterr().out
     assert main(["compare", str(cv_a), str(run_a)]) == 2
     assert "is an `xvision cv` folder and" in capsys.readouterr().err
+    assert main(["compare", str(cv_a.parent / "nope"), str(cv_a)]) == 2  # a typo: not "is not a cv folder"
+    assert f"{cv_a.parent / 'nope'}: no such folder" in capsys.readouterr().err
     assert main(["compare", str(cv_a), str(cv_b), "--features", str(store_a)]) == 2
     assert "--features, --features-b and --split apply to runs" in capsys.readouterr().err
     for split in ("all", "test"):  # an explicit --split, even the runs' default, is refused, not ignored

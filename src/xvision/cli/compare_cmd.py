@@ -107,6 +107,8 @@ def compare(
     if any(cv_dirs):
         if not all(cv_dirs):
             cv, other = (run_a, run_b) if cv_dirs[0] else (run_b, run_a)
+            if not Path(other).exists():
+                raise RunError(f"{other}: no such folder")
             raise RunError(f"{cv} is an `xvision cv` folder and {other} is not; compare two runs or two cv folders")
         if features_dir is not None or features_b is not None or split is not None:
             raise RunError(

@@ -207,6 +207,10 @@ def read_manifest(path: str | Path, *, columns: Mapping[str, str] | None = None)
             or lists the same file twice. The message names the file and line and says how to fix it.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ManifestError(
+            f"{path} is a folder, not a manifest (a CSV); make one with `xvision manifest {path} -o manifest.csv`"
+        )
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found; create one with `xvision manifest FOLDER -o {path}`")
     try:
