@@ -146,8 +146,9 @@ def test_fit_detect_gives_a_run_that_predicts_and_best_falls_back_without_lesion
         ),
         encoding="utf-8",
     )
-    with pytest.raises(ManifestError, match="lesion columns must be all set or all empty"):
+    with pytest.raises(ManifestError, match="has the column.s. lesion_x but no lesion_y, lesion_diam") as refused:
         fit(half, tmp_path / "run2", recipe="detect", weights="random", progress=False)
+    assert "if nodule_y, nodule_diam_px give the lesion" in str(refused.value)  # the look-alikes it has
     assert not (tmp_path / "run2").exists()
     empty = tmp_path / "empty-columns.csv"  # the right columns, left empty: nothing to rename
     empty.write_text(

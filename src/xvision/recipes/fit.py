@@ -73,6 +73,7 @@ def fit(
         _refuse_another_fit(Path(run_dir))
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     checked, train_rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # else extraction does
+    _check_lesion_columns(checked.columns, manifest)
     if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(train_rows, manifest):
         hint = _lesion_column_hint(checked.columns, shlex.quote(str(manifest)))
         # Asked for by name, the detector is not swapped; nor when columns look like misnamed lesion locations
@@ -232,6 +233,20 @@ def _lesion_column_hint(columns: tuple[str, ...], manifest_name: str) -> str:
         pairs = " ".join(f"--column {mine}={found[0]}" for mine, found in zip(LESION_COLUMNS, guess, strict=True))
         hint += f" (`xvision manifest {manifest_name} {pairs} -o renamed.csv` does)"
     return hint
+
+
+def _check_lesion_columns(columns: tuple[str, ...], manifest: str | Path) -> None:
+    """Lesion columns come as all three: with one missing, every row read as "half-filled"."""
+    from xvision.finetune.targets import LESION_COLUMNS
+
+    present = [c for c in LESION_COLUMNS if c in columns]
+    if present and len(present) < len(LESION_COLUMNS):
+        missing = [c for c in LESION_COLUMNS if c not in columns]
+        raise ManifestError(
+            f"{manifest}: has the column(s) {', '.join(present)} but no {', '.join(missing)}; a lesion's place "
+            f"takes all three (lesion_x, lesion_y, lesion_diam, in pixels of the image)"
+            f"{_lesion_column_hint(columns, shlex.quote(str(manifest)))}"
+        )
 
 
 def _has_lesions(train_rows: list[ManifestRow], manifest: str | Path) -> bool:
