@@ -119,3 +119,11 @@ def test_head_rates_refuse_nan_and_inf(command: str, option: str, capsys) -> Non
     for value in ("nan", "inf"):
         assert main([command, "x", option, value]) == 2
         assert f"Invalid value for '{option}'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", ["evaluate", "cv", "compare"])
+def test_a_handful_of_bootstrap_resamples_is_refused(command: str, capsys) -> None:
+    """--bootstrap 1 printed "95%" intervals such as [0.625, 0.625] that excluded the estimate."""
+    assert main([command, "x", "y", "--bootstrap", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "1 resamples give intervals that are noise; use" in err and "at least 100" in err

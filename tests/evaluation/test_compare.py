@@ -168,7 +168,7 @@ def test_compare_cli_takes_two_runs_or_two_cv_folders(two_runs, two_cvs, capsys)
     assert main(["compare", str(run_a), str(run_a)]) == 2
     assert "needs --features" in capsys.readouterr().err
     n_test = len(load_split(store_a, "test").labels)
-    assert main(["compare", str(run_a), str(run_a), "--features", str(store_a), "--bootstrap", "50"]) == 0
+    assert main(["compare", str(run_a), str(run_a), "--features", str(store_a), "--bootstrap", "100"]) == 0
     assert f"split test: n={n_test} images" in capsys.readouterr().out  # runs default to the test split
     assert main(["compare", str(run_a), str(run_a), "--features", str(store_a), "--split", "all"]) == 0
     assert f"split all: n={len(load_split(store_a, None).labels)} images" in capsys.readouterr().out
@@ -182,8 +182,8 @@ def test_a_repeated_cv_is_compared_on_its_first_repeat_and_says_so(two_runs, two
     cv_a, _, _, _ = two_cvs
     weak = {"hidden": (8,), "epochs": 1, "lr": 0.001}
     cross_validate(store_a, tmp_path / "cv2", head_params=weak, config=CVConfig(folds=3, repeats=2), progress=False)
-    assert main(["compare", str(tmp_path / "cv2"), str(cv_a), "--bootstrap", "50"]) == 0
+    assert main(["compare", str(tmp_path / "cv2"), str(cv_a), "--bootstrap", "100"]) == 0
     out = capsys.readouterr().out
     assert "repeat 1 only (A has 2)" in out and "n=120" in out
-    assert main(["compare", str(cv_a), str(cv_a), "--bootstrap", "50"]) == 0
+    assert main(["compare", str(cv_a), str(cv_a), "--bootstrap", "100"]) == 0
     assert "repeat 1 only" not in capsys.readouterr().out

@@ -7,7 +7,7 @@ from pathlib import Path
 import click
 
 from xvision._fileio import atomic_write_json
-from xvision.cli.options import SEED
+from xvision.cli.options import SEED, Resamples
 from xvision.errors import RunError
 from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
 
@@ -73,7 +73,7 @@ def format_comparison(result: dict) -> str:
     "n_resamples",
     default=DEFAULT_RESAMPLES,
     show_default=True,
-    type=click.IntRange(1),
+    type=Resamples(allow_none=False),
     help="Paired bootstrap resamples.",
 )
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the bootstrap.")

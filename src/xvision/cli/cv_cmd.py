@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from xvision.cli.evaluate_cmd import format_metrics
+from xvision.cli.options import Resamples
 from xvision.cli.train_cmd import head_options, operating_options
 from xvision.errors import RunError
 from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
@@ -60,7 +61,7 @@ RECIPE_ONLY = ("recipe", "backbone", "weights")
     "n_resamples",
     default=DEFAULT_RESAMPLES,
     show_default=True,
-    type=click.IntRange(0),
+    type=Resamples(allow_none=True),
     help="Bootstrap resamples for the 95% intervals (0: no intervals).",
 )
 @click.option(

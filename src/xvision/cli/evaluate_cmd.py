@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xvision.cli.options import SEED
+from xvision.cli.options import SEED, Resamples
 from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
 from xvision.evaluation.evaluate import evaluate_run
 from xvision.evaluation.operating import describe_threshold
@@ -117,7 +117,7 @@ def format_metrics(metrics: dict) -> str:
     "n_resamples",
     default=DEFAULT_RESAMPLES,
     show_default=True,
-    type=click.IntRange(0),
+    type=Resamples(allow_none=True),
     help="Bootstrap resamples for the 95% intervals (0: no intervals).",
 )
 @click.option("--seed", default=0, show_default=True, type=SEED, help="Seed of the bootstrap.")

@@ -21,3 +21,25 @@ class FiniteFloatRange(click.FloatRange):
         if not math.isfinite(number):
             self.fail(f"{value!r} is not a finite number", param, ctx)
         return number
+
+
+#: Fewer resamples than this give "95%" intervals that are noise: with 1, `accuracy 0.750 [0.625, 0.625]`.
+MIN_RESAMPLES = 100
+
+
+class Resamples(click.ParamType):
+    """A bootstrap resample count: at least :data:`MIN_RESAMPLES`, or 0 (no intervals) where ``allow_none``."""
+
+    name = "integer"
+
+    def __init__(self, *, allow_none: bool) -> None:
+        self.allow_none = allow_none
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        number = click.INT.convert(value, param, ctx)
+        if number == 0 and self.allow_none:
+            return 0
+        if number < MIN_RESAMPLES:
+            none = "0 (no intervals) or " if self.allow_none else ""
+            self.fail(f"{number} resamples give intervals that are noise; use {none}at least {MIN_RESAMPLES}", param)
+        return number
