@@ -172,6 +172,9 @@ def test_too_few_images_is_undetermined_not_an_error(clean_set: Path, tmp_path: 
     result = audit_manifest(small)
     assert result.verdict == "undetermined" and not result.warn and result.auc is None
     assert "undetermined" in result.summary()
+    from xvision.cli.main import main
+
+    assert main(["audit", str(small), "--no-progress"]) == 4  # not 0: a gate must not read "could not judge" as a pass
 
 
 def test_audit_before_training_finds_the_images_through_the_feature_store(clean_set: Path, tmp_path: Path) -> None:

@@ -15,6 +15,8 @@ from xvision.evaluation.audit import DEFAULT_THRESHOLD, AuditConfig, audit_manif
 
 WARN_STATUS = 3
 """Exit status when the audit warns, so that scripts can gate on it."""
+UNDETERMINED_STATUS = 4
+"""Exit status when the audit could not judge (too few readable images): a script must not read it as a pass."""
 
 
 @click.command("audit")
@@ -97,6 +99,8 @@ def audit(
         click.echo(f"audit: {target}", err=True)
     if result.warn:
         raise click.exceptions.Exit(WARN_STATUS)
+    if result.verdict == "undetermined":
+        raise click.exceptions.Exit(UNDETERMINED_STATUS)
 
 
 def _output_file(output: str) -> Path:
