@@ -71,7 +71,8 @@ def audit(
     DICOM header fields that should not carry the diagnosis.
 
     A simple model is cross-validated on those features (grouped, stratified folds). When its AUC exceeds
-    --threshold the command names the strongest features and exits with status 3; otherwise 0.
+    --threshold the command names the strongest features and exits with status 3; when too few images
+    can be read to judge, 4; otherwise 0.
     Unreadable images are reported and skipped.
     """
     config = AuditConfig(
