@@ -127,3 +127,11 @@ def test_a_handful_of_bootstrap_resamples_is_refused(command: str, capsys) -> No
     assert main([command, "x", "y", "--bootstrap", "1"]) == 2
     err = capsys.readouterr().err
     assert "1 resamples give intervals that are noise; use" in err and "at least 100" in err
+
+
+def test_options_that_contradict_each_other_are_refused(tmp_path, capsys) -> None:
+    """Each was accepted without a word: --weights was ignored, and no upload could pass the request limit."""
+    assert main(["evaluate", str(tmp_path), "--features", str(tmp_path), "--weights", "w.safetensors"]) == 2
+    assert "--weights applies with --manifest" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path), "--max-upload-mb", "100", "--max-request-mb", "10"]) == 2
+    assert "--max-upload-mb 100 is more than --max-request-mb 10" in capsys.readouterr().err

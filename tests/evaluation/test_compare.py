@@ -174,7 +174,7 @@ def test_compare_cli_takes_two_runs_or_two_cv_folders(two_runs, two_cvs, capsys)
     assert f"split all: n={len(load_split(store_a, None).labels)} images" in capsys.readouterr().out
 
 
-def test_a_repeated_cv_is_compared_on_its_first_repeat_and_says_so(two_runs, two_cvs, tmp_path, capsys) -> None:
+def test_a_repeated_cv_is_compared_on_its_first_repeat_and_says_so(two_runs, two_cvs, tmp_path, capsys, caplog) -> None:
     from xvision.cli.main import main
     from xvision.evaluation.crossval import CVConfig, cross_validate
 
@@ -187,3 +187,4 @@ def test_a_repeated_cv_is_compared_on_its_first_repeat_and_says_so(two_runs, two
     assert "repeat 1 only (A has 2)" in out and "n=120" in out
     assert main(["compare", str(cv_a), str(cv_a), "--bootstrap", "100"]) == 0
     assert "repeat 1 only" not in capsys.readouterr().out
+    assert f"{cv_a} is both A and B: the difference is 0 and p = 1 by construction" in caplog.text

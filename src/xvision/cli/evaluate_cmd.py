@@ -142,6 +142,8 @@ def evaluate(
     """
     if (features_dir is None) == (manifest is None):
         raise click.UsageError("pass exactly one of --features FEATURES_DIR and --manifest MANIFEST")
+    if features_dir is not None and weights is not None:  # the features are made: there is nothing to load
+        raise click.UsageError("--weights applies with --manifest (images extracted now), not to a feature store")
     if split is not None and not split.strip():
         raise click.BadParameter("give a split name (train, val, test) or 'all'", param_hint="--split")
     bootstrap = BootstrapConfig(n_resamples=n_resamples, seed=seed) if n_resamples else None

@@ -39,6 +39,10 @@ def serve(run_dir: Path, host: str, port: int, weights: str | None, max_upload_m
     There is no authentication: the default address is reachable from this machine only. Interactive API
     docs at http://HOST:PORT/docs.
     """
+    if max_upload_mb > max_request_mb:  # every upload over the request limit would be refused as a request
+        raise click.UsageError(
+            f"--max-upload-mb {max_upload_mb} is more than --max-request-mb {max_request_mb}, which holds all files"
+        )
     require_server_packages()
     import uvicorn
 

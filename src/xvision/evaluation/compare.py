@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from xvision._outputs import same_file
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.bootstrap import (
     BootstrapConfig,
@@ -55,6 +56,7 @@ def compare_runs(
     ``{"value", "ci_low", "ci_high"}``, ``delong`` (two classes) and the data it was computed on.
     """
     check_bootstrap(bootstrap, optional=False)
+    _warn_if_same(run_a, run_b)
     a, b = load_bundle(run_a), load_bundle(run_b)
     if a.classes != b.classes:
         raise RunError(f"the runs predict different classes ({a.classes} vs {b.classes}); compare like with like")
@@ -186,6 +188,7 @@ def compare_cv(cv_a: str | Path, cv_b: str | Path, *, bootstrap: BootstrapConfig
     have it, else by path), with the same interval and test. With ``--repeats``, the first repeat of each.
     """
     check_bootstrap(bootstrap, optional=False)
+    _warn_if_same(cv_a, cv_b)
     a, b = _read_cv(cv_a), _read_cv(cv_b)
     if a["classes"] != b["classes"] or a["positive"] != b["positive"]:
         raise RunError(
@@ -222,6 +225,11 @@ def compare_cv(cv_a: str | Path, cv_b: str | Path, *, bootstrap: BootstrapConfig
         **scored,
         "warning": a["warning"] or b["warning"],
     }
+
+
+def _warn_if_same(a: str | Path, b: str | Path) -> None:
+    if same_file(Path(a), Path(b)):
+        log.warning("%s is both A and B: the difference is 0 and p = 1 by construction", a)
 
 
 def _read_cv(cv_dir: str | Path) -> dict[str, Any]:
