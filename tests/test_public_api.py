@@ -52,3 +52,18 @@ def test_a_wrong_argument_type_names_the_parameter_before_any_work(tmp_path) -> 
         xvision.compare_cv(missing, missing, bootstrap=None)
     with pytest.raises(TypeError, match=r"^bootstrap takes .* or None, got int"):
         xvision.evaluate_manifest(missing, missing, bootstrap=0)
+
+
+def test_a_path_argument_given_something_else_says_what_it_takes() -> None:
+    """pathlib's own message named no parameter: "expected str, bytes or os.PathLike object, not NoneType"."""
+    import numpy as np
+    import pytest
+
+    import xvision
+
+    with pytest.raises(TypeError, match=r"^path takes a file path \(str or Path\), got NoneType$"):
+        xvision.load_image(None)
+    with pytest.raises(TypeError, match=r"got ndarray; for pixels already in memory use Predictor.predict_arrays"):
+        xvision.load_radiograph(np.zeros((64, 64)))
+    with pytest.raises(TypeError, match=r"^run_dir takes a run folder's path \(str or Path\), got int"):
+        xvision.Predictor(3)

@@ -22,6 +22,7 @@ Predicting needs only this folder, the images and the backbone weights.
 from __future__ import annotations
 
 import json
+import os
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from xvision._checks import check_type
 from xvision._fileio import atomic_write_json, sha256_file
 from xvision._version import __version__
 from xvision.errors import RunError
@@ -141,6 +143,7 @@ def write_bundle_info(run_dir: Path, info: dict[str, Any]) -> None:
 
 def load_bundle(run_dir: str | Path) -> RunBundle:
     """Open a run folder written by `xvision train`."""
+    check_type(run_dir, (str, os.PathLike), "run_dir", "a run folder's path (str or Path)")
     root = Path(run_dir)
     info_path = root / "bundle.json"
     if not info_path.is_file():

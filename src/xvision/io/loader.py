@@ -29,6 +29,7 @@ the models read, also refuses an image that cannot be a chest radiograph (blank,
 from __future__ import annotations
 
 import errno
+import os
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,14 @@ def stored_depth(largest: int, bits: int = 16) -> int:
     return next((depth for depth in STORED_DEPTHS if depth < bits and largest < 2**depth), bits)
 
 
+def _as_path(path: object) -> Path:
+    """The file to read; a TypeError that says so for anything else (an array, bytes, None)."""
+    if not isinstance(path, (str, os.PathLike)):
+        hint = "; for pixels already in memory use Predictor.predict_arrays" if hasattr(path, "shape") else ""
+        raise TypeError(f"path takes a file path (str or Path), got {type(path).__name__}{hint}")
+    return Path(path)
+
+
 def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, target_size: int | None = None) -> np.ndarray:
     """Read a radiograph (PNG, JPEG, TIFF, BMP or DICOM) into the module's array form.
 
@@ -131,7 +140,7 @@ def load_image(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, target
         ImageLoadError: The file is missing, empty, not a supported image, truncated or corrupt, larger than
             ``max_pixels``, or of an unsupported kind (e.g. a colour DICOM).
     """
-    return _decode(Path(path), max_pixels, target_size, refuse_colour=False)
+    return _decode(_as_path(path), max_pixels, target_size, refuse_colour=False)
 
 
 def _decode(path: Path, max_pixels: int, target_size: int | None, *, refuse_colour: bool) -> np.ndarray:
@@ -162,7 +171,7 @@ def load_radiograph(path: str | Path, *, target_size: int | None = None) -> np.n
     :data:`xvision.io.dicom.NOT_RADIOGRAPHS`). What the models read: without it, a lung mask or a CT slice
     given by mistake gets a confident prediction. Also refused: a side under :data:`MIN_SIDE` pixels, and an RGB
     image with more than :data:`MAX_COLOUR_FRACTION` of its pixels coloured (a photograph or an overlay)."""
-    image = _decode(Path(path), DEFAULT_MAX_PIXELS, target_size, refuse_colour=True)
+    image = _decode(_as_path(path), DEFAULT_MAX_PIXELS, target_size, refuse_colour=True)
     if is_dicom(path):
         from xvision.io.dicom import check_projection_radiograph
 
