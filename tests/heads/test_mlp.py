@@ -178,3 +178,10 @@ def test_parameters_no_training_could_use_are_refused_before_training(params: di
     X, y = _blobs(d=30)
     with pytest.raises(ValueError, match=match):
         MLPClassifier(epochs=1, **params).fit(X, y)
+
+
+def test_an_unknown_validation_label_names_the_classes_plainly() -> None:
+    X, y = _blobs(d=5)
+    names = np.where(y == y[0], "a", "b")
+    with pytest.raises(ValueError, match=r"^label 'c' is not one of the classes \['a', 'b'\]$"):  # not np.str_('a')
+        MLPClassifier(epochs=1).fit(X, names, X_val=X, y_val=np.array(["c"] * len(y)))

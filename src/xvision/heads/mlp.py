@@ -251,7 +251,7 @@ class MLPClassifier:
         try:
             return np.array([lookup[v.item() if isinstance(v, np.generic) else v] for v in y], dtype=np.int64)
         except KeyError as error:
-            raise ValueError(f"label {error.args[0]!r} is not one of the classes {list(self.classes_)}") from None
+            raise ValueError(f"label {error.args[0]!r} is not one of the classes {self.classes_.tolist()}") from None
         except TypeError:  # an unhashable label
             raise ValueError(f"labels must be class names or numbers, got {type(next(iter(y))).__name__}") from None
 
