@@ -180,6 +180,19 @@ def test_build_manifest_groups_from_parent_or_stem(tmp_path: Path) -> None:
     assert [row.group for row in stem] == ["a", "b", "a", "n1", "n2", "scan0001"]
 
 
+def test_group_from_parent_on_a_flat_layout_says_no_group_was_set(tmp_path: Path, caplog) -> None:
+    for label in ("normal", "nodule"):
+        (tmp_path / "ds" / label).mkdir(parents=True)
+        for i in range(2):
+            Image.new("L", (40, 40), 60 * i + 30).save(tmp_path / "ds" / label / f"{label}{i}.png")
+    manifest = build_manifest(tmp_path / "ds", group_from="parent")
+    assert not manifest.has_groups
+    assert "--group-from parent found no image in a folder below its class folder" in caplog.text
+    caplog.clear()
+    build_manifest(_dataset(tmp_path / "nested"), group_from="parent")  # some groups: nothing to say
+    assert "found no image" not in caplog.text
+
+
 def test_build_manifest_with_custom_suffixes(tmp_path: Path) -> None:
     manifest = build_manifest(_dataset(tmp_path / "ds"), suffixes=["png"])
     assert [row.path for row in manifest] == [

@@ -419,6 +419,12 @@ def build_manifest(
         )
     if empty:
         logger.warning("%s: skipping class folder(s) with no images: %s", folder, ", ".join(empty))
+    if group_from == "parent" and not any(row.group for row in rows):
+        logger.warning(
+            "%s: --group-from parent found no image in a folder below its class folder (CLASS/PATIENT/image), "
+            "so no group was set; every image counts as its own patient",
+            folder,
+        )
     rows.sort(key=lambda row: row.path)
     return Manifest(rows=rows, root=folder, columns=("path", "label", "group"))
 
