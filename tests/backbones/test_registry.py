@@ -149,6 +149,8 @@ def _offline(monkeypatch: pytest.MonkeyPatch, hub_cache) -> list[str]:
 
     monkeypatch.setattr(socket, "getaddrinfo", no_dns)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache))
+    for name in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy"):  # a proxy would resolve the host
+        monkeypatch.delenv(name, raising=False)
     return asked
 
 
@@ -160,7 +162,18 @@ def test_an_offline_timm_backbone_without_cached_weights_fails_at_once_naming_th
     assert asked == ["huggingface.co"]
 
 
-def test_timm_weights_in_the_hugging_face_cache_load_offline_and_are_hashed(tmp_path, monkeypatch) -> None:
+def test_behind_a_proxy_an_unresolvable_hub_host_is_not_taken_for_offline(monkeypatch, tmp_path) -> None:
+    from xvision.backbones.weights import hub_unreachable
+
+    _offline(monkeypatch, tmp_path / "hub")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    assert hub_unreachable() == "cannot resolve huggingface.co (offline?)"
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.example:3128")  # the proxy resolves the host, not this machine
+    assert hub_unreachable() is None
+
+
+def test_timm_weights_in_the_hugging_face_cache_load_offline(tmp_path, monkeypatch) -> None:
     from safetensors.torch import save_file
 
     _offline(monkeypatch, tmp_path / "hub")
@@ -178,7 +191,7 @@ def test_timm_weights_in_the_hugging_face_cache_load_offline_and_are_hashed(tmp_
 
     backbone = create_backbone(TINY)
     assert backbone.weights.source == "timm" and backbone.weights.pretrained is True
-    assert backbone.weights.name == "timm/mobilenetv3_small_050.lamb_in1k" and len(backbone.weights.sha256) == 64
+    assert backbone.weights.name == "timm/mobilenetv3_small_050.lamb_in1k" and backbone.weights.sha256 is None
     conv = next(p for name, p in backbone.model.named_parameters() if name.endswith("weight"))
     assert torch.all(conv == 0.02)
 

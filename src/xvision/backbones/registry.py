@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from xvision._fileio import sha256_file
 from xvision.backbones.lesion_ensemble import (
     LESION_ENSEMBLE_SIZES,
     LesionEnsembleScore,
@@ -535,11 +534,9 @@ def _timm_pretrained(spec: BackboneSpec, model: nn.Module) -> WeightsIdentity:
             f"downloaded ({type(error).__name__}). {advice}"
         ) from None
     model.load_state_dict(pretrained.state_dict())
-    cached = cached or hub_cached_file(hub_id, hub_file)
-    tag = hub_id or model_name
-    return WeightsIdentity(
-        source="timm", name=str(tag), sha256=sha256_file(cached) if cached else None, pretrained=True
-    )
+    # No SHA-256: feature stores and runs compare the whole identity, and those made before weights were
+    # read from the cache recorded none (nor would a download through timm's other routes).
+    return WeightsIdentity(source="timm", name=str(hub_id or model_name), sha256=None, pretrained=True)
 
 
 def _build_seeded(spec: BackboneSpec) -> nn.Module:

@@ -221,6 +221,9 @@ def hub_unreachable() -> str | None:
     host = urlparse(constants.ENDPOINT).hostname
     if not host:
         return None
+    proxies = urllib.request.getproxies()
+    if (proxies.get("https") or proxies.get("all")) and not urllib.request.proxy_bypass(host):
+        return None  # behind a proxy the host need not resolve here: the proxy resolves it
     try:
         socket.getaddrinfo(host, 443)
     except OSError:
