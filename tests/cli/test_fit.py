@@ -114,6 +114,27 @@ def test_evaluate_needs_exactly_one_source(fitted, capsys) -> None:
     assert "exactly one of --features" in capsys.readouterr().err
 
 
+def test_a_recipe_that_reads_no_lesion_columns_is_not_refused_for_half_of_them(fitted, tmp_path, monkeypatch) -> None:
+    import importlib
+
+    from xvision import fit
+
+    root, _ = fitted
+    lines = (root / "data" / "fit.csv").read_text().splitlines()
+    partial = tmp_path / "partial.csv"  # lesion_x and lesion_y, no lesion_diam: the head recipes never read them
+    partial.write_text("\n".join([lines[0] + ",lesion_x,lesion_y", *(line + ",," for line in lines[1:])]) + "\n")
+
+    class Extracting(Exception):
+        pass
+
+    def extracting(*args, **kwargs):
+        raise Extracting
+
+    monkeypatch.setattr(importlib.import_module("xvision.recipes.fit"), "extract_manifest", extracting)
+    with pytest.raises(Extracting):  # got as far as extraction: the manifest was accepted
+        fit(partial, tmp_path / "run", recipe="lite0", backbone=TINY)
+
+
 def test_fit_refuses_a_bad_seed_or_checkpoint_policy_before_any_work(fitted, tmp_path, monkeypatch) -> None:
     import importlib
 

@@ -73,7 +73,8 @@ def fit(
         _refuse_another_fit(Path(run_dir))
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     checked, train_rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # else extraction does
-    _check_lesion_columns(checked.columns, manifest)
+    if chosen.finetune is not None:  # the recipes that read lesion columns; the others never look at them
+        _check_lesion_columns(checked.columns, manifest)
     if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(train_rows, manifest):
         hint = _lesion_column_hint(checked.columns, shlex.quote(str(manifest)))
         # Asked for by name, the detector is not swapped; nor when columns look like misnamed lesion locations
