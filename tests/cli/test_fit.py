@@ -146,7 +146,7 @@ def test_fit_refuses_a_bad_seed_or_checkpoint_policy_before_any_work(fitted, tmp
     manifest = root / "data" / "fit.csv"
     with pytest.raises(TypeError, match="seed must be an integer, got '1'"):
         fit(manifest, tmp_path / "a", recipe="lite0", backbone=TINY, seed="1")
-    with pytest.raises(ValueError, match=r"seed must lie in \[0, 2\*\*32 - 1\], got 99999999999999999999"):
+    with pytest.raises(ValueError, match=r"seed must lie in \[0, 2\*\*31 - 1\], got 99999999999999999999"):
         fit(manifest, tmp_path / "a", recipe="lite0", backbone=TINY, seed=99999999999999999999)
     with pytest.raises(ValueError, match="checkpoints must be one of all, best, got 'last'"):
         fit(manifest, tmp_path / "b", recipe="lite0", backbone=TINY, checkpoints="last")

@@ -272,3 +272,10 @@ def test_a_model_that_scores_every_image_alike_is_undetermined_not_pass(clean_se
     monkeypatch.setattr(audit, "_make_model", lambda kind, seed, n_train: DummyClassifier(strategy="prior"))
     result = audit_manifest(clean_set, progress=False)
     assert result.verdict == "undetermined" and result.auc is None and "same for every image" in (result.note or "")
+
+
+def test_the_largest_seed_leaves_room_for_the_repeats(clean_set: Path) -> None:
+    """--seed 4294967295 passed the option's range and then overflowed numpy's as seed + repeat."""
+    from xvision.cli.main import main
+
+    assert main(["audit", str(clean_set), "--seed", "2147483647", "--repeats", "3", "--no-progress"]) in (0, 3)

@@ -57,8 +57,8 @@ def fit(
     # Checked before minutes of extraction or fine-tuning, not when the head is trained after them.
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral):
         raise TypeError(f"seed must be an integer, got {seed!r}")
-    if not 0 <= seed < 2**32:  # numpy's and scikit-learn's range; torch overflowed beyond 2**63
-        raise ValueError(f"seed must lie in [0, 2**32 - 1], got {seed}")
+    if not 0 <= seed < 2**31:  # numpy's range is [0, 2**32 - 1]; folds and members add to the seed
+        raise ValueError(f"seed must lie in [0, 2**31 - 1], got {seed}")
     check_checkpoints(checkpoints)
     chosen = get_recipe(recipe)
     if not overwrite and _trained_not_evaluated(Path(run_dir), manifest):
