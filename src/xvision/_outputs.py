@@ -34,12 +34,14 @@ def check_output(path: Path, *, what: str, ours: Callable[[Path], bool], inputs:
 
 
 def is_xvision_png(path: Path) -> bool:
-    """Whether ``path`` is a PNG that Xvision drew (a plot, grid or heatmap)."""
+    """Whether ``path`` is a PNG that Xvision drew (a plot, grid or heatmap). Versions before the mark drew
+    with matplotlib, whose own mark is taken too: such a figure is not an image anyone would read as input."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
-            return image.format == "PNG" and str(image.info.get("Software", "")).startswith(PNG_SOFTWARE)
+            software = str(image.info.get("Software", ""))
+            return image.format == "PNG" and software.startswith((PNG_SOFTWARE, "Matplotlib"))
     except Exception:  # noqa: BLE001 - unreadable or not an image: not ours
         return False
 

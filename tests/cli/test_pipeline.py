@@ -258,6 +258,19 @@ def test_outputs_never_replace_inputs_or_files_xvision_did_not_write(pipeline, t
         ) in (0, 3)
         assert main(["report", str(run), "-o", str(tmp_path / "report.html")]) == 0
     assert sorted(p.name for p in heat.iterdir()) == sorted(before)
+    # A grid drawn before the mark existed (matplotlib's own Software chunk) is an earlier grid too.
+    Image.open(grid).save(grid, pnginfo=_png_software("Matplotlib version3.10.0, https://matplotlib.org/"))
+    assert main(["predict", str(run), str(films), "--grid", str(grid)]) == 0
+    Image.open(grid).save(grid)  # no mark at all: a PNG of unknown origin is kept
+    assert main(["predict", str(run), str(films), "--grid", str(grid)]) == 2
+
+
+def _png_software(text: str):
+    from PIL.PngImagePlugin import PngInfo
+
+    info = PngInfo()
+    info.add_text("Software", text)
+    return info
 
 
 def test_a_report_refuses_a_cross_validation_or_another_runs_results(pipeline, tmp_path, capsys) -> None:
