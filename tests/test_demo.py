@@ -45,8 +45,19 @@ def test_the_demo_refuses_a_folder_that_is_not_an_earlier_demo(tmp_path, capsys)
     assert main(["demo", "-o", str(own), "--n-per-class", "10"]) == 2
     assert "is not empty and not an earlier demo" in capsys.readouterr().err
     assert sorted(p.name for p in own.iterdir()) == ["film.png"]
-    from xvision.demo import run_demo
+    from xvision.demo import DEMO_MARK, run_demo
     from xvision.errors import RunError
+
+    # A demo made before the mark existed (data with its phantoms.json, and a run) is still an earlier demo.
+    old = tmp_path / "old-demo"
+    (old / "data").mkdir(parents=True)
+    (old / "data" / "phantoms.json").write_text("{}")
+    (old / "run").mkdir()
+    (old / "run" / "bundle.json").write_text("{}")
+    from xvision.demo import _check_demo_folder
+
+    _check_demo_folder(old)
+    assert (old / DEMO_MARK).is_file()
 
     (tmp_path / "file").write_text("x")
     with pytest.raises(RunError, match="is a file; the demo needs a folder"):

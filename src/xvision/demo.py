@@ -47,10 +47,23 @@ def _check_demo_folder(out: Path) -> None:
     ``data/manifest.csv`` would replace theirs. Then mark the folder as the demo's."""
     if out.exists() and not out.is_dir():
         raise RunError(f"{out} is a file; the demo needs a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / DEMO_MARK).is_file():
+    if out.is_dir() and any(out.iterdir()) and not _earlier_demo(out):
         raise RunError(f"{out} is not empty and not an earlier demo; choose a new folder with -o")
     out.mkdir(parents=True, exist_ok=True)
     (out / DEMO_MARK).write_text("made by `xvision demo`: running it again here replaces what it made\n")
+
+
+def _earlier_demo(out: Path) -> bool:
+    """Marked as the demo's, or (made before the mark) holding just what the demo makes: its phantoms with
+    their record, and a run."""
+    if (out / DEMO_MARK).is_file():
+        return True
+    entries = {p.name for p in out.iterdir()}
+    return (
+        entries <= {"data", "features", "run"}
+        and (out / "data" / "phantoms.json").is_file()
+        and (out / "run" / "bundle.json").is_file()
+    )
 
 
 def run_demo(
