@@ -154,3 +154,21 @@ def test_an_output_folder_holding_something_else_is_refused(store_factory, tmp_p
     for _ in range(2):
         cross_validate(features, out, head_params=SMALL_HEAD, config=CVConfig(folds=3), bootstrap=None, progress=False)
     assert json.loads((out / "metrics.json").read_text())["kind"] == "cross-validation"
+
+
+@pytest.mark.parametrize("patients", [2, 5, 16, 23, 24, 31])
+def test_the_inner_val_advised_for_too_few_images_is_itself_accepted(patients: int) -> None:
+    """The advice was rounded down (0.06 for 16 patients, which asks for 17 folds) and refused in turn."""
+    import re
+
+    from xvision.errors import RunError
+    from xvision.evaluation.crossval import inner_split
+
+    y = np.repeat([0, 1], patients)
+    groups = np.arange(2 * patients)
+    train_idx = np.arange(2 * patients)
+    with pytest.raises(RunError, match="too little for its images") as refused:
+        inner_split(y, groups, train_idx, 0.01, seed=0)
+    advised = float(re.search(r"use --inner-val (\d\.\d\d) or more", str(refused.value)).group(1))
+    fit_idx, val_idx = inner_split(y, groups, train_idx, advised, seed=0)
+    assert len(val_idx) > 0 and len(fit_idx) + len(val_idx) == 2 * patients

@@ -185,7 +185,7 @@ def test_an_inner_val_too_small_for_the_patients_is_one_line_before_the_folder_i
     """--inner-val 0.01 asks for 100 inner folds: a scikit-learn traceback, after cv_recipe.json was written."""
     from xvision.errors import RunError
 
-    with pytest.raises(RunError, match=r"--inner-val 0.01 holds out 1/100 of each fold's training part, but a class"):
+    with pytest.raises(RunError, match=r"--inner-val 0.01 holds out 1/100 of each fold's training part, too little"):
         run_cv(data, tmp_path / "cv", inner_val=0.01)
     assert not (tmp_path / "cv").exists()
 

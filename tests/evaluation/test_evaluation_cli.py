@@ -168,8 +168,10 @@ def test_an_inner_val_too_small_for_the_patients_is_a_one_line_error(tmp_path, c
     features = make_store(tmp_path / "feats", n_groups=20, per_group=2, dim=8)
     assert main(["cv", str(features), "-o", str(tmp_path / "cv"), "--folds", "2", "--inner-val", "0.05"]) == 2
     err = capsys.readouterr().err
-    assert "--inner-val 0.05 holds out 1/20 of each fold's training part, but a class there has only 5" in err
-    assert "use --inner-val 0.20 or more" in err and "Traceback" not in err
+    assert "--inner-val 0.05 holds out 1/20 of each fold's training part, too little for its images" in err
+    assert "use --inner-val 0.19 or more" in err and "Traceback" not in err
+    # The advice works (0.06 was advised for 16 patients, and refused again, when it was rounded down).
+    assert main(["cv", str(features), "-o", str(tmp_path / "cv"), "--folds", "2", "--inner-val", "0.19"]) == 0
 
 
 def test_imbalanced_classes_without_validation_warn_and_class_weight_balances(tmp_path, caplog) -> None:

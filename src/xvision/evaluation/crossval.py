@@ -359,16 +359,18 @@ def inner_split(
     from sklearn.model_selection import StratifiedGroupKFold
 
     n_splits = max(2, round(1 / fraction))
-    part_y, part_groups = y[train_idx], groups[train_idx]
-    fewest = min(len(np.unique(part_groups[part_y == c])) for c in np.unique(part_y))
-    if n_splits > fewest:  # scikit-learn's own error is a traceback about n_splits
-        cure = f"use --inner-val {1 / fewest:.2f} or more" if fewest > 2 else "add images or use --inner-val 0"
-        raise RunError(
-            f"--inner-val {fraction:g} holds out 1/{n_splits} of each fold's training part, but a class there has "
-            f"only {fewest} patients (groups): {cure}"
-        )
     inner = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    fit_pos, val_pos = next(inner.split(train_idx, y[train_idx], groups[train_idx]))
+    try:
+        fit_pos, val_pos = next(inner.split(train_idx, y[train_idx], groups[train_idx]))
+    except ValueError:  # more inner folds than images: scikit-learn's message is a traceback about n_splits
+        part_y, part_groups = y[train_idx], groups[train_idx]
+        fewest = min(len(np.unique(part_groups[part_y == c])) for c in np.unique(part_y))
+        smallest = next((h / 100 for h in range(1, 50) if max(2, round(100 / h)) <= fewest), None)
+        cure = f"use --inner-val {smallest:.2f} or more" if smallest else "add images or use --inner-val 0"
+        raise RunError(
+            f"--inner-val {fraction:g} holds out 1/{n_splits} of each fold's training part, too little for its "
+            f"images (a class there has {fewest} patients): {cure}"
+        ) from None
     return train_idx[fit_pos], train_idx[val_pos]
 
 
