@@ -258,6 +258,10 @@ def test_outputs_never_replace_inputs_or_files_xvision_did_not_write(pipeline, t
         ) in (0, 3)
         assert main(["report", str(run), "-o", str(tmp_path / "report.html")]) == 0
     assert sorted(p.name for p in heat.iterdir()) == sorted(before)
+    one = sorted(films.iterdir())[0]  # the same film twice, and a missing one between: one heatmap per film given
+    twice = tmp_path / "twice"
+    assert main(["predict", str(run), str(one), str(tmp_path / "gone.png"), str(one), "--heatmaps", str(twice)]) == 1
+    assert sorted(p.name for p in twice.iterdir()) == [f"{one.stem}-2.png", f"{one.stem}.png"]
     # A grid drawn before the mark existed (matplotlib's own Software chunk) is an earlier grid too.
     Image.open(grid).save(grid, pnginfo=_png_software("Matplotlib version3.10.0, https://matplotlib.org/"))
     assert main(["predict", str(run), str(films), "--grid", str(grid)]) == 0

@@ -350,3 +350,20 @@ def test_extract_again_with_only_a_bad_image_left_reports_no_speed(tmp_path, cap
     out = capsys.readouterr().out
     assert "(0 extracted now, 4 already stored, 1 failed)" in out
     assert "images/s" not in out and "path:" not in out
+
+
+def test_in_the_main_process_warnings_pass_straight_through(backbone, monkeypatch) -> None:
+    """Recorded and re-issued, they lost Python's de-duplication: one numpy warning came once per image."""
+    import warnings
+
+    import xvision.features.extract as extract
+
+    def warn_then_load(*args):
+        warnings.warn("same text", RuntimeWarning, stacklevel=1)
+        return np.zeros((3, 8, 8), dtype=np.float32), ""
+
+    monkeypatch.setattr(extract, "_load_one", warn_then_load)
+    dataset = extract._ImageDataset([("key", Path("film.png"))], backbone.preprocess_config, False)
+    with pytest.warns(RuntimeWarning, match="same text"):
+        key, image, error, held = dataset[0]
+    assert key == "key" and error == "" and held == []

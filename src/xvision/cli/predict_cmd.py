@@ -55,30 +55,32 @@ def _print_csv(results: list[Prediction], classes: list[str]) -> None:
         )
 
 
-def _heatmap_files(paths: list[Path], folder: Path) -> dict[str, Path]:
-    """Each image's heatmap file in ``folder``: its stem, numbered when two images share one."""
-    files: dict[str, Path] = {}
+def _heatmap_files(paths: list[Path], folder: Path) -> list[Path]:
+    """Each image's heatmap file in ``folder``, in the order of ``paths``: its stem, numbered when two images
+    share one (the same file given twice gets two)."""
+    files: list[Path] = []
     names: set[str] = set()
     for path in paths:
         name = path.stem if path.stem not in names else f"{path.stem}-{len(names)}"
         names.add(name)
-        files[str(path)] = folder / f"{name}.png"
+        files.append(folder / f"{name}.png")
     return files
 
 
-def _write_heatmaps(predictor: Predictor, results: list[Prediction], files: dict[str, Path]) -> None:
+def _write_heatmaps(predictor: Predictor, results: list[Prediction], files: list[Path]) -> None:
     from xvision.inference.heatmap import draw_evidence
     from xvision.io import load_image
 
-    for r in results:
-        draw_evidence(predictor, load_image(r.path), r, files[r.path], name=Path(r.path).name)
+    for r, file in zip(results, files, strict=True):  # one result per path, in order
+        if not r.error:
+            draw_evidence(predictor, load_image(r.path), r, file, name=Path(r.path).name)
 
 
-def _check_outputs(paths: list[Path], grid: Path | None, heatmaps: dict[str, Path]) -> None:
+def _check_outputs(paths: list[Path], grid: Path | None, heatmaps: list[Path]) -> None:
     """Before any work: no grid or heatmap may replace an input image or a file Xvision did not draw."""
     from xvision._outputs import check_output, is_xvision_png
 
-    for target, what in [(grid, "grid"), *((file, "heatmap") for file in heatmaps.values())]:
+    for target, what in [(grid, "grid"), *((file, "heatmap") for file in heatmaps)]:
         if target is not None:
             check_output(target, what=what, ours=is_xvision_png, inputs=paths)
 
@@ -126,7 +128,7 @@ def predict(
     paths = expand_inputs(inputs)
     if not paths:
         raise ImageLoadError(", ".join(map(str, inputs)), "no supported images found")
-    heatmap_files = _heatmap_files(paths, heatmaps) if heatmaps is not None else {}
+    heatmap_files = _heatmap_files(paths, heatmaps) if heatmaps is not None else []
     _check_outputs(paths, grid, heatmap_files)
     predictor = Predictor(run_dir, weights=weights)
     results = predictor.predict_paths(paths, batch_size=batch_size)
@@ -144,7 +146,7 @@ def predict(
         draw_prediction_grid(results, grid, watermark=warning)
         click.echo(f"grid: {grid}", err=True)
     if heatmaps is not None:
-        _write_heatmaps(predictor, [r for r in results if not r.error], heatmap_files)
+        _write_heatmaps(predictor, results, heatmap_files)
         click.echo(f"heatmaps: {heatmaps}", err=True)
     click.echo(f"decision: {decision}", err=True)
     if warning:

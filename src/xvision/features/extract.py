@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from xvision._checks import check_type
 from xvision._fileio import exclusive_lock, sha256_file
@@ -65,6 +65,8 @@ class _ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple[str, np.ndarray | None, str, list[Warning]]:
         key, path = self.items[index]
+        if get_worker_info() is None:  # in the main process: warnings go their usual way (and are de-duplicated)
+            return key, *_load_one(path, self.config, self.target_size), []
         # A worker process's warnings (a MONOCHROME1 film, ...) travel with the batch and are issued by the main
         # process, whose CLI counts them: said from each worker, every film would print a line of its own.
         with warnings.catch_warnings(record=True) as caught:
