@@ -527,6 +527,31 @@ def test_dicom_unusable_window_falls_back_to_bits_stored_with_a_warning(tmp_path
     np.testing.assert_allclose(image, STORED_12BIT / 4095, atol=1e-6)
 
 
+def test_jpeg_lossless_and_jpeg_ls_dicoms_decode_out_of_the_box(tmp_path: Path) -> None:
+    """JPEG Lossless (Process 14, SV1) is how many CR/DX exports are compressed; its pylibjpeg decoder is GPL,
+    so Xvision depends on GDCM (BSD), which decodes it and JPEG-LS."""
+    import gdcm
+
+    film = (np.arange(64 * 64).reshape(64, 64) % 4096).astype(np.uint16)  # 12-bit values
+    raw = write_dicom(tmp_path / "raw.dcm", film, bits_stored=12)
+    reader = gdcm.ImageReader()
+    reader.SetFileName(str(raw))
+    assert reader.Read()
+    change = gdcm.ImageChangeTransferSyntax()
+    change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+    change.SetInput(reader.GetImage())
+    assert change.Change()
+    writer = gdcm.ImageWriter()
+    writer.SetFileName(str(tmp_path / "lossless.dcm"))
+    writer.SetFile(reader.GetFile())
+    writer.SetImage(change.GetOutput())
+    assert writer.Write()
+    assert pydicom.dcmread(tmp_path / "lossless.dcm").file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    np.testing.assert_allclose(load_radiograph(tmp_path / "lossless.dcm"), film / 4095, atol=1e-6)
+    jpeg_ls = load_image(get_testdata_file("MR_small_jpeg_ls_lossless.dcm", download=False))
+    np.testing.assert_array_equal(jpeg_ls, load_image(get_testdata_file("MR_small.dcm", download=False)))
+
+
 @pytest.mark.parametrize(
     ("name", "syntax", "install"),
     [

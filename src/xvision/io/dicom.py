@@ -95,11 +95,13 @@ def _decode_failure(ds: Dataset, exc: Exception) -> str:
 
 
 _ANY_DECODER = "`pip install python-gdcm`"
-#: Which pydicom decoder plugin to install, by transfer syntax (python-gdcm decodes them all).
+#: Which pydicom decoder plugin to install, by transfer syntax. python-gdcm, a dependency of Xvision, decodes
+#: all but 12-bit JPEG Extended; the others are named for a platform where it did not install.
 _DECODERS = {
-    **dict.fromkeys(  # JPEG Extended (12-bit) and JPEG Lossless; 8-bit baseline Pillow decodes
-        ("1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"),
-        "`pip install pylibjpeg-libjpeg` or `pip install python-gdcm`",
+    "1.2.840.10008.1.2.4.51": "`pip install pylibjpeg-libjpeg` (GPL-3.0; GDCM does not decode 12-bit JPEG Extended)",
+    **dict.fromkeys(  # JPEG Lossless; 8-bit baseline Pillow decodes
+        ("1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"),
+        "`pip install python-gdcm`",
     ),
     **dict.fromkeys(  # JPEG-LS lossless and near-lossless
         ("1.2.840.10008.1.2.4.80", "1.2.840.10008.1.2.4.81"), "`pip install pyjpegls` or `pip install python-gdcm`"
