@@ -367,3 +367,19 @@ def test_in_the_main_process_warnings_pass_straight_through(backbone, monkeypatc
     with pytest.warns(RuntimeWarning, match="same text"):
         key, image, error, held = dataset[0]
     assert key == "key" and error == "" and held == []
+
+
+def test_a_warning_that_cannot_be_pickled_crosses_to_the_main_process_as_its_text() -> None:
+    import pickle
+
+    from xvision.errors import ImageWarning
+    from xvision.features.extract import _portable
+
+    class Odd(UserWarning):
+        def __init__(self, a: int, b: int) -> None:  # pickling re-calls this with one argument and fails
+            super().__init__(f"odd {a} {b}")
+
+    sent = _portable(Odd(1, 2))
+    assert type(sent) is UserWarning and str(sent) == "odd 1 2"
+    image = ImageWarning("film.dcm", "DICOM is MONOCHROME1")
+    assert _portable(image) is image and pickle.loads(pickle.dumps(image)).kind == "DICOM is MONOCHROME1"

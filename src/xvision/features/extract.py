@@ -72,7 +72,19 @@ class _ImageDataset(Dataset):
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             image, error = _load_one(path, self.config, self.target_size)
-        return key, image, error, [w.message for w in caught if isinstance(w.message, Warning)]
+        return key, image, error, [_portable(w.message) for w in caught if isinstance(w.message, Warning)]
+
+
+def _portable(warning: Warning) -> Warning:
+    """The warning as it can cross to the main process: a library's warning class whose constructor takes other
+    arguments would fail to unpickle there, and take the batch (and the extraction) down with it."""
+    import pickle
+
+    try:
+        pickle.loads(pickle.dumps(warning))
+    except Exception:  # noqa: BLE001 - any failure to round-trip: send its text instead
+        return UserWarning(str(warning))
+    return warning
 
 
 def _load_one(path: Path, config: PreprocessConfig, target_size: int | None) -> tuple[np.ndarray | None, str]:
