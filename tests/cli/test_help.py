@@ -135,3 +135,27 @@ def test_options_that_contradict_each_other_are_refused(tmp_path, capsys) -> Non
     assert "--weights applies with --manifest" in capsys.readouterr().err
     assert main(["serve", str(tmp_path), "--max-upload-mb", "100", "--max-request-mb", "10"]) == 2
     assert "--max-upload-mb 100 is more than --max-request-mb 10" in capsys.readouterr().err
+
+
+def test_a_file_read_twice_is_warned_about_and_counted_once() -> None:
+    """`predict --heatmaps` reads each film again: "4 more files" were counted where 1 was left."""
+    code = (
+        "import logging, warnings\n"
+        "logging.basicConfig(format='%(levelname)s: %(message)s')\n"
+        "from xvision.cli import main as cli\n"
+        "from xvision.errors import ImageWarning\n"
+        "cli._warnings_as_log_lines(False)\n"
+        "warnings.simplefilter('always')  # as if Python's own once-registry had been reset meanwhile\n"
+        "for name in 'abcd':\n"
+        "    for _ in range(2):\n"
+        "        warnings.warn(ImageWarning(f'{name}.dcm', 'DICOM is MONOCHROME1'))\n"
+        "cli._say_counted_warnings()\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    lines = [line for line in run.stderr.splitlines() if "MONOCHROME1" in line]
+    assert lines == [
+        "WARNING: a.dcm: DICOM is MONOCHROME1",
+        "WARNING: b.dcm: DICOM is MONOCHROME1",
+        "WARNING: c.dcm: DICOM is MONOCHROME1",
+        "WARNING: 1 more files: DICOM is MONOCHROME1 (-v lists them)",
+    ], run.stderr

@@ -94,10 +94,14 @@ def _warnings_as_log_lines(verbose: bool) -> None:
         file: TextIO | None = None,
         line: str | None = None,
     ) -> None:
-        if isinstance(message, ImageWarning) and not verbose:
-            _image_warnings[message.kind] += 1
-            if _image_warnings[message.kind] > SAID_PER_KIND:
+        if isinstance(message, ImageWarning):
+            if str(message) in _image_warnings_said:  # a file read again (a heatmap, a thumbnail): said already
                 return
+            _image_warnings_said.add(str(message))
+            if not verbose:
+                _image_warnings[message.kind] += 1
+                if _image_warnings[message.kind] > SAID_PER_KIND:
+                    return
         where = f" ({category.__name__} at {filename}:{lineno})" if verbose else ""
         logging.getLogger("py.warnings").warning("%s%s", message, where)
 
@@ -112,6 +116,7 @@ def _warnings_as_log_lines(verbose: bool) -> None:
 # many files, then counted, and the count said when the command ends (`-v` shows every one).
 SAID_PER_KIND = 3
 _image_warnings: Counter[str] = Counter()
+_image_warnings_said: set[str] = set()
 
 
 def _say_counted_warnings() -> None:
@@ -119,6 +124,7 @@ def _say_counted_warnings() -> None:
         if n > SAID_PER_KIND:
             logging.getLogger("py.warnings").warning("%d more files: %s (-v lists them)", n - SAID_PER_KIND, kind)
     _image_warnings.clear()
+    _image_warnings_said.clear()
 
 
 _signals: list[int] = []
