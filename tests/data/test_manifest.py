@@ -9,6 +9,7 @@ import pytest
 from PIL import Image
 
 from xvision.data import Manifest, ManifestRow, build_manifest, read_manifest, write_manifest
+from xvision.data.hints import groups_spanning_classes
 from xvision.errors import ManifestError
 
 
@@ -319,3 +320,17 @@ def test_pictures_in_formats_not_read_are_named_when_skipped(tmp_path: Path, cap
     assert sorted(row.path for row in manifest) == ["nodule/a.png", "normal/a.png"]
     assert "skipping 1 .gif file(s), 1 .webp file(s): not a format Xvision reads" in caplog.text
     assert "notes.txt" not in caplog.text and ".txt" not in caplog.text
+
+
+def test_group_from_top_takes_the_patient_folder_of_a_pacs_export(tmp_path: Path, caplog) -> None:
+    """class/patient/study/series/image: `parent` took the series folder (SE1), one "patient" across classes."""
+    for label, patients in (("normal", ("P1", "P2")), ("nodule", ("P3", "P4"))):
+        for patient in patients:
+            for study in ("ST0", "ST1"):
+                series = tmp_path / "export" / label / patient / study / "SE1"
+                series.mkdir(parents=True)
+                Image.new("L", (40, 40), 10 + int(patient[1]) * 20 + int(study[2])).save(series / "IM0000.png")
+    top = build_manifest(tmp_path / "export", group_from="top")
+    assert {row.path.split("/")[1]: row.group for row in top} == {p: p for p in ("P1", "P2", "P3", "P4")}
+    assert len(top) == 8 and not groups_spanning_classes(top)
+    assert groups_spanning_classes(build_manifest(tmp_path / "export", group_from="parent"))  # every group SE1

@@ -55,11 +55,12 @@ def _warn_if_misspelt(name: str) -> None:
 )
 @click.option(
     "--group-from",
-    type=click.Choice(["none", "stem", "parent"]),
+    type=click.Choice(["none", "stem", "parent", "top"]),
     default="none",
     show_default=True,
     help="FOLDER: fill the group (patient) column: none; parent = folder holding the image "
-    "(class/patient/img.png); stem = file name without suffix.",
+    "(class/patient/img.png); top = first folder below the class folder (class/patient/study/series/img, "
+    "as a PACS export nests them); stem = file name without suffix.",
 )
 @click.option(
     "--column",
@@ -114,8 +115,8 @@ def _warn_spanning_groups(result: Manifest, source: Path, group_from: str) -> No
         n, example = mixed
         log.warning(
             "%s: %d group(s) from --group-from %s hold images of two classes (first %s); files named alike in "
-            "different class folders are taken as one patient. If the names are only numbers per class, "
-            "use --group-from none",
+            "different class folders are taken as one patient. If images sit in class/patient/study/.../ "
+            "folders, use --group-from top; if the names are only numbers per class, --group-from none",
             source,
             n,
             group_from,

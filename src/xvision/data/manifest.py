@@ -44,7 +44,7 @@ BUILTIN_COLUMNS: tuple[str, ...] = ("path", "label", "group", "split")
 PATH_COLUMNS: tuple[str, ...] = ("mask",)
 """Optional columns that name a file relative to the manifest, like ``path``."""
 
-GroupFrom = Literal["none", "stem", "parent"]
+GroupFrom = Literal["none", "stem", "parent", "top"]
 
 
 @dataclass(frozen=True)
@@ -374,15 +374,17 @@ def build_manifest(
         group_from: How to fill the ``group`` column. ``"none"`` (default) leaves it empty: every image is
             its own group, which is right only when each patient has one image. ``"parent"`` uses the name of
             the folder holding the image when images are nested as ``class/patient/image``
-            (images lying directly in a class folder get no group). ``"stem"`` uses the file name without
+            (images lying directly in a class folder get no group). ``"top"`` uses the first folder below the
+            class folder, for exports nested as ``class/patient/study/series/image`` (a PACS export), where
+            ``"parent"`` would take the series folder. ``"stem"`` uses the file name without
             its suffix, for datasets that name files by patient across several class folders.
 
     Raises:
         ManifestError: ``folder`` is missing, has no class subfolders, or fewer than two classes hold images.
     """
     folder = Path(folder)
-    if group_from not in ("none", "stem", "parent"):
-        raise ManifestError(f"unknown group_from {group_from!r}; use none, stem or parent")
+    if group_from not in ("none", "stem", "parent", "top"):
+        raise ManifestError(f"unknown group_from {group_from!r}; use none, stem, parent or top")
     if not folder.is_dir():
         raise ManifestError(f"{folder}: folder not found; give a folder with one subfolder of images per class")
     accepted = _normalise_suffixes(suffixes)
@@ -419,11 +421,12 @@ def build_manifest(
         )
     if empty:
         logger.warning("%s: skipping class folder(s) with no images: %s", folder, ", ".join(empty))
-    if group_from == "parent" and not any(row.group for row in rows):
+    if group_from in ("parent", "top") and not any(row.group for row in rows):
         logger.warning(
-            "%s: --group-from parent found no image in a folder below its class folder (CLASS/PATIENT/image), "
+            "%s: --group-from %s found no image in a folder below its class folder (CLASS/PATIENT/image), "
             "so no group was set; every image counts as its own patient",
             folder,
+            group_from,
         )
     rows.sort(key=lambda row: row.path)
     return Manifest(rows=rows, root=folder, columns=("path", "label", "group"))
@@ -530,4 +533,6 @@ def _group_for(image: Path, class_dir: Path, group_from: GroupFrom) -> str | Non
         return image.stem
     if group_from == "parent" and image.parent != class_dir:
         return image.parent.name
+    if group_from == "top" and image.parent != class_dir:
+        return image.relative_to(class_dir).parts[0]
     return None
