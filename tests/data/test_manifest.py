@@ -334,3 +334,19 @@ def test_group_from_top_takes_the_patient_folder_of_a_pacs_export(tmp_path: Path
     assert {row.path.split("/")[1]: row.group for row in top} == {p: p for p in ("P1", "P2", "P3", "P4")}
     assert len(top) == 8 and not groups_spanning_classes(top)
     assert groups_spanning_classes(build_manifest(tmp_path / "export", group_from="parent"))  # every group SE1
+
+
+def test_a_dicom_with_a_vendors_suffix_is_found_by_its_header_and_dicomdir_is_not(tmp_path: Path) -> None:
+    """IM0099.img, a valid DICOM, was left out of the manifest without a word."""
+    import shutil
+
+    from pydicom.data import get_testdata_file
+
+    for label in ("normal", "nodule"):
+        (tmp_path / "ds" / label).mkdir(parents=True)
+        Image.new("L", (40, 40), 90).save(tmp_path / "ds" / label / "film.png")
+    shutil.copy(get_testdata_file("MR_small.dcm", download=False), tmp_path / "ds" / "nodule" / "IM0099.img")
+    (tmp_path / "ds" / "nodule" / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 64)
+    (tmp_path / "ds" / "nodule" / "notes.txt").write_text("read me")
+    paths = [row.path for row in build_manifest(tmp_path / "ds")]
+    assert paths == ["nodule/IM0099.img", "nodule/film.png", "normal/film.png"]

@@ -448,8 +448,9 @@ def _hidden(name: str) -> bool:
 
 
 def find_images(folder: str | Path, suffixes: Iterable[str] | None = None) -> list[Path]:
-    """The images under ``folder``, sorted: files with an image suffix, and DICOMs named without one (or by a
-    UID). Hidden files and folders are skipped; linked folders are followed, each real folder once."""
+    """The images under ``folder``, sorted: files with an image suffix, and DICOMs named otherwise (no suffix, a
+    UID, a vendor's suffix), found by their header; not DICOMDIR. Hidden files and folders are skipped; linked
+    folders are followed, each real folder once."""
     return _find_images(Path(folder), _normalise_suffixes(suffixes))
 
 
@@ -514,9 +515,11 @@ def _is_image(path: Path, accepted: frozenset[str]) -> bool:
     suffix = path.suffix.lower()
     if suffix in accepted:
         return True
-    # DICOM files are often named without a suffix, or by a UID such as 1.2.840.113619.5 (suffix ".5").
-    unnamed = not suffix or suffix[1:].isdigit()
-    return unnamed and ".dcm" in accepted and _has_dicom_preamble(path)
+    if path.name.upper() == "DICOMDIR":  # an export's index of its files: DICOM, but never an image
+        return False
+    # DICOM files are often named without a suffix, by a UID such as 1.2.840.113619.5 (suffix ".5"), or with a
+    # vendor's own suffix (.img, .dc3, ...): any other file is taken when it opens as DICOM does.
+    return ".dcm" in accepted and suffix not in UNREAD_PICTURES and _has_dicom_preamble(path)
 
 
 def _has_dicom_preamble(path: Path) -> bool:
