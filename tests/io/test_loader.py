@@ -527,6 +527,15 @@ def test_dicom_unusable_window_falls_back_to_bits_stored_with_a_warning(tmp_path
     np.testing.assert_allclose(image, STORED_12BIT / 4095, atol=1e-6)
 
 
+def test_a_compressed_dicom_cut_short_says_so_in_one_line(tmp_path: Path, recwarn) -> None:
+    """It said "no pixel data (is it a report?)", after pydicom's own "End of file reached" warning."""
+    data = Path(get_testdata_file("MR_small_jpeg_ls_lossless.dcm", download=False)).read_bytes()
+    (tmp_path / "cut.dcm").write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ImageLoadError, match="the file ends inside its compressed pixel data"):
+        load_image(tmp_path / "cut.dcm")
+    assert not [w for w in recwarn if "End of file" in str(w.message)]
+
+
 def test_jpeg_lossless_and_jpeg_ls_dicoms_decode_out_of_the_box(tmp_path: Path) -> None:
     """JPEG Lossless (Process 14, SV1) is how many CR/DX exports are compressed; its pylibjpeg decoder is GPL,
     so Xvision depends on GDCM (BSD), which decodes it and JPEG-LS."""

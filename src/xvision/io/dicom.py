@@ -123,9 +123,17 @@ def load_dicom(path: str | Path, *, max_pixels: int) -> np.ndarray:
     path = Path(path)
     try:
         # force=True also reads files without the 128-byte preamble; what was read is validated below.
-        ds = pydicom.dcmread(path, force=True, defer_size=_DEFER_SIZE)
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            ds = pydicom.dcmread(path, force=True, defer_size=_DEFER_SIZE)
     except Exception as exc:
         raise ImageLoadError(path, f"not a readable DICOM file ({exception_reason(exc)})") from exc
+    cut = [w for w in said if "End of file reached" in str(w.message)]
+    if cut and "PixelData" not in ds:  # pydicom's own warning, then "no pixel data", hid the cause
+        raise ImageLoadError(path, "the file ends inside its compressed pixel data (a truncated copy?)")
+    for w in said:
+        if w not in cut:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
     _check_header(path, ds, max_pixels)
 
     frames = int(ds.get("NumberOfFrames") or 1)
