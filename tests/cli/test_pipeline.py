@@ -261,7 +261,14 @@ def test_outputs_never_replace_inputs_or_files_xvision_did_not_write(pipeline, t
     one = sorted(films.iterdir())[0]  # the same film twice, and a missing one between: one heatmap per film given
     twice = tmp_path / "twice"
     assert main(["predict", str(run), str(one), str(tmp_path / "gone.png"), str(one), "--heatmaps", str(twice)]) == 1
-    assert sorted(p.name for p in twice.iterdir()) == [f"{one.stem}-2.png", f"{one.stem}.png"]
+    assert sorted(p.name for p in twice.iterdir()) == [f"films_{one.stem}-2.png", f"films_{one.stem}.png"]
+    # Names that repeat in other folders (every PACS series has an IM0000): the path tells the overlays apart.
+    for series in ("P1/SE1", "P2/SE1"):
+        (tmp_path / "export" / series).mkdir(parents=True)
+        shutil.copy(one, tmp_path / "export" / series / "IM0000.png")
+    pacs = tmp_path / "pacs-heat"
+    assert main(["predict", str(run), str(tmp_path / "export"), "--heatmaps", str(pacs)]) == 0
+    assert sorted(p.name for p in pacs.iterdir()) == ["P1_SE1_IM0000.png", "P2_SE1_IM0000.png"]
     # A grid drawn before the mark existed (matplotlib's own Software chunk) is an earlier grid too.
     Image.open(grid).save(grid, pnginfo=_png_software("Matplotlib version3.10.0, https://matplotlib.org/"))
     assert main(["predict", str(run), str(films), "--grid", str(grid)]) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,12 +57,17 @@ def _print_csv(results: list[Prediction], classes: list[str]) -> None:
 
 
 def _heatmap_files(paths: list[Path], folder: Path) -> list[Path]:
-    """Each image's heatmap file in ``folder``, in the order of ``paths``: its stem, numbered when two images
-    share one (the same file given twice gets two)."""
+    """Each image's heatmap file in ``folder``, in the order of ``paths``: its stem; when stems repeat (a PACS
+    export names every series IM0000), its path below the inputs' common folder, so that each overlay can be
+    told apart. Still-equal names (the same file given twice) are numbered."""
+    stems = [path.stem for path in paths]
+    if len(set(stems)) < len(stems):
+        common = Path(os.path.commonpath([os.path.abspath(p.parent) for p in paths]))
+        stems = ["_".join(Path(os.path.abspath(p)).relative_to(common).with_suffix("").parts) for p in paths]
     files: list[Path] = []
     names: set[str] = set()
-    for path in paths:
-        name = path.stem if path.stem not in names else f"{path.stem}-{len(names)}"
+    for stem in stems:
+        name = stem if stem not in names else f"{stem}-{len(names)}"
         names.add(name)
         files.append(folder / f"{name}.png")
     return files
@@ -73,7 +79,8 @@ def _write_heatmaps(predictor: Predictor, results: list[Prediction], files: list
 
     for r, file in zip(results, files, strict=True):  # one result per path, in order
         if not r.error:
-            draw_evidence(predictor, load_image(r.path), r, file, name=Path(r.path).name)
+            name = Path(r.path).name if file.stem == Path(r.path).stem else file.stem  # the title says which film
+            draw_evidence(predictor, load_image(r.path), r, file, name=name)
 
 
 def _check_outputs(paths: list[Path], grid: Path | None, heatmaps: list[Path]) -> None:
