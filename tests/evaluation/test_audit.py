@@ -279,3 +279,22 @@ def test_the_largest_seed_leaves_room_for_the_repeats(clean_set: Path) -> None:
     from xvision.cli.main import main
 
     assert main(["audit", str(clean_set), "--seed", "2147483647", "--repeats", "3", "--no-progress"]) in (0, 3)
+
+
+def test_a_warning_audit_before_training_is_one_warning_line_and_its_explanation(
+    clean_set: Path, tmp_path: Path, caplog
+) -> None:
+    """Every line of the summary, the image counts included, was logged as a WARNING."""
+    import logging
+
+    marked = marked_copy(clean_set, tmp_path / "marked", fill=255, corner="top_left")
+    store = FeatureStore(tmp_path / "feats")
+    store.write_meta({"manifest": {"path": str(marked), "sha256": "0" * 64}})
+    rows = list(csv.DictReader(open(marked, encoding="utf-8")))
+    store.write_index([IndexRow(r["path"], r["label"], r["group"], "", "x", "ok", "", {}) for r in rows])
+    with caplog.at_level(logging.INFO, logger="xvision.evaluation.audit"):
+        assert audit_for_run(store.root)["verdict"] == "warn"
+    said = [r for r in caplog.records if r.name == "xvision.evaluation.audit" and r.getMessage().startswith("audit: ")]
+    warnings = [r.getMessage() for r in said if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "possible shortcut" in warnings[0]
+    assert any(r.levelno == logging.INFO and "images" in r.getMessage() for r in said)

@@ -244,8 +244,11 @@ def audit_record(manifest: str | Path | Manifest) -> dict[str, Any]:
     except Exception as error:  # noqa: BLE001 - a pre-flight check must not stop a training run
         return _failed(error)
     if result.warn:
-        for line in result.summary().splitlines():
-            log.warning("audit: %s", line.removeprefix("WARNING: "))  # the log level says it already
+        for line in result.summary().splitlines():  # the counts and the strongest features are information
+            if line.startswith("WARNING: "):
+                log.warning("audit: %s", line.removeprefix("WARNING: "))  # the log level says it already
+            else:
+                log.info("audit: %s", line)
     else:
         log.info("audit: %s", result.headline())
     record = result.to_dict()
