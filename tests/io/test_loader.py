@@ -564,8 +564,8 @@ def test_jpeg_lossless_and_jpeg_ls_dicoms_decode_out_of_the_box(tmp_path: Path) 
 @pytest.mark.parametrize(
     ("name", "syntax", "install"),
     [
-        ("JPEG-lossy.dcm", "JPEG Extended (Process 2 and 4)", "`pip install pylibjpeg-libjpeg`"),  # 12-bit
-        ("MR_small_jpeg_ls_lossless.dcm", "JPEG-LS Lossless Image Compression", "`pip install pyjpegls`"),
+        # 12-bit: neither GDCM nor Pillow decodes it (JPEG-LS, once here too, decodes with GDCM: tested above)
+        ("JPEG-lossy.dcm", "JPEG Extended (Process 2 and 4)", "`pip install pylibjpeg-libjpeg`"),
     ],
 )
 def test_an_undecodable_dicom_is_one_line_naming_its_decoder(caplog, name: str, syntax: str, install: str) -> None:
