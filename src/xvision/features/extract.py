@@ -78,11 +78,11 @@ class _ImageDataset(Dataset):
 def _portable(warning: Warning) -> Warning:
     """The warning as it can cross to the main process: a library's warning class whose constructor takes other
     arguments would fail to unpickle there, and take the batch (and the extraction) down with it."""
-    import pickle
+    import copy
 
-    try:
-        pickle.loads(pickle.dumps(warning))
-    except Exception:  # noqa: BLE001 - any failure to round-trip: send its text instead
+    try:  # a copy rebuilds the warning from its __reduce__, as unpickling in the main process would
+        copy.copy(warning)
+    except Exception:  # noqa: BLE001 - any failure to rebuild: send its text instead
         return UserWarning(str(warning))
     return warning
 
