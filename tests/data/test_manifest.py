@@ -243,7 +243,7 @@ def test_build_manifest_errors(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="no images found"):
         build_manifest(tmp_path / "none")
     with pytest.raises(ManifestError, match="group_from"):
-        build_manifest(_dataset(tmp_path / "ds"), group_from="patient")  # type: ignore[arg-type]
+        build_manifest(_dataset(tmp_path / "ds"), group_from="study")  # type: ignore[arg-type]
 
 
 def test_find_images_follows_linked_folders_once_and_finds_unnamed_dicoms(tmp_path: Path) -> None:
@@ -350,3 +350,99 @@ def test_a_dicom_with_a_vendors_suffix_is_found_by_its_header_and_dicomdir_is_no
     (tmp_path / "ds" / "nodule" / "notes.txt").write_text("read me")
     paths = [row.path for row in build_manifest(tmp_path / "ds")]
     assert paths == ["nodule/IM0099.img", "nodule/film.png", "normal/film.png"]
+
+
+# --- patients from DICOM headers ---------------------------------------------------------------------
+
+
+def _dicom(path: Path, patient: str | None, value: int = 100) -> Path:
+    """A small DX DICOM named by a UID (as exports name them) with the given Patient ID (None: no tag)."""
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID, "DX"
+    if patient is not None:
+        ds.PatientID = patient
+    ds.Rows = ds.Columns = 8
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = (np.arange(64, dtype=np.uint8) + value).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _uid_export(root: Path, patients: dict[str, list[str]]) -> Path:
+    """class/<series UID>/<instance UID> for each patient's films: folders name nothing a person would know."""
+    for index, (patient, labels) in enumerate(patients.items()):
+        for film, label in enumerate(labels):
+            _dicom(root / label / f"1.2.840.{index}.{film}" / f"1.2.840.{index}.{film}.1", patient, index * 7 + film)
+    return root
+
+
+def test_group_from_patient_reads_the_patient_id_in_each_dicom_header(tmp_path: Path, caplog) -> None:
+    export = _uid_export(tmp_path / "export", {"PAT-A": ["normal", "normal"], "PAT-B": ["nodule", "normal"]})
+    _dicom(export / "nodule" / "9.9" / "9.9.1", "PAT-C")
+    _png(export / "nodule" / "scan.png", 5)
+    _dicom(export / "nodule" / "blank" / "1.1", "   ")  # a blanked tag is no patient
+    result = build_manifest(export, group_from="patient")
+    assert {row.path: row.group for row in result} == {
+        "normal/1.2.840.0.0/1.2.840.0.0.1": "PAT-A",
+        "normal/1.2.840.0.1/1.2.840.0.1.1": "PAT-A",
+        "nodule/1.2.840.1.0/1.2.840.1.0.1": "PAT-B",
+        "normal/1.2.840.1.1/1.2.840.1.1.1": "PAT-B",
+        "nodule/9.9/9.9.1": "PAT-C",
+        "nodule/scan.png": None,
+        "nodule/blank/1.1": None,
+    }
+    assert "2 of 7 images have no DICOM Patient ID" in caplog.text
+
+
+def test_group_from_patient_refuses_one_placeholder_id_for_every_image(tmp_path: Path, caplog) -> None:
+    export = _uid_export(tmp_path / "export", {"ANONYMOUS": ["normal", "nodule", "normal", "nodule"]})
+    with pytest.raises(ManifestError, match=r"all 4 images have DICOM Patient ID 'ANONYMOUS'.*--group-from top"):
+        build_manifest(export, group_from="patient")
+    caplog.clear()
+    assert len(build_manifest(export)) == 4  # a placeholder is no patient: no warning about spread patients
+    assert "patient" not in caplog.text
+    no_ids = _uid_export(tmp_path / "no_ids", {"x": ["normal", "nodule"]})
+    for file in [f for f in no_ids.rglob("*") if f.is_file()]:
+        _dicom(file, None)
+    assert {row.group for row in build_manifest(no_ids, group_from="patient")} == {None}
+    assert "found no DICOM Patient ID" in caplog.text
+
+
+@pytest.mark.parametrize("group_from", ["none", "parent"])
+def test_a_patient_spread_over_groups_is_warned_about(tmp_path: Path, caplog, group_from: str) -> None:
+    """Folders named by series UID: `parent` (or no grouping) put one patient's two films in two groups."""
+    export = _uid_export(tmp_path / "export", {"PAT-A": ["normal", "normal"], "PAT-B": ["nodule"], "PAT-C": ["nodule"]})
+    build_manifest(export, group_from=group_from)  # type: ignore[arg-type]
+    assert (
+        f"1 DICOM patient(s) have images in more than one group with --group-from {group_from} "
+        "(first: Patient ID PAT-A, 2 groups)" in caplog.text
+    )
+    caplog.clear()
+    build_manifest(export, group_from="patient")
+    assert "more than one group" not in caplog.text and "Patient ID" not in caplog.text
+
+
+def test_manifest_command_groups_by_patient_and_split_keeps_each_patient_together(tmp_path: Path, caplog) -> None:
+    """A patient with a normal film and, later, a nodule film is one patient, not a labelling slip."""
+    import csv
+
+    from xvision.cli.main import main
+
+    patients = {f"P{i}": ["normal", "normal"] if i % 2 else ["nodule", "normal"] for i in range(12)}
+    export = _uid_export(tmp_path / "export", patients)
+    assert main(["manifest", str(export), "--group-from", "patient"]) == 0
+    assert "two classes" not in caplog.text
+    assert main(["split", str(export / "manifest.csv"), "--seed", "3"]) == 0
+    rows = list(csv.DictReader(open(export / "manifest.csv", encoding="utf-8")))
+    assert {row["group"] for row in rows} == set(patients) and len(rows) == 24
+    for patient in patients:
+        assert len({row["split"] for row in rows if row["group"] == patient}) == 1

@@ -55,12 +55,13 @@ def _warn_if_misspelt(name: str) -> None:
 )
 @click.option(
     "--group-from",
-    type=click.Choice(["none", "stem", "parent", "top"]),
+    type=click.Choice(["none", "stem", "parent", "top", "patient"]),
     default="none",
     show_default=True,
     help="FOLDER: fill the group (patient) column: none; parent = folder holding the image "
     "(class/patient/img.png); top = first folder below the class folder (class/patient/study/series/img, "
-    "as a PACS export nests them); stem = file name without suffix.",
+    "as a PACS export nests them); stem = file name without suffix; patient = the Patient ID in each DICOM "
+    "header.",
 )
 @click.option(
     "--column",
@@ -86,7 +87,8 @@ def manifest(source: Path, output: Path | None, group_from: str, columns: tuple[
         output = output or source / "manifest.csv"
         _check_output(output, force)
         result = build_manifest(source, group_from=group_from)  # type: ignore[arg-type]
-        _warn_spanning_groups(result, source, group_from)
+        if group_from != "patient":  # one patient's films in two classes (normal, then a nodule) is no slip
+            _warn_spanning_groups(result, source, group_from)
     else:
         if group_from != "none":
             raise click.UsageError("--group-from applies to a FOLDER; with a table, name its column: --column group=ID")

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from xvision._fileio import atomic_write_text
+from xvision.data.patients import check_patient_groups, patient_ids, warn_patients_across_groups
 from xvision.errors import ManifestError
 from xvision.io.loader import SUPPORTED_SUFFIXES, UNREAD_PICTURES
 
@@ -44,7 +45,7 @@ BUILTIN_COLUMNS: tuple[str, ...] = ("path", "label", "group", "split")
 PATH_COLUMNS: tuple[str, ...] = ("mask",)
 """Optional columns that name a file relative to the manifest, like ``path``."""
 
-GroupFrom = Literal["none", "stem", "parent", "top"]
+GroupFrom = Literal["none", "stem", "parent", "top", "patient"]
 
 
 @dataclass(frozen=True)
@@ -377,14 +378,16 @@ def build_manifest(
             (images lying directly in a class folder get no group). ``"top"`` uses the first folder below the
             class folder, for exports nested as ``class/patient/study/series/image`` (a PACS export), where
             ``"parent"`` would take the series folder. ``"stem"`` uses the file name without
-            its suffix, for datasets that name files by patient across several class folders.
+            its suffix, for datasets that name files by patient across several class folders. ``"patient"``
+            uses the Patient ID in each DICOM header (other images get no group). With any other choice, DICOM
+            files of one Patient ID found in several groups are warned about.
 
     Raises:
         ManifestError: ``folder`` is missing, has no class subfolders, or fewer than two classes hold images.
     """
     folder = Path(folder)
-    if group_from not in ("none", "stem", "parent", "top"):
-        raise ManifestError(f"unknown group_from {group_from!r}; use none, stem, parent or top")
+    if group_from not in ("none", "stem", "parent", "top", "patient"):
+        raise ManifestError(f"unknown group_from {group_from!r}; use none, stem, parent, top or patient")
     if not folder.is_dir():
         raise ManifestError(f"{folder}: folder not found; give a folder with one subfolder of images per class")
     accepted = _normalise_suffixes(suffixes)
@@ -429,6 +432,10 @@ def build_manifest(
             group_from,
         )
     rows.sort(key=lambda row: row.path)
+    if group_from == "patient":
+        check_patient_groups(folder, rows)
+    else:
+        warn_patients_across_groups(folder, rows, group_from)
     return Manifest(rows=rows, root=folder, columns=("path", "label", "group"))
 
 
@@ -534,6 +541,8 @@ def _has_dicom_preamble(path: Path) -> bool:
 def _group_for(image: Path, class_dir: Path, group_from: GroupFrom) -> str | None:
     if group_from == "stem":
         return image.stem
+    if group_from == "patient":
+        return patient_ids(image.parent, [image.name]).get(image.name)
     if group_from == "parent" and image.parent != class_dir:
         return image.parent.name
     if group_from == "top" and image.parent != class_dir:

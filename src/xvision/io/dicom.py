@@ -31,7 +31,7 @@ from pydicom.pixels import apply_modality_lut, apply_voi_lut, pixel_array
 from xvision.errors import ImageLoadError, ImageWarning
 from xvision.io.loader import check_dimensions, exception_reason, stored_depth
 
-__all__ = ["check_projection_radiograph", "load_dicom"]
+__all__ = ["check_projection_radiograph", "load_dicom", "read_patient_id"]
 
 _GRAYSCALE = frozenset({"MONOCHROME1", "MONOCHROME2"})
 # Values longer than this (the pixel data) are read from disk only when used, so the header is checked first.
@@ -186,6 +186,17 @@ def check_projection_radiograph(path: str | Path) -> None:
             f"DICOM modality {modality} ({NOT_RADIOGRAPHS[modality]}) is not a chest radiograph; "
             "Xvision reads projection radiographs (CR, DX, and OT/SC secondary captures)",
         )
+
+
+def read_patient_id(path: str | Path) -> str | None:
+    """The Patient ID (0010,0020) in the header of the DICOM file ``path``, without its padding; None when the
+    tag is missing or empty or the file does not parse as DICOM. Reads the header only; never raises."""
+    try:
+        ds = pydicom.dcmread(path, force=True, stop_before_pixels=True, specific_tags=["PatientID"])
+        value = str(ds.get("PatientID", "") or "").strip()
+    except Exception:  # any unreadable file: it is reported where its pixels are read
+        return None
+    return value or None
 
 
 # Elements every real DICOM object has some of: without them and without a file meta header, what
