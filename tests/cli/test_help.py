@@ -129,6 +129,16 @@ def test_a_handful_of_bootstrap_resamples_is_refused(command: str, capsys) -> No
     assert "1 resamples give intervals that are noise; use" in err and "at least 100" in err
 
 
+def test_slips_in_demo_size_and_fetch_collection_are_refused_before_any_work(tmp_path, capsys) -> None:
+    """`demo --n-per-class 100000` set out to write 200,000 phantoms; `--collection cxrr` asked Open-i for a
+    collection that does not exist."""
+    assert main(["demo", "-o", str(tmp_path / "d"), "--n-per-class", "100000"]) == 2
+    assert "100000 is not in the range 10<=x<=5000" in capsys.readouterr().err
+    assert main(["fetch", "openi", "-o", str(tmp_path / "o"), "--collection", "cxrr"]) == 2
+    assert "'cxrr' is not one of 'cxr', 'pmc', 'usc', 'hmd', 'mpx'" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists() and not (tmp_path / "o").exists()
+
+
 def test_options_that_contradict_each_other_are_refused(tmp_path, capsys) -> None:
     """Each was accepted without a word: --weights was ignored, and no upload could pass the request limit."""
     assert main(["evaluate", str(tmp_path), "--features", str(tmp_path), "--weights", "w.safetensors"]) == 2

@@ -22,7 +22,13 @@ from xvision.cli.options import SEED
     show_default=True,
     help="Folder for data, features and run.",
 )
-@click.option("--n-per-class", default=100, show_default=True, type=click.IntRange(10))
+@click.option(
+    "--n-per-class",
+    default=100,
+    show_default=True,
+    type=click.IntRange(10, 5000),  # a slip of a few zeros would fill the disk with phantoms for hours
+    help="Phantoms per class.",
+)
 @click.option("--seed", default=0, show_default=True, type=SEED)
 def demo(out_dir: Path, n_per_class: int, seed: int) -> None:
     """Generate synthetic chest phantoms (normal vs nodule) and run manifest -> split -> extract ->

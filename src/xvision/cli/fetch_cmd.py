@@ -31,7 +31,13 @@ def fetch() -> None:
 @fetch.command("openi")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False, path_type=Path), help="Output folder.")
 @click.option("--query", help="Free-text search query (default: everything in the collection).")
-@click.option("--collection", default="cxr", show_default=True, help="Open-i collection: cxr, pmc, usc, hmd, mpx.")
+@click.option(
+    "--collection",
+    default="cxr",
+    show_default=True,
+    type=click.Choice(["cxr", "pmc", "usc", "hmd", "mpx"], case_sensitive=False),
+    help="Open-i collection (cxr: Indiana University chest X-rays).",
+)
 @click.option("--image-type", help="Open-i image type, e.g. x (X-ray); xg, xm exclude graphics / multipanel.")
 @click.option("--limit", type=click.IntRange(min=1), help="Fetch only the first N search results.")
 @click.option("--base-url", default=DEFAULT_BASE_URL, show_default=True, help="Service root; images must be on it.")
