@@ -188,6 +188,56 @@ def test_tiff_16bit_and_bmp_8bit(tmp_path: Path) -> None:
     np.testing.assert_allclose(load_image(bmp), [[0.0, 0.2, 1.0]], atol=1e-7)
 
 
+def png16(path: Path, samples: np.ndarray, colour_type: int) -> Path:
+    """A 16-bit PNG of ``samples`` (rows, cols, channels), written by hand: Pillow cannot write 16-bit colour."""
+    height, width = samples.shape[:2]
+    rows = b"".join(b"\0" + samples[y].astype(">u2").tobytes() for y in range(height))
+    ihdr = struct.pack(">IIBBBBB", width, height, 16, colour_type, 0, 0, 0)
+    body = png_chunk(b"IHDR", ihdr) + png_chunk(b"IDAT", zlib.compress(rows)) + png_chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+def test_sixteen_bit_colour_files_are_refused_not_read_nearly_black(tmp_path: Path) -> None:
+    """A 12-bit film saved as 16-bit RGB or grey+alpha PNG came out with 16 grey levels, mean 0.05, and was
+    scored with confidence: Pillow decodes only the high byte of each sample of these types."""
+    film = (np.add.outer(np.arange(64), np.arange(64)) * 32).astype(np.uint16)  # 0..4032, 12-bit values
+    np.testing.assert_allclose(load_image(png16(tmp_path / "grey.png", film[..., None], 0)), film / 4095, atol=1e-6)
+    for name, samples, colour_type in (
+        ("rgb.png", np.dstack([film] * 3), 2),
+        ("greyalpha.png", np.dstack([film, np.full_like(film, 65535)]), 4),
+        ("rgba.png", np.dstack([film] * 3 + [np.full_like(film, 65535)]), 6),
+    ):
+        with pytest.raises(ImageLoadError, match=rf"{name}: 16-bit .* PNG: only the high 8 bits .* 16-bit greyscale"):
+            load_image(png16(tmp_path / name, samples, colour_type))
+    tifffile = pytest.importorskip("tifffile")
+    tifffile.imwrite(tmp_path / "rgb16.tif", np.dstack([film] * 3), photometric="rgb")
+    with pytest.raises(ImageLoadError, match=r"rgb16\.tif: 16-bit RGB TIFF: only the high 8 bits"):
+        load_image(tmp_path / "rgb16.tif")
+
+
+def test_sixteen_bit_min_is_white_tiff_is_read_in_display_polarity_as_eight_bit_is(tmp_path: Path) -> None:
+    tifffile = pytest.importorskip("tifffile")
+    film = (np.add.outer(np.arange(64), np.arange(64)) * 32).astype(np.uint16)
+    tifffile.imwrite(tmp_path / "white16.tif", (4095 - film).astype(np.uint16), photometric="miniswhite")
+    tifffile.imwrite(tmp_path / "white8.tif", (255 - film // 16).astype(np.uint8), photometric="miniswhite")
+    np.testing.assert_allclose(load_image(tmp_path / "white16.tif"), film / 4095, atol=1e-6)
+    np.testing.assert_allclose(load_image(tmp_path / "white8.tif"), (film // 16) / 255, atol=1e-6)
+
+
+def test_only_the_first_page_of_a_multi_page_tiff_is_read_with_a_warning(tmp_path: Path) -> None:
+    from xvision.errors import ImageWarning
+
+    pages = [Image.fromarray(np.full((40, 40), value, dtype=np.uint8)) for value in (10, 200, 90)]
+    pages[0].save(tmp_path / "stack.tif", save_all=True, append_images=pages[1:])
+    with pytest.warns(ImageWarning, match=r"stack\.tif: TIFF has 3 pages; using the first"):
+        image = load_image(tmp_path / "stack.tif")
+    np.testing.assert_allclose(image, 10 / 255, atol=1e-7)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load_image(write_png(tmp_path / "one.png", np.zeros((4, 4), dtype=np.uint8)))
+
+
 def test_constant_image_is_allowed(tmp_path: Path) -> None:
     path = write_png(tmp_path / "flat.png", np.full((4, 4), 7, dtype=np.uint8))
     np.testing.assert_allclose(load_image(path), np.full((4, 4), 7 / 255), atol=1e-7)

@@ -30,12 +30,13 @@ from __future__ import annotations
 
 import errno
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import BmpImagePlugin, Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
-from xvision.errors import ImageLoadError
+from xvision.errors import ImageLoadError, ImageWarning
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -312,12 +313,49 @@ def _load_with_pillow(
             image.load()
         except Exception as exc:
             raise ImageLoadError(path, f"truncated or corrupt image data ({exception_reason(exc)})") from exc
+        _check_sample_depth(path, image, head)
         image = _upright(image)
         if refuse_colour:
             _check_not_colour(path, image)
         if factor >= 2 and image.mode == "L":
             return np.asarray(image.reduce(factor), dtype=np.float32) / np.float32(255)
         return _reduce_array(_pillow_to_array(path, image), target_size)
+
+
+# PNG colour types (IHDR byte 25) with more than one sample per pixel; their 16-bit form is read by Pillow as
+# 8 bits per sample (the high byte), so a 12-bit film in 16-bit RGB would come out as 16 grey levels, nearly black.
+_PNG_MULTI_SAMPLE = {2: "RGB", 4: "grey + alpha", 6: "RGBA"}
+_TIFF_BITS_PER_SAMPLE = 258
+_TIFF_PHOTOMETRIC = 262
+_TIFF_MIN_IS_WHITE = 0
+
+
+def _check_sample_depth(path: Path, image: ImageFile.ImageFile, head: bytes) -> None:
+    """Refuse a file whose samples are deeper than the mode Pillow gives it (16-bit colour PNG or TIFF: only the
+    high byte of each sample is decoded); warn that only the first page of a multi-page TIFF is read."""
+    kind = None
+    if image.format == "PNG" and len(head) > 25 and head[24] == 16 and head[25] in _PNG_MULTI_SAMPLE:
+        kind = f"16-bit {_PNG_MULTI_SAMPLE[head[25]]} PNG"
+    elif image.format == "TIFF":
+        bits = image.tag_v2.get(_TIFF_BITS_PER_SAMPLE, 1)
+        deepest = max(bits) if isinstance(bits, tuple) else int(bits)
+        if deepest > 8 and image.mode in _EIGHT_BIT_MODES:
+            kind = f"{deepest}-bit {image.mode} TIFF"
+        if getattr(image, "n_frames", 1) > 1:
+            warnings.warn(
+                ImageWarning(
+                    path,
+                    "multi-page TIFF; only the first page is used",
+                    f"TIFF has {image.n_frames} pages; using the first",
+                ),
+                stacklevel=4,
+            )
+    if kind is not None:
+        raise ImageLoadError(
+            path,
+            f"{kind}: only the high 8 bits of each sample can be decoded, which would lose the film's grey levels; "
+            "save it as 16-bit greyscale PNG or TIFF (or DICOM)",
+        )
 
 
 def _upright(image: Image.Image) -> Image.Image:
@@ -358,7 +396,10 @@ def _pillow_to_array(path: Path, image: ImageFile.ImageFile) -> np.ndarray:
     if mode in _SIXTEEN_BIT_MODES or (mode == "I" and image.format == "PNG"):
         values = np.asarray(image, dtype=np.float32)
         depth = stored_depth(int(values.max()) if values.size else 0)
-        return values / np.float32(2**depth - 1)
+        scaled = values / np.float32(2**depth - 1)
+        if image.format == "TIFF" and image.tag_v2.get(_TIFF_PHOTOMETRIC) == _TIFF_MIN_IS_WHITE:
+            return np.float32(1) - scaled  # white is 0: Pillow inverts 8-bit MinIsWhite itself, not 16-bit
+        return scaled
     if mode in _EIGHT_BIT_MODES:
         if mode in ("P", "PA"):  # via RGBA so that palette transparency is dropped, not misread
             image = image.convert("RGBA")
