@@ -446,3 +446,24 @@ def test_manifest_command_groups_by_patient_and_split_keeps_each_patient_togethe
     assert {row["group"] for row in rows} == set(patients) and len(rows) == 24
     for patient in patients:
         assert len({row["split"] for row in rows if row["group"] == patient}) == 1
+
+
+def test_a_label_written_composed_and_decomposed_is_one_class(tmp_path: Path) -> None:
+    """'nódulo' typed in one place and decomposed (o + U+0301) by a Mac in another was two classes that looked
+    the same in every message, and `train` built a three-class model."""
+    import unicodedata
+
+    composed, decomposed = "nódulo", unicodedata.normalize("NFD", "nódulo")
+    assert composed != decomposed
+    lines = ["path,label,group"] + [
+        f"{i}.png,{composed if i % 2 else decomposed},{'José' if i % 2 else unicodedata.normalize('NFD', 'José')}"
+        for i in range(4)
+    ]
+    table = _write(tmp_path / "m.csv", "\n".join([*lines, "4.png,normal,x", "5.png,normal,y"]) + "\n")
+    manifest = read_manifest(table)
+    assert manifest.labels == sorted([composed, "normal"]) and manifest.counts()[composed] == 4
+    assert {row.group for row in manifest if row.label == composed} == {"José"}
+    _png(tmp_path / "ds" / composed / "a.png", 1)
+    _png(tmp_path / "ds" / decomposed / "b.png", 2)  # a folder copied from a Mac
+    _png(tmp_path / "ds" / "normal" / "c.png", 3)
+    assert build_manifest(tmp_path / "ds").counts() == {composed: 2, "normal": 1}

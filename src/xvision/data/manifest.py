@@ -24,6 +24,7 @@ import io
 import logging
 import os
 import shlex
+import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -54,8 +55,8 @@ class ManifestRow:
 
     Attributes:
         path: The image path exactly as written in the CSV (use :meth:`Manifest.resolve` for a real path).
-        label: The class name.
-        group: Patient/study id, or ``None`` when the image is its own group.
+        label: The class name, in Unicode NFC form.
+        group: Patient/study id (NFC), or ``None`` when the image is its own group.
         split: ``"train"``, ``"val"``, ``"test"``, or ``None`` when not assigned.
         extra: Every other column, by name, untouched.
     """
@@ -65,6 +66,14 @@ class ManifestRow:
     group: str | None = None
     split: str | None = None
     extra: dict[str, str] = field(default_factory=dict, hash=False)
+
+    def __post_init__(self) -> None:
+        # "nódulo" typed on one machine and decomposed (o + combining accent) by a Mac's file system or editor
+        # look the same and compare unequal: they were two classes, and a patient two groups.
+        for name in ("label", "group"):
+            value = getattr(self, name)
+            if isinstance(value, str) and not unicodedata.is_normalized("NFC", value):
+                object.__setattr__(self, name, unicodedata.normalize("NFC", value))
 
     def get(self, column: str) -> str | None:
         """Return the value of any column (built-in or extra); empty values and unknown columns give None."""
