@@ -78,6 +78,28 @@ def test_default_positive_is_the_abnormal_class() -> None:
     assert default_positive(["cat", "dog"]) == "dog"
 
 
+@pytest.mark.parametrize(
+    ("finding", "negation"),
+    [
+        ("nodule", "non-nodule"),  # JSRT's own categories: "non-nodule" came second and was called positive
+        ("Nodule", "Non_Nodule"),
+        ("cancer", "no cancer"),
+        ("effusion", "no  effusion"),
+        ("nodule", "nonnodule"),
+        ("pneumonia", "pneumonia negative"),
+        ("yes", "no"),
+    ],
+)
+def test_default_positive_is_not_the_class_named_as_a_negation(finding: str, negation: str) -> None:
+    assert default_positive([finding, negation]) == finding
+    assert default_positive([negation, finding]) == finding
+
+
+def test_default_positive_does_not_read_negations_into_ordinary_names() -> None:
+    assert default_positive(["nodule", "notable"]) == "notable"  # neither negates: the second in order
+    assert default_positive(["nodule", "nonspecific"]) == "nonspecific"
+
+
 def test_decide() -> None:
     proba = np.array([[0.7, 0.3], [0.4, 0.6], [0.55, 0.45]])
     assert decide(proba, positive=1, threshold=0.4).tolist() == [0, 1, 1]

@@ -13,6 +13,7 @@ midpoint of that gap is used, so the cut-off does not sit on one validation imag
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,8 +25,25 @@ DEFAULT_RULE = "youden"
 DEFAULT_THRESHOLD = 0.5
 #: Class names that mean "no disease": the other of two classes is then the positive one.
 NEGATIVE_NAMES = frozenset(
-    {"normal", "negative", "healthy", "benign", "control", "no finding", "no_finding", "nofinding", "absent", "0"}
+    {
+        "normal",
+        "negative",
+        "healthy",
+        "benign",
+        "control",
+        "no finding",
+        "no_finding",
+        "nofinding",
+        "absent",
+        "none",
+        "no",
+        "false",
+        "0",
+    }
 )
+#: A name that negates a finding: "non-nodule", "no effusion", "not cancer", "without nodule", "nodule negative",
+#: "nodule-free" (JSRT's own categories are "nodule" and "non-nodule").
+_NEGATED = re.compile(r"^(?:non|no|not|without)[\s_-]+\S|\S[\s_-]+(?:negative|absent|free)$")
 
 
 @dataclass(frozen=True)
@@ -58,16 +76,27 @@ class ThresholdRule:
 
 
 def default_positive(classes: Sequence[str]) -> str:
-    """The positive class of two: the one that is not named like "normal", else the second in order."""
+    """The positive class of two: the one that is not named like "normal" (or as a negation, "non-nodule", "no
+    effusion"), else the second in order."""
     names = [str(c) for c in classes]
     if len(names) != 2:
         raise ValueError(f"a positive class applies to two classes only, got {names}")
-    negative = [c.strip().lower() in NEGATIVE_NAMES for c in names]
+    negative = [_is_negative(c, other) for c, other in zip(names, names[::-1], strict=True)]
     if negative == [True, False]:
         return names[1]
     if negative == [False, True]:
         return names[0]
     return names[1]
+
+
+def _is_negative(name: str, other: str) -> bool:
+    text = " ".join(name.strip().lower().split())
+    joined = "".join(text.split())  # "nonnodule" negates "nodule" only when the other class is "nodule"
+    return (
+        text in NEGATIVE_NAMES
+        or _NEGATED.search(text) is not None
+        or joined in {f"{prefix}{other.strip().lower()}" for prefix in ("non", "no", "not")}
+    )
 
 
 #: The cut-off that calls no probability positive, 1.0 included (decisions take ``p >= threshold``).
