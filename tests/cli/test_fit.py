@@ -423,3 +423,34 @@ def test_evaluations_belong_to_one_manifest_and_one_model(fitted, tmp_path, capl
     assert "removing 2 evaluation(s) of the previous model: its own (metrics.json), eval-other" in caplog.text
     assert main(["report", str(run), "--results", str(tmp_path / "kept"), "-o", str(tmp_path / "r.html")]) == 2
     assert "scored by an earlier model of" in capsys.readouterr().err and not (tmp_path / "r.html").exists()
+
+
+def test_more_than_two_classes_run_a_recipe_that_trains_them_or_are_refused_before_work(
+    tmp_path, capsys, caplog
+) -> None:
+    """`fit` (default `best`) and `cv` failed on a three-class manifest with "fine-tuning needs exactly two
+    classes", `cv` after auditing and claiming its folder; nothing said which recipes take more classes."""
+    manifest = make_phantom_dataset(tmp_path / "data", n_per_class=10, size=64, seed=3)
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    for index, row in enumerate(r for r in rows if r["label"] == "normal"):
+        if index % 2:
+            row["label"] = "effusion"
+    with open(manifest, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    for command in (
+        ["fit", str(manifest), "-o", str(tmp_path / "ft"), "--recipe", "finetune"],
+        ["cv", str(manifest), "-o", str(tmp_path / "cv"), "--recipe", "detect"],
+    ):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "fine-tunes for two classes and the manifest has 3 (effusion, nodule, normal)" in err, err
+        assert "use --recipe seed, lite0 or lite0_768, which train any number of classes" in err
+    assert not (tmp_path / "ft").exists() and not (tmp_path / "cv").exists()
+    run = tmp_path / "run"
+    assert main(["fit", str(manifest), "-o", str(run), "--backbone", TINY, "--weights", "random"]) == 0
+    assert "recipe 'best' fine-tunes for two classes and manifest.csv has 3" in caplog.text
+    bundle = json.loads((run / "bundle.json").read_text())
+    assert bundle["recipe"] == "lite0" and bundle["classes"] == ["effusion", "nodule", "normal"]

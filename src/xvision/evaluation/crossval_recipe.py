@@ -73,11 +73,13 @@ def cross_validate_recipe(
     check_type(config, CVConfig, "config", "a CVConfig (xvision.CVConfig(folds=..., ...))")
     check_bootstrap(bootstrap)
     from xvision.recipes import DEFAULT_RECIPE, fit, get_recipe
+    from xvision.recipes.registry import recipe_for_classes
 
     chosen = get_recipe(recipe or DEFAULT_RECIPE)
     if (config.threshold_rule, config.calibrate, config.positive) != ("youden", "none", None):
         raise RunError("a recipe fixes its own threshold rule, calibration and positive class (as `fit` does)")
     manifest, hashes, y, classes, groups = _folds_input(manifest_path, config)
+    chosen = recipe_for_classes(chosen, classes, manifest_path)  # said once, and before the folder is claimed
     if config.inner_val > 0:  # its refusal comes before the output folder is claimed, not inside fold 1
         for repeat in range(config.repeats):
             for train_idx, _ in _splits(y, groups, config, repeat):

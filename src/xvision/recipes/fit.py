@@ -17,7 +17,7 @@ from xvision.errors import ManifestError, RunError, XvisionError
 from xvision.features.extract import extract_manifest
 from xvision.finetune.config import DetectorConfig
 from xvision.heads import MLPClassifier
-from xvision.recipes.registry import DEFAULT_RECIPE, get_recipe
+from xvision.recipes.registry import DEFAULT_RECIPE, get_recipe, recipe_for_classes
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,7 @@ def fit(
         _refuse_another_fit(Path(run_dir))
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     checked, train_rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # else extraction does
+    chosen = recipe_for_classes(chosen, checked.classes, manifest)
     if chosen.finetune is not None:  # the recipes that read lesion columns; the others never look at them
         _check_lesion_columns(checked.columns, manifest)
     if isinstance(chosen.finetune, DetectorConfig) and not _has_lesions(train_rows, manifest):

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
-from xvision.errors import XvisionError
+from xvision.errors import ManifestError, XvisionError
 from xvision.finetune.config import DetectorConfig, FineTuneConfig
+
+log = logging.getLogger(__name__)
 
 DEFAULT_RECIPE = "best"
 
@@ -23,6 +28,13 @@ class Recipe:
     # locations to learn from (None: refuse such a manifest). Columns that look like misnamed locations
     # (nodule_x, ...) are refused either way (recipes.fit).
     without_lesions: str | None = None
+    # For a recipe that fine-tunes (a two-class network): the recipe to run instead, with a warning, when the
+    # manifest has more than two classes (None: refuse such a manifest).
+    more_classes: str | None = None
+
+    @property
+    def two_classes_only(self) -> bool:
+        return self.finetune is not None
 
 
 # A linear head, standardised and strongly regularised: 150 images cannot support a 512-512 MLP.
@@ -105,8 +117,9 @@ _RECIPES = {
         replace(
             _DETECT,
             name="best",
-            description="`detect`; without lesion columns, `finetune_lung`",
+            description="`detect`; without lesion columns, `finetune_lung`; with more than two classes, `lite0`",
             without_lesions="finetune_lung",
+            more_classes="lite0",
         ),
     ]
 }
@@ -114,6 +127,29 @@ _RECIPES = {
 
 def list_recipes() -> list[Recipe]:
     return list(_RECIPES.values())
+
+
+def recipe_for_classes(recipe: Recipe, classes: Sequence[str], manifest: str | Path) -> Recipe:
+    """``recipe``, or, for a manifest of more than two classes, the recipe it runs instead (with a warning);
+    a fine-tuning recipe named for such a manifest is refused: its networks learn one finding against normal."""
+    if not recipe.two_classes_only or len(classes) <= 2:
+        return recipe
+    if recipe.more_classes is not None:
+        log.warning(
+            "recipe %r fine-tunes for two classes and %s has %d (%s): running recipe %r instead",
+            recipe.name,
+            Path(manifest).name,
+            len(classes),
+            ", ".join(classes),
+            recipe.more_classes,
+        )
+        return get_recipe(recipe.more_classes)
+    names = [r.name for r in _RECIPES.values() if not r.two_classes_only]
+    any_number = f"{', '.join(names[:-1])} or {names[-1]}" if len(names) > 1 else names[0]
+    raise ManifestError(
+        f"{manifest}: recipe {recipe.name!r} fine-tunes for two classes and the manifest has {len(classes)} "
+        f"({', '.join(classes)}); use --recipe {any_number}, which train any number of classes"
+    )
 
 
 def get_recipe(name: str) -> Recipe:
