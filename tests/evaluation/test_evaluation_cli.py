@@ -174,6 +174,25 @@ def test_an_inner_val_too_small_for_the_patients_is_a_one_line_error(tmp_path, c
     assert main(["cv", str(features), "-o", str(tmp_path / "cv"), "--folds", "2", "--inner-val", "0.19"]) == 0
 
 
+def test_imbalance_of_more_than_two_classes_advises_weights_not_a_threshold(tmp_path, caplog) -> None:
+    """With a val split, a 3-class run was told "no validation split picks the threshold ... decisions at 0.5":
+    it decides by the most probable class, and only weighting the classes helps."""
+    classes = ("normal", "normal", "normal", "normal", "nodule", "effusion")
+    features = make_store(tmp_path / "feats", n_groups=60, per_group=1, dim=8, classes=classes)
+    args = ["--epochs", "2", "--no-audit"]
+    assert main(["train", str(features), "-o", str(tmp_path / "plain"), *args]) == 0
+    [said] = [r.getMessage() for r in caplog.records if "imbalanced" in r.getMessage()]
+    assert "the classes are imbalanced (effusion 6, nodule 3, normal 21)" in said and "most probable class" in said
+    assert "validation split" not in said and "0.5" not in said and "--class-weight balanced" in said
+    caplog.clear()
+    assert main(["train", str(features), "-o", str(tmp_path / "weighted"), *args, "--class-weight", "balanced"]) == 0
+    assert "imbalanced" not in caplog.text
+    balanced = ("normal", "nodule", "effusion")
+    even = make_store(tmp_path / "even", n_groups=60, per_group=1, dim=8, classes=balanced)
+    assert main(["train", str(even), "-o", str(tmp_path / "even-run"), *args]) == 0
+    assert "imbalanced" not in caplog.text
+
+
 def test_imbalanced_classes_without_validation_warn_and_class_weight_balances(tmp_path, caplog) -> None:
     # Labels cycle normal, normal, normal, nodule by patient: three normals to each nodule, no split column.
     classes = ("normal", "normal", "normal", "nodule")

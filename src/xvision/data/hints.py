@@ -127,7 +127,8 @@ def warn_imbalance(
     class_weight: str | None,
     cure: str | None = None,
 ) -> None:
-    """Warn when the classes are imbalanced, the loss weights them alike and nothing fits the threshold.
+    """Warn when the classes are imbalanced, the loss weights them alike and nothing fits the threshold (of
+    two classes; with more, the most probable class decides and no threshold is fitted, so only the weights help).
 
     A head trained on, say, 13 normals to each nodule learns to say "normal"; with a validation split the
     threshold moves to where the classes part, but without one the decision stays at 0.5 and most of the
@@ -135,10 +136,22 @@ def warn_imbalance(
     or a validation split, as `train` and `cv` have both).
     """
     counts = {label: labels.count(label) for label in sorted(set(labels))}
-    if threshold_fitted or class_weight is not None or len(counts) < 2:
+    if class_weight is not None or len(counts) < 2:
+        return
+    imbalanced = max(counts.values()) >= IMBALANCE_RATIO * min(counts.values())
+    if len(counts) > 2:  # the most probable class decides: no threshold, so no validation split moves it
+        if imbalanced:
+            log.warning(
+                "%s: the classes are imbalanced (%s) and each image gets its most probable class, which favours "
+                "the common classes; weigh them with --class-weight balanced (`xvision train`, or `cv` on features)",
+                where,
+                ", ".join(f"{label} {n}" for label, n in counts.items()),
+            )
+        return
+    if threshold_fitted:
         return
     cure = IMBALANCE_CURE.get() or cure  # a command around this one (cv over `fit`) knows its own options
-    if max(counts.values()) >= IMBALANCE_RATIO * min(counts.values()):
+    if imbalanced:
         log.warning(
             "%s: the classes are imbalanced (%s) and no validation split picks the threshold, so decisions at "
             "0.5 will favour the common class; %s",
