@@ -98,6 +98,29 @@ def test_temperature_undoes_overconfidence_and_keeps_the_ranking() -> None:
     assert np.array_equal(np.argsort(rescaled[:, 1]), np.argsort(overconfident[2000:, 1]))
 
 
+def test_temperature_can_change_the_multiclass_auc_but_not_the_two_class_one() -> None:
+    """What docs/evaluation.md says of `--calibrate temperature`: with more than two classes it keeps every
+    image's predicted class but can reorder one class's probabilities across images, so the one-vs-rest AUCs
+    move; with two classes it is monotone in p(positive), so the AUC cannot."""
+    from sklearn.metrics import roc_auc_score
+
+    proba = np.array([[0.50, 0.49, 0.01], [0.40, 0.30, 0.30], [0.2, 0.6, 0.2], [0.1, 0.1, 0.8]])
+    y = np.array([0, 1, 1, 2])
+    flatter = apply_temperature(proba, 3.0)
+    assert np.array_equal(flatter.argmax(axis=1), proba.argmax(axis=1))  # same decisions
+    assert roc_auc_score(y == 1, flatter[:, 1]) == pytest.approx(0.5)  # image 1 fell below image 0 in p(class 1)
+    assert roc_auc_score(y == 1, proba[:, 1]) == pytest.approx(0.75)
+    assert roc_auc_score(y, flatter, multi_class="ovr") < roc_auc_score(y, proba, multi_class="ovr")
+
+    rng = np.random.default_rng(2)
+    binary = two_class(rng.random(50))
+    labels = rng.integers(0, 2, size=50)
+    for temperature in (0.2, 3.0):
+        assert roc_auc_score(labels, apply_temperature(binary, temperature)[:, 1]) == pytest.approx(
+            roc_auc_score(labels, binary[:, 1])
+        )
+
+
 def test_temperature_one_is_the_identity() -> None:
     proba = two_class([0.1, 0.5, 0.97]).astype(np.float32)
     assert apply_temperature(proba, 1.0) is proba and apply_temperature(proba, None) is proba

@@ -33,10 +33,12 @@ def format_metrics(metrics: dict) -> str:
     left_out = len(metrics.get("unreadable") or [])
     unread = f" ({left_out} unreadable image{'s' if left_out > 1 else ''} left out)" if left_out else ""
     present = sum(1 for n in (metrics.get("support") or {}).values() if n)
-    no_auc = f", ROC AUC n/a (only {present} class{'es' if present != 1 else ''} present)"
+    classes = metrics["classes"]
+    auc = "ROC AUC (macro one-vs-rest)" if len(classes) > 2 else "ROC AUC"
+    no_auc = f", {auc} n/a (only {present} class{'es' if present != 1 else ''} present)"
     lines = [
         f"{where}: n={metrics['n']}{unread}, accuracy {_with_ci(metrics, 'accuracy')}"
-        + (f", ROC AUC {_with_ci(metrics, 'roc_auc')}" if metrics.get("roc_auc") is not None else no_auc)
+        + (f", {auc} {_with_ci(metrics, 'roc_auc')}" if metrics.get("roc_auc") is not None else no_auc)
     ]
     if "sensitivity" in metrics:
         lines.append(
@@ -60,13 +62,15 @@ def format_metrics(metrics: dict) -> str:
         )
         if b.get("caution"):
             lines.append(f"caution: {b['caution']}")
-    classes = metrics["classes"]
     width = max(len(c) for c in classes)
-    lines.append(f"{'':{width}}  precision  recall  f1     n")
+    per_class_auc = metrics.get("roc_auc_per_class")  # more than two classes: each class against the rest
+    lines.append(f"{'':{width}}  precision  recall  f1     " + ("AUC vs rest  n" if per_class_auc else "n"))
     for c in classes:
         lines.append(
             f"{c:{width}}  {num(metrics['precision'][c]):>9}  {num(metrics['recall'][c]):>6}  "
-            f"{num(metrics['f1'][c]):<5}  {metrics['support'][c]}"
+            f"{num(metrics['f1'][c]):<5}  "
+            + (f"{num(per_class_auc.get(c)):>11}  " if per_class_auc else "")
+            + f"{metrics['support'][c]}"
         )
     lines.append("confusion matrix (rows true, columns predicted): " + str(metrics["confusion_matrix"]))
     if metrics.get("warning"):

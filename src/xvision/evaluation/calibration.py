@@ -11,9 +11,11 @@ The expected calibration error (ECE) is ``sum_b (n_b / n) * |mean predicted_b - 
 ``n_bins`` equal-width bins of [0, 1] (the last bin includes 1.0).
 
 Temperature scaling divides the logits by one scalar ``T`` fitted on the validation split by minimising
-the negative log-likelihood; it changes no ranking (so no AUC) and, for two classes, moves every
-probability towards (``T > 1``) or away from (``T < 1``) 0.5. Logits are recovered from probabilities as
-their logarithms, which softmax maps back to the same probabilities.
+the negative log-likelihood. It never changes an image's most probable class. For two classes it moves every
+probability towards (``T > 1``) or away from (``T < 1``) 0.5 and keeps their order across images, so the
+AUC is unchanged; for more classes a class's probability can change order across images (it depends on the
+other logits too), so the one-vs-rest AUCs and their macro average can change. Logits are recovered from
+probabilities as their logarithms, which softmax maps back to the same probabilities.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ from xvision.features.store import FeatureStore
 log = logging.getLogger(__name__)
 
 REPORT_NAME = "report.html"
+MULTICLASS_AUC = "ROC AUC (macro one-vs-rest)"
+"""How the report names ``roc_auc`` with more than two classes: the mean of the per-class one-vs-rest AUCs."""
 _HEADLINE = (
     ("roc_auc", "ROC AUC"),
     ("sensitivity", "Sensitivity"),
@@ -130,6 +132,7 @@ def build_context(
     manifest = (meta or {}).get("manifest") or (bundle.get("data") or {}).get("manifest")
     image_root = Path(manifest["path"]).parent if manifest and manifest.get("path") else None
     m = metrics or {}
+    external = _external_manifest(m, meta, (bundle.get("data") or {}).get("manifest"))
     return {
         "title": f"Xvision report: {run_dir.resolve().name}",
         "run_dir": str(run_dir),
@@ -143,15 +146,18 @@ def build_context(
         "metrics": metrics,
         "split": m.get("split"),
         "n": m.get("n"),
+        "external": external,
+        "training_manifest": (bundle.get("data") or {}).get("manifest"),
         "headline": [row for row in _metric_rows(m, _HEADLINE) if row["value"] is not None],
         "metric_rows": _metric_rows(m, _METRICS),
         "class_rows": _class_rows(m, classes),
+        "auc_per_class": bool(m.get("roc_auc_per_class")),
         "interval_note": _interval_note(m),
         "confusion": _confusion(m, classes),
         "data": _data_summary(index, bundle, store),
         "manifest": manifest,
         "audit": audit,
-        "provenance": _provenance(bundle, meta, store, metrics) + _finetune_rows(run_dir),
+        "provenance": _provenance(bundle, meta, store, metrics, external) + _finetune_rows(run_dir),
         "versions": sorted((bundle.get("versions") or {}).items()),
         "training": {
             "best_epoch": bundle.get("best_epoch"),
@@ -167,8 +173,24 @@ def build_context(
         "gallery": build_gallery(read_predictions(results / "predictions.csv"), classes, positive, image_root)
         if metrics
         else None,
-        "card": model_card(bundle, m, classes, positive, audit, index, figures=_figures(m)),
+        "card": model_card(bundle, m, classes, positive, audit, index, figures=_figures(m), external=external),
     }
+
+
+def _external_manifest(
+    metrics: dict[str, Any], meta: dict[str, Any] | None, training: dict[str, Any] | None
+) -> dict[str, Any] | None:
+    """The manifest `evaluate --manifest` scored (``{"path", "sha256", "name"}``, metrics.json's ``manifest``
+    with the SHA-256 its feature store recorded), or None: no such evaluation, or one of the training manifest."""
+    path = metrics.get("manifest")
+    if not path:
+        return None
+    recorded = (meta or {}).get("manifest") or {}
+    sha256 = recorded.get("sha256") if recorded.get("path") == path else None
+    training = training or {}
+    if path == training.get("path") or (sha256 is not None and sha256 == training.get("sha256")):
+        return None
+    return {"path": path, "sha256": sha256, "name": Path(path).name}
 
 
 def evaluations_elsewhere(run_dir: Path) -> list[Path]:
@@ -279,6 +301,8 @@ def _metric_rows(metrics: dict[str, Any], names: tuple[tuple[str, str], ...]) ->
     for key, label in names:
         if key not in metrics:
             continue
+        if key == "roc_auc" and len(metrics.get("classes") or []) > 2:
+            label = MULTICLASS_AUC
         ci = intervals.get(key) or {}
         rows.append(
             {"key": key, "label": label, "value": metrics[key], "low": ci.get("ci_low"), "high": ci.get("ci_high")}
@@ -296,6 +320,7 @@ def _class_rows(metrics: dict[str, Any], classes: list[str]) -> list[dict[str, A
             "name": c,
             "f1": metrics.get("f1", {}).get(c),
             "support": metrics.get("support", {}).get(c),
+            "auc": (metrics.get("roc_auc_per_class") or {}).get(c),
         }
         for key in ("precision", "recall"):
             ci = (intervals.get(key) or {}).get(c) or {}
@@ -364,7 +389,11 @@ def _data_summary(index: list[dict[str, str]], bundle: dict[str, Any], store: Pa
 
 
 def _provenance(
-    bundle: dict[str, Any], meta: dict[str, Any] | None, store: Path | None, metrics: dict[str, Any] | None
+    bundle: dict[str, Any],
+    meta: dict[str, Any] | None,
+    store: Path | None,
+    metrics: dict[str, Any] | None,
+    external: dict[str, Any] | None,
 ) -> list[tuple[str, str]]:
     backbone = bundle.get("backbone") or {}
     weights = backbone.get("weights") or {}
@@ -384,7 +413,12 @@ def _provenance(
         if made:
             rows.append(("Features made with", made))
     if metrics:
-        rows.append(("Evaluated", f"{metrics.get('split')} split of {metrics.get('features')}"))
+        split, features = metrics.get("split"), metrics.get("features")
+        evaluated = f"{split} split of {features}"
+        if external:
+            of_split = f", {split} split" if split != "all" else ""
+            evaluated = f"external manifest {external['path']}{of_split} (features in {features})"
+        rows.append(("Evaluated", evaluated))
     return rows
 
 

@@ -1,7 +1,8 @@
 """The report's model card: intended use, model, data, figures and limitations, in a few plain sentences.
 
 The limitations are derived from the run itself (an untrained backbone, a small test set, a shortcut audit
-that warned, a default threshold, poor calibration, missing patient ids), so that they cannot be forgotten.
+that warned, a default threshold, poor calibration, missing patient ids, test images from the training source
+or from an external manifest), so that they cannot be forgotten.
 """
 
 from __future__ import annotations
@@ -23,8 +24,13 @@ def model_card(
     index: list[dict[str, str]],
     *,
     figures: list[str],
+    external: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Intended use, model, data, figures and limitations, from bundle.json, metrics.json and the index."""
+    """Intended use, model, data, figures and limitations, from bundle.json, metrics.json and the index.
+
+    ``external`` is the manifest `evaluate --manifest` scored (``{"path", "name", ...}``) when it is not the
+    training manifest: it is named as the test data instead of a split of the training data.
+    """
     backbone = bundle.get("backbone") or {}
     data = bundle.get("data") or {}
     per_class = ", ".join(f"{n} {c}" for c, n in (data.get("train_per_class") or {}).items())
@@ -33,25 +39,34 @@ def model_card(
     model = f"{(bundle.get('head') or {}).get('head', 'head')} classifier on {backbone.get('name')} features"
     model += f" ({(backbone.get('weights') or {}).get('name')})."
     trained = f"Trained on {data.get('n_train')} images ({per_class}); {data.get('n_val', 0)} for validation."
-    evaluated = (
-        f"Evaluated on {metrics['n']} images of the {metrics.get('split')} split."
-        if metrics.get("n")
-        else "Not evaluated yet."
-    )
+    split = metrics.get("split")
+    if not metrics.get("n"):
+        evaluated = "Not evaluated yet."
+    elif external:
+        of_split = f" ({split} split)" if split not in (None, "all") else ""
+        evaluated = f"Evaluated on {metrics['n']} images of the external manifest {external['name']}{of_split}."
+    else:
+        evaluated = f"Evaluated on {metrics['n']} images of the {split} split."
     return {
         "use": use,
         "not_for": "Not a medical device: not validated for clinical use; it must not guide the care of a patient.",
         "model": model,
         "data": f"{trained} {evaluated}",
         "figures": figures,
-        "limitations": limitations(bundle, metrics, audit, index),
+        "limitations": limitations(bundle, metrics, audit, index, external=external),
     }
 
 
 def limitations(
-    bundle: dict[str, Any], metrics: dict[str, Any], audit: dict[str, Any] | None, index: list[dict[str, str]]
+    bundle: dict[str, Any],
+    metrics: dict[str, Any],
+    audit: dict[str, Any] | None,
+    index: list[dict[str, str]],
+    *,
+    external: dict[str, Any] | None = None,
 ) -> list[str]:
-    """What a reader must keep in mind, most serious first; the last item always applies."""
+    """What a reader must keep in mind, most serious first; the last item, on where the test images come from,
+    always applies (``external``: the manifest `evaluate --manifest` scored, as in :func:`model_card`)."""
     notes = []
     if bundle.get("untrained_backbone"):
         notes.append("UNTRAINED BACKBONE: random features; the figures measure nothing but chance.")
@@ -88,10 +103,17 @@ def limitations(
         notes.append(f"Probabilities are poorly calibrated (ECE {num(ece)}): read them as scores, not risks.")
     if index and not any(row.get("group") for row in index):
         notes.append("No patient ids (group column): if a patient has several images, figures may be optimistic.")
-    notes.append(
-        "Tested only on images from the same source as the training data; performance on other hospitals, "
-        "scanners, populations or prevalences is unknown."
-    )
+    if external:
+        notes.append(
+            f"Tested on the external manifest {external['name']}: whether its images come from another source than "
+            "the training data (hospitals, scanners, populations, prevalences) is for the reader to judge; "
+            "performance on sources not tested is unknown."
+        )
+    else:
+        notes.append(
+            "Tested only on images from the same source as the training data; performance on other hospitals, "
+            "scanners, populations or prevalences is unknown."
+        )
     return notes
 
 
