@@ -17,7 +17,7 @@ from xvision._fileio import atomic_write_json, atomic_write_text
 from xvision.data.hints import warn_imbalance, warn_small_validation
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.audit import audit_for_run
-from xvision.evaluation.operating import CALIBRATION_METHODS, check_positive, fit_operating_point
+from xvision.evaluation.operating import CALIBRATION_METHODS, check_positive, check_threshold_rule, fit_operating_point
 from xvision.evaluation.threshold import ThresholdRule
 from xvision.features.dataset import FeatureSet, load_split
 from xvision.features.store import FeatureStore
@@ -338,6 +338,7 @@ def _check_operating_options(
             "assign one with `xvision split --val 0.1` or drop --calibrate"
         )
     check_positive(positive, classes)
+    check_threshold_rule(threshold_rule, classes)
 
 
 def read_history(run_dir: str | Path) -> list[dict[str, Any]]:

@@ -193,6 +193,27 @@ def test_imbalance_of_more_than_two_classes_advises_weights_not_a_threshold(tmp_
     assert "imbalanced" not in caplog.text
 
 
+def test_two_class_options_are_refused_for_three_classes_not_dropped(tmp_path, capsys) -> None:
+    """`--threshold-rule sensitivity:0.9` on three classes trained and recorded "argmax" without a word, while
+    `--positive` was refused; `score_predictions` dropped positive= and threshold= alike."""
+    import numpy as np
+
+    from xvision.evaluation.scoring import score_predictions
+
+    features = make_store(tmp_path / "feats", n_groups=30, per_group=1, dim=8, classes=("a", "b", "c"))
+    for command in ("train", "cv"):
+        out = tmp_path / command
+        args = [command, str(features), "-o", str(out), "--epochs", "2", "--threshold-rule", "sensitivity:0.9"]
+        assert main([*args, "--no-audit"] if command == "train" else args) == 2
+        err = capsys.readouterr().err
+        assert "--threshold-rule applies to two classes; there are 3 (a, b, c)" in err, err
+        assert not out.exists()
+    y, proba = np.array([0, 1, 2, 0]), np.full((4, 3), 1 / 3)
+    for option in ({"positive": "a"}, {"threshold": 0.4}):
+        with pytest.raises(ValueError, match="applies to two classes only"):
+            score_predictions(y, proba, ["a", "b", "c"], bootstrap=None, **option)
+
+
 def test_imbalanced_classes_without_validation_warn_and_class_weight_balances(tmp_path, caplog) -> None:
     # Labels cycle normal, normal, normal, nodule by patient: three normals to each nodule, no split column.
     classes = ("normal", "normal", "normal", "nodule")

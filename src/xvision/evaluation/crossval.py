@@ -39,7 +39,7 @@ from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.bootstrap import BootstrapConfig, check_bootstrap
 from xvision.evaluation.calibration import apply_temperature
 from xvision.evaluation.metrics import compute_metrics
-from xvision.evaluation.operating import check_positive, fit_operating_point
+from xvision.evaluation.operating import check_positive, check_threshold_rule, fit_operating_point
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
 from xvision.evaluation.threshold import ThresholdRule, decide
 from xvision.features.dataset import FeatureSet, load_split, unreadable_images
@@ -185,6 +185,7 @@ def cross_validate(
     if config.group_by and config.group_by != "group" and not any(config.group_by in r.extra for r in data.rows):
         raise FeatureStoreError(f"{features_dir}: no column {config.group_by!r} in index.csv for --group-by")
     check_positive(config.positive, classes)
+    check_threshold_rule(config.threshold_rule, classes)
     y = np.array([classes.index(label) for label in data.labels])
     groups = cv_groups(data, config.group_by)
     check_enough_groups(y, groups, classes, config.folds)

@@ -21,7 +21,13 @@ from sklearn.metrics import roc_auc_score
 
 from xvision.errors import RunError
 from xvision.evaluation.calibration import TEMPERATURE_BOUNDS, apply_temperature, fit_temperature
-from xvision.evaluation.threshold import DEFAULT_THRESHOLD, ThresholdRule, choose_threshold, default_positive
+from xvision.evaluation.threshold import (
+    DEFAULT_RULE,
+    DEFAULT_THRESHOLD,
+    ThresholdRule,
+    choose_threshold,
+    default_positive,
+)
 
 CALIBRATION_METHODS = ("none", "temperature")
 #: Below this validation AUC a threshold chosen on validation is reported as close to arbitrary.
@@ -127,6 +133,16 @@ def check_positive(positive: str | None, classes: Sequence[str]) -> None:
     raise RunError(
         f"--positive applies to two classes; there are {len(classes)} ({names}), each image gets the most probable"
     )
+
+
+def check_threshold_rule(rule: str | ThresholdRule, classes: Sequence[str]) -> None:
+    """Refuse a threshold rule other than the default for more than two classes: the most probable class is
+    predicted, so a rule asked for would be dropped without a word."""
+    if len(classes) > 2 and str(rule if isinstance(rule, ThresholdRule) else ThresholdRule.parse(rule)) != DEFAULT_RULE:
+        raise RunError(
+            f"--threshold-rule applies to two classes; there are {len(classes)} ({', '.join(classes)}), each image "
+            "gets the most probable"
+        )
 
 
 def describe_threshold(threshold: dict[str, Any] | None, positive: str | None) -> str:

@@ -50,8 +50,6 @@ def score_predictions(
     """
     classes = list(classes)
     binary = len(classes) == 2
-    if not binary:
-        positive, threshold = None, None
     metrics = compute_metrics(y, proba, classes, positive=positive, threshold=threshold, y_pred=y_pred)
     pos = classes.index(metrics["positive"]) if binary else None
     if y_pred is None:
