@@ -116,6 +116,28 @@ def test_bad_manifests_name_the_file_line_and_fix(tmp_path: Path, text: str, exp
     assert expected in str(error.value)
 
 
+def test_tables_as_spreadsheets_save_them(tmp_path: Path, capsys) -> None:
+    """Excel's empty trailing columns were refused ("column 3 has no name"); a workbook or UTF-16 file was "not
+    UTF-8 text"; a duplicated column, once renamed, was blamed on a `path` column the file does not have."""
+    from xvision.cli.main import main
+
+    trailing = read_manifest(_write(tmp_path / "excel.csv", "path,label,,\r\na.png,x,,\r\nb.png,y,,\r\n"))
+    assert trailing.columns == ("path", "label") and [row.label for row in trailing] == ["x", "y"]
+    with pytest.raises(ManifestError, match="line 2: a value in column 3, which has no name"):
+        read_manifest(_write(tmp_path / "filled.csv", "path,label,,\na.png,x,oops,\n"))
+    (tmp_path / "book.csv").write_bytes(b"PK\x03\x04" + b"\0" * 64)
+    with pytest.raises(ManifestError, match=r"book\.csv: an Excel workbook .* save it as CSV UTF-8"):
+        read_manifest(tmp_path / "book.csv")
+    (tmp_path / "wide.csv").write_bytes("path,label\na.png,x\n".encode("utf-16"))
+    with pytest.raises(ManifestError, match=r"wide\.csv: UTF-16 text; save the manifest as UTF-8 CSV"):
+        read_manifest(tmp_path / "wide.csv")
+    doubled = _write(tmp_path / "d.csv", "file,label,file\nimages/a.png,nodule,x\n")
+    with pytest.raises(ManifestError, match=r"d\.csv line 1: duplicate column\(s\) file; rename them"):
+        read_manifest(doubled, columns={"path": "file"})
+    assert main(["manifest", str(tmp_path / "labels.txt"), "--column", "path=file"]) == 2
+    assert "labels.txt: table not found" in capsys.readouterr().err
+
+
 def test_missing_manifest_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(ManifestError, match="not found.*xvision manifest"):
         read_manifest(tmp_path / "nope.csv")

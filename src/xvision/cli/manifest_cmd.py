@@ -45,6 +45,9 @@ def _warn_if_misspelt(name: str) -> None:
         )
 
 
+_TABLE_SUFFIXES = frozenset({".csv", ".tsv", ".txt", ".xlsx", ".xls"})
+
+
 @click.command("manifest")
 @click.argument("source", metavar="FOLDER|TABLE.csv", type=click.Path(path_type=Path))
 @click.option(
@@ -79,7 +82,7 @@ def manifest(source: Path, output: Path | None, group_from: str, columns: tuple[
     the CSV are relative to the CSV's folder (a table's own paths are read relative to the table's folder).
     Next step: `xvision split OUTPUT`.
     """
-    if not source.exists() and source.suffix.lower() == ".csv":
+    if not source.exists() and (source.suffix.lower() in _TABLE_SUFFIXES or columns):  # --column: a table
         raise ManifestError(f"{source}: table not found")
     if not source.is_file():  # a folder, or a missing one (build_manifest says so)
         if columns:

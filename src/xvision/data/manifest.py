@@ -223,15 +223,14 @@ def read_manifest(path: str | Path, *, columns: Mapping[str, str] | None = None)
         )
     if not path.is_file():
         raise ManifestError(f"{path}: manifest not found; create one with `xvision manifest FOLDER -o {path}`")
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise ManifestError(f"{path}: not UTF-8 text ({error}); save the manifest as UTF-8 CSV") from error
+    text = _read_text(path)
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if not header or not any(name.strip() for name in header):
         raise ManifestError(f"{path}: no header line; the first line must name the columns, e.g. path,label")
     names = [name.strip() for name in header]
+    while names and not names[-1]:  # a spreadsheet's empty columns after the last named one (path,label,,)
+        names.pop()
     if columns:
         names = _renamed(names, columns, path)
     header_columns = _check_header(names, path)
@@ -243,6 +242,11 @@ def read_manifest(path: str | Path, *, columns: Mapping[str, str] | None = None)
         line = reader.line_num
         if not any(value.strip() for value in values):
             continue
+        beyond = [i for i, value in enumerate(values[len(header_columns) :], len(header_columns) + 1) if value.strip()]
+        if beyond and len(header) >= beyond[0]:  # under one of the empty names popped above
+            raise ManifestError(f"{path} line {line}: a value in column {beyond[0]}, which has no name; name it")
+        if not beyond:
+            values = values[: len(header_columns)]  # empty cells after the last column
         if len(values) != len(header_columns):
             raise ManifestError(
                 f"{path} line {line}: {len(values)} fields but the header has {len(header_columns)} "
@@ -263,8 +267,25 @@ def read_manifest(path: str | Path, *, columns: Mapping[str, str] | None = None)
     return Manifest(rows=rows, root=root, columns=header_columns, source=path)
 
 
+def _read_text(path: Path) -> str:
+    """The file as text: UTF-8 (a BOM allowed); a workbook or UTF-16 file is named as such."""
+    data = path.read_bytes()
+    if data.startswith(b"PK\x03\x04"):
+        raise ManifestError(
+            f"{path}: an Excel workbook (or another zip file), not CSV text; save it as CSV UTF-8 "
+            "(in Excel: File > Save As > CSV UTF-8)"
+        )
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ManifestError(f"{path}: UTF-16 text; save the manifest as UTF-8 CSV (Excel: CSV UTF-8)")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise ManifestError(f"{path}: not UTF-8 text ({error}); save the manifest as UTF-8 CSV") from error
+
+
 def _renamed(names: list[str], columns: Mapping[str, str], path: Path) -> list[str]:
     """The header with the file's columns renamed to the manifest's names in ``columns`` (manifest: file)."""
+    _check_duplicates(names, path)
     unknown = [theirs for theirs in columns.values() if theirs not in names]
     if unknown:
         _check_separator(names, path)
@@ -285,6 +306,12 @@ def _renamed(names: list[str], columns: Mapping[str, str], path: Path) -> list[s
     return renamed
 
 
+def _check_duplicates(columns: list[str], path: Path) -> None:
+    duplicates = sorted({name for name in columns if columns.count(name) > 1})
+    if duplicates:
+        raise ManifestError(f"{path} line 1: duplicate column(s) {', '.join(duplicates)}; rename them")
+
+
 def _check_separator(names: list[str], path: Path) -> None:
     """A header read as one column that holds another separator: the file is not comma-separated."""
     if len(names) == 1 and (separator := next((c for c in ";\t|" if c in names[0]), None)):
@@ -298,9 +325,7 @@ def _check_header(columns: list[str], path: Path) -> tuple[str, ...]:
     for index, name in enumerate(columns, start=1):
         if not name:
             raise ManifestError(f"{path} line 1: column {index} has no name; name it or remove it")
-    duplicates = sorted({name for name in columns if columns.count(name) > 1})
-    if duplicates:
-        raise ManifestError(f"{path} line 1: duplicate column(s) {', '.join(duplicates)}; rename them")
+    _check_duplicates(columns, path)
     missing = [name for name in REQUIRED_COLUMNS if name not in columns]
     if missing:
         _check_separator(columns, path)
