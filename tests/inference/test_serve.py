@@ -76,10 +76,12 @@ def test_a_bad_upload_is_reported_and_the_others_predicted(run, tmp_path) -> Non
                 "files",
                 ("ct.dcm", Path(get_testdata_file("CT_small.dcm", download=False)).read_bytes(), "application/dicom"),
             ),
+            ("files", ("film.webp", b"RIFF\x00\x00\x00\x00WEBPVP8 ", "image/webp")),
         ],
     )
     assert answer.status_code == 200
-    bad, ok, ct = answer.json()["predictions"]
+    bad, ok, ct, webp = answer.json()["predictions"]
+    assert "a .webp picture: Xvision reads PNG, JPEG, TIFF, BMP and DICOM; convert it to PNG" in webp["error"]
     assert bad["path"] == "evil.png" and "not a supported image" in bad["error"] and bad["probabilities"] == {}
     assert ok["error"] is None and ok["predicted"] in ("nodule", "normal")
     assert "DICOM modality CT (computed tomography) is not a chest radiograph" in ct["error"]

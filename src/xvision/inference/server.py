@@ -34,6 +34,7 @@ from xvision._version import __version__
 from xvision.errors import XvisionError
 from xvision.inference.predictor import Prediction, Predictor, prediction_record
 from xvision.io import SUPPORTED_SUFFIXES
+from xvision.io.loader import UNREAD_PICTURES
 
 DEFAULT_MAX_UPLOAD_MB = 64  # a 4-megapixel 16-bit DICOM is about 8 MB
 #: Largest request body, all files together. The multipart parser spools the whole body to disk before an
@@ -143,7 +144,8 @@ def create_app(
 def _receive(files: list[Any], folder: Path, max_upload_mb: int) -> list[tuple[Path, str]]:
     """Copy uploads into ``folder`` as (path, the upload's own file name); 413 for one over the limit.
 
-    Files are named by their position, keeping a known image suffix (a DICOM may be recognised by it alone);
+    Files are named by their position, keeping a known image suffix (a DICOM may be recognised by it alone, a
+    WebP or GIF is named as such when refused);
     the uploaded name is only reported back, never used as a path."""
     from fastapi import HTTPException
 
@@ -151,7 +153,8 @@ def _receive(files: list[Any], folder: Path, max_upload_mb: int) -> list[tuple[P
     for i, upload in enumerate(files):
         name = Path(upload.filename or "").name or f"file-{i + 1}"
         suffix = Path(name).suffix.lower()
-        path = folder / f"{i:04d}{suffix if suffix in SUPPORTED_SUFFIXES else ''}"
+        known = suffix in SUPPORTED_SUFFIXES or suffix in UNREAD_PICTURES  # the latter to be named when refused
+        path = folder / f"{i:04d}{suffix if known else ''}"
         if not _save(upload, path, max_upload_mb * _CHUNK):
             raise HTTPException(413, f"{name}: larger than {max_upload_mb} MB; the limit is --max-upload-mb")
         received.append((path, name))
