@@ -203,7 +203,7 @@ def train_run(
     """
     check_type(head, (MLPClassifier, type(None)), "head", "an MLPClassifier (xvision.MLPClassifier(...)) or None")
     check_checkpoints(checkpoints)
-    from tqdm.auto import tqdm
+    from xvision._progress import progress_bar
 
     features_dir, run_dir = Path(features_dir), Path(run_dir)
     head = head or MLPClassifier()
@@ -231,7 +231,7 @@ def train_run(
     if untrained:
         log.warning("%s: features come from randomly initialised weights", UNTRAINED_WARNING)
 
-    bar = tqdm(total=head.epochs, desc="train", unit="epoch", disable=not progress)
+    bar = progress_bar(total=head.epochs, desc="train", unit="epoch", disable=not progress)
 
     def on_epoch(epoch: int, record: dict[str, float], model: MLPClassifier) -> None:
         if not math.isfinite(record["train_loss"]):

@@ -246,12 +246,12 @@ def describe_feature(name: str) -> str:
 
 def feature_table(paths: Sequence[str | Path], *, progress: bool = False) -> FeatureTable:
     """Compute :func:`image_features` for every path; unreadable images are logged and left out."""
-    from tqdm.auto import tqdm
+    from xvision._progress import progress_bar
 
     rows: list[ImageFeatures] = []
     kept: list[int] = []
     failures: list[tuple[int, str]] = []
-    for index, path in enumerate(tqdm(paths, desc="audit", unit="img", disable=not progress)):
+    for index, path in enumerate(progress_bar(paths, desc="audit", unit="img", disable=not progress)):
         try:
             rows.append(image_features(path))
         except ImageLoadError as error:

@@ -174,7 +174,8 @@ def cross_validate(
     check_type(config, CVConfig, "config", "a CVConfig (xvision.CVConfig(folds=..., ...))")
     check_bootstrap(bootstrap)
     from sklearn.model_selection import StratifiedGroupKFold
-    from tqdm.auto import tqdm
+
+    from xvision._progress import progress_bar
 
     features_dir, out = Path(features_dir), Path(out_dir)
     _refuse_other_output(out)
@@ -200,7 +201,7 @@ def cross_validate(
     oof_rows: list[list[Any]] = []
     fold_details: list[dict[str, Any]] = []
     probas: list[np.ndarray] = []
-    bar = tqdm(total=config.folds * config.repeats, desc="cv", unit="fold", disable=not progress)
+    bar = progress_bar(total=config.folds * config.repeats, desc="cv", unit="fold", disable=not progress)
     with _torch_threads(1), contextlib.closing(bar):
         for repeat in range(config.repeats):
             splitter = StratifiedGroupKFold(n_splits=config.folds, shuffle=True, random_state=config.seed + repeat)

@@ -288,7 +288,7 @@ def extract_features(
         guard_sample: images checked against the fp32 reference when a fast path is used (0 disables;
             ``None``: one per 50 images, at least 2 and at most 8).
     """
-    from tqdm.auto import tqdm
+    from xvision._progress import progress_bar
 
     store = FeatureStore(out_dir)
     _refuse_other_folder(store)  # before the lock file is put into it
@@ -327,7 +327,7 @@ def extract_features(
         plan = _plan_for(backbone, first, len(items), precision, engine, device, batch_size, workers, threads)
         runner = make_runner(backbone.model, backbone.extract, plan) if items else None
         started = time.monotonic()
-        bar = tqdm(total=len(items), desc="extract", unit="img", disable=not progress or not items)
+        bar = progress_bar(total=len(items), desc="extract", unit="img", disable=not progress or not items)
         guard: GuardResult | None = None
         try:
             with torch_threads(plan.threads), torch.inference_mode():

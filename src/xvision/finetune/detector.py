@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
+from xvision._progress import progress_bar
 from xvision._rng import keeps_torch_rng
 from xvision.backbones.registry import LESION_UNIT, dense_logits, get_spec, max_inside, with_unit
 from xvision.data.hints import MIN_VAL_PER_CLASS
@@ -236,7 +236,8 @@ def train_detector(
         mined = hot_spots(net, normals, preprocess, device, dtype) if config.hard_negatives > 0 and round_ > 1 else []
         net.train()
         losses: list[float] = []
-        bar = tqdm(total=config.steps_per_round, desc=f"detector {round_}/{config.rounds}", disable=not progress)
+        desc = f"detector {round_}/{config.rounds}"
+        bar = progress_bar(total=config.steps_per_round, desc=desc, disable=not progress)
         for step_in_round in range(config.steps_per_round):
             step = (round_ - 1) * config.steps_per_round + step_in_round
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):

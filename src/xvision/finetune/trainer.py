@@ -33,9 +33,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
 from xvision._fileio import atomic_write, atomic_write_json, sha256_file, stable_safetensors
+from xvision._progress import progress_bar
 from xvision._rng import keeps_torch_rng
 from xvision.backbones.preprocess import PreprocessConfig, preprocess_image
 from xvision.backbones.registry import (
@@ -136,7 +136,8 @@ def _load_samples(
     resize_only = replace(preprocess, channels=1, mean=(0.0,), std=(1.0,))
     size = preprocess.input_size // 4
     samples = []
-    for row in tqdm(rows, desc="decode", unit="img", disable=not progress or not rows):  # no empty bar for no val
+    # not rows: no empty bar when there is no validation split
+    for row in progress_bar(rows, desc="decode", unit="img", disable=not progress or not rows):
         path = manifest.resolve(row)
         try:
             image = load_radiograph(path)
@@ -391,7 +392,7 @@ def finetune(
         order = torch.randperm(len(train), generator=generator).tolist()
         net.train()
         running = []
-        bar = tqdm(total=steps_per_epoch, desc=f"fine-tune {epoch}/{config.epochs}", disable=not progress)
+        bar = progress_bar(total=steps_per_epoch, desc=f"fine-tune {epoch}/{config.epochs}", disable=not progress)
         for step_in_epoch, start in enumerate(range(0, len(order), config.batch_size)):
             step = (epoch - 1) * steps_per_epoch + step_in_epoch
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):

@@ -22,8 +22,7 @@ from posixpath import basename, splitext
 from typing import IO, Any
 from urllib.parse import urlsplit
 
-from tqdm import tqdm
-
+from xvision._progress import progress_bar
 from xvision.data.openi.client import ClientOptions, HttpClient, StreamError
 from xvision.data.openi.fetch import FetchSummary
 from xvision.data.openi.records import IMAGE_SUFFIXES, ImageRecord, records_from_report_xml
@@ -95,7 +94,7 @@ def _read_reports(
 ) -> tuple[dict[str, ImageRecord], list[ImageRecord]]:
     records: dict[str, ImageRecord] = {}
     imageless: list[ImageRecord] = []
-    with tqdm(desc="reports", unit="report", disable=not progress) as bar:
+    with progress_bar(desc="reports", unit="report", disable=not progress) as bar:
 
         def take(member: tarfile.TarInfo, handle: IO[bytes]) -> None:
             if member.size > MAX_REPORT_BYTES:
@@ -127,7 +126,7 @@ def _store_images(
     summary: FetchSummary,
     progress: bool,
 ) -> None:
-    with tqdm(desc="images", unit="img", total=len(todo), disable=not progress) as bar:
+    with progress_bar(desc="images", unit="img", total=len(todo), disable=not progress) as bar:
 
         def take(member: tarfile.TarInfo, handle: IO[bytes]) -> None:
             record = todo.get(splitext(basename(member.name))[0])

@@ -20,8 +20,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from tqdm import tqdm
-
+from xvision._progress import progress_bar
 from xvision.data.openi.client import Cancelled, ClientOptions, HttpClient, Refused
 from xvision.data.openi.records import ImageRecord, record_from_item
 from xvision.data.openi.store import Failure, RecordStore
@@ -128,8 +127,8 @@ class _Run:
         self.pending: dict[Future[ImageRecord], ImageRecord] = {}
         self.seen_items: set[str] = set()
         self.seen_ids: dict[str, str | None] = {}  # image id -> its imgLarge
-        self.page_bar = tqdm(desc="pages", unit="page", disable=not progress, position=0)
-        self.image_bar = tqdm(desc="images", unit="img", disable=not progress, position=1)
+        self.page_bar = progress_bar(desc="pages", unit="page", disable=not progress, position=0)
+        self.image_bar = progress_bar(desc="images", unit="img", disable=not progress, position=1)
 
     def go(self) -> None:
         for first, items in self._pages():
