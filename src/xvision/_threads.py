@@ -63,8 +63,12 @@ def machine_is_busy() -> bool:
     """True when other processes keep more than half of the usable cores busy.
 
     Measured from /proc/stat over a quarter second; where that is unavailable, the 1-minute load average is
-    compared with the cores instead (False where neither exists).
+    compared with the cores instead (False where neither exists). Always False when ``OMP_NUM_THREADS`` is set:
+    the thread count then stays the one asked for, and with it the last bits of the features (one and two
+    threads round differently), so that a run repeated under another load gives the same bytes.
     """
+    if os.environ.get("OMP_NUM_THREADS", "").strip():
+        return False
     others = other_processes_load()
     if others is None:
         try:

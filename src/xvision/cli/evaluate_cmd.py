@@ -104,9 +104,9 @@ def format_metrics(metrics: dict) -> str:
     type=click.Choice(["fp32", "auto"]),
     default="fp32",
     show_default=True,
-    help="With --manifest: fp32 computes the features exactly as `predict` does, so the figures are the "
-    "served model's; auto takes `extract`'s faster path (bf16 on CPUs with native bf16: probabilities may "
-    "move by about 0.01).",
+    help="With --manifest: fp32 computes the features in the precision `predict` uses, so the figures are the "
+    "served model's (probabilities agree to about 1e-6: memory layout and batching round differently); auto "
+    "takes `extract`'s faster path (bf16 on CPUs with native bf16: probabilities may move by about 0.01).",
 )
 @click.option(
     "-o",

@@ -4,9 +4,11 @@ Features are extracted on the fly with the run's own backbone and weights into `
 if the command is run again), then scored exactly as `evaluate` scores a feature store.
 
 They are extracted in fp32 by default, the precision `predict` (and the API and server) always computes:
-the figures are then those of the model as it is served, image for image. `extract`'s automatic path would
-use bf16 on CPUs with native bf16, and a head's probabilities moved by about 0.01 between the two (VGG16
-pool5 features agree at cosine 0.99997); ``precision="auto"`` takes that faster path for large sets.
+the figures are then those of the model as it is served, image for image (to about 1e-6 in a probability:
+`predict` runs channels-last and batches other images together, which rounds differently). `extract`'s
+automatic path would use bf16 on CPUs with native bf16, and a head's probabilities moved by about 0.01 between
+the two (VGG16 pool5 features agree at cosine 0.99997); ``precision="auto"`` takes that faster path for large
+sets.
 """
 
 from __future__ import annotations
