@@ -70,6 +70,7 @@ def test_cli_exit_status_3_when_it_warns_0_when_not(clean_set: Path, tmp_path: P
     assert "WARNING: possible shortcut" in capsys.readouterr().out
     written = json.loads(out.read_text())
     assert written["verdict"] == "warn" and written["config"]["threshold"] == 0.6
+    assert written["versions"]["scikit-learn"]  # what made the verdict, for whoever receives the file
     assert main(["audit", str(clean_set), "--no-progress", "--threshold", "0.6", "--folds", "4"]) == 0
     assert "no shortcut found" in capsys.readouterr().out
     # -o naming a folder (existing, or new with a final /) writes audit.json inside it, not a file named so

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from synthetic_store import make_store
 
+import xvision
 from xvision.cli.main import main
 from xvision.data.phantoms import make_phantom_dataset
 
@@ -46,6 +47,7 @@ def test_evaluate_writes_intervals_calibration_and_the_rule(phantom_run, capsys)
     assert "decision: p(nodule) >= " in printed and "specificity:0.8" in printed and "ECE" in printed
     metrics = json.loads((out / "metrics.json").read_text())
     bundle = json.loads((phantom_run / "run" / "bundle.json").read_text())
+    assert metrics["versions"] == bundle["versions"]  # what computed the figures, as what trained the model
     for plain in ("n", "classes", "accuracy", "confusion_matrix", "precision", "recall", "f1", "roc_auc"):
         assert plain in metrics
     assert isinstance(metrics["accuracy"], float)
@@ -115,6 +117,7 @@ def test_cv_and_compare_commands(phantom_run, capsys) -> None:
     metrics = json.loads((phantom_run / "cv" / "metrics.json").read_text())
     assert metrics["n"] == 40 and metrics["kind"] == "cross-validation" and len(metrics["repeats"]) == 2
     assert metrics["warning"] == "UNTRAINED BACKBONE"
+    assert metrics["versions"]["xvision"] == xvision.__version__ and "torch" in metrics["versions"]
     assert (phantom_run / "cv" / "oof_predictions.csv").read_text().count("\n") == 1 + 2 * 40
 
     out = phantom_run / "compare.json"
@@ -124,7 +127,7 @@ def test_cv_and_compare_commands(phantom_run, capsys) -> None:
     assert "DeLong's test" in printed and "paired bootstrap interval" in printed
     assert f"A = {phantom_run / 'run'}, B = {phantom_run / 'run2'}" in printed
     result = json.loads(out.read_text())
-    assert 0 <= result["delong"]["p_value"] <= 1
+    assert 0 <= result["delong"]["p_value"] <= 1 and result["versions"]["xvision"] == xvision.__version__
     assert result["difference"]["ci_low"] <= result["difference"]["value"] <= result["difference"]["ci_high"]
 
 

@@ -89,7 +89,9 @@ def audit(
     result = audit_manifest(manifest_path, config, progress=progress)
     payload = result.to_dict()
     if target is not None:
-        atomic_write_json(target, payload)
+        from xvision.inference.bundle import environment_versions
+
+        atomic_write_json(target, {**payload, "versions": environment_versions()})
     if as_json:
         click.echo(json.dumps(payload, indent=2, default=str))
     else:

@@ -101,6 +101,7 @@ def compare(
     the images both scored: what one recipe buys over another, with a paired interval."""
     from xvision.evaluation.compare import compare_cv, compare_runs
     from xvision.evaluation.crossval import is_cv_dir
+    from xvision.inference.bundle import environment_versions
 
     bootstrap = BootstrapConfig(n_resamples=n_resamples, seed=seed)
     cv_dirs = [is_cv_dir(run_a), is_cv_dir(run_b)]
@@ -128,5 +129,5 @@ def compare(
         )
     click.echo(format_comparison(result))
     if output is not None:
-        atomic_write_json(output, result)
+        atomic_write_json(output, {**result, "versions": environment_versions()})
         click.echo(f"comparison: {output}")

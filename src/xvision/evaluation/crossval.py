@@ -44,7 +44,7 @@ from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_pred
 from xvision.evaluation.threshold import ThresholdRule, decide
 from xvision.features.dataset import FeatureSet, load_split, unreadable_images
 from xvision.heads import MLPClassifier
-from xvision.inference.bundle import UNTRAINED_WARNING
+from xvision.inference.bundle import UNTRAINED_WARNING, environment_versions
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +265,7 @@ def write_cv_outputs(
 ) -> None:
     """Write ``metrics.json``, ``oof_predictions.csv`` (rows as :func:`oof_row` makes them) and ``plots/``
     (of the first repeat: its metrics, labels ``y`` and probabilities ``proba``)."""
-    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(out / "metrics.json", {**metrics, "versions": environment_versions()})
     atomic_write_text(out / "oof_predictions.csv", _oof_csv(oof_rows, classes))
     repeats = metrics["cv"]["repeats"]
     label = f"pooled out-of-fold, n={len(y)}" + (f", repeat 1 of {repeats}" if repeats > 1 else "")

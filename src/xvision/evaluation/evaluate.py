@@ -18,7 +18,14 @@ from xvision.evaluation.plots import plot_training_curve
 from xvision.evaluation.report import report_after_evaluate
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
 from xvision.features.dataset import load_split, unreadable_images
-from xvision.inference.bundle import UNTRAINED_WARNING, RunBundle, check_same_backbone, load_bundle, model_sha256
+from xvision.inference.bundle import (
+    UNTRAINED_WARNING,
+    RunBundle,
+    check_same_backbone,
+    environment_versions,
+    load_bundle,
+    model_sha256,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +92,7 @@ def evaluate_run(
         "overlap_with_validation": seen_in_val,
         "unreadable": unreadable,
         **metrics,
+        "versions": environment_versions(),
     }
     for stale in plots.glob(".*.part"):  # what a killed evaluation left half-written
         stale.unlink(missing_ok=True)
