@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -50,6 +51,7 @@ def test_the_server_answers_as_predict_does(run, tmp_path) -> None:
     info = client.get("/model").json()
     bundle = json.loads((run / "run" / "bundle.json").read_text())
     assert info["classes"] == bundle["classes"] and info["backbone"] == TINY
+    assert info["model_sha256"] == hashlib.sha256((run / "run" / "model.safetensors").read_bytes()).hexdigest()
     assert info["untrained_backbone"] is True and info["weights"]["source"] == "random"
     assert info["recipe"] is None  # trained by `train`, not by a `fit` recipe
     answer = client.post("/predict", files=uploads)

@@ -59,6 +59,7 @@ def require_server_packages() -> None:
 def model_info(predictor: Predictor) -> dict[str, Any]:
     """``GET /model``: the run as a client needs to know it (no server paths)."""
     from xvision.evaluation.operating import describe_threshold
+    from xvision.inference.bundle import model_sha256
 
     bundle = predictor.bundle
     audit = bundle.info.get("audit") or {}
@@ -76,6 +77,7 @@ def model_info(predictor: Predictor) -> dict[str, Any]:
         "warning": bundle.info.get("warning"),
         "audit": {k: audit.get(k) for k in ("status", "verdict", "auc")},
         "created": bundle.info.get("created"),
+        "model_sha256": model_sha256(bundle.root),  # as evaluate's metrics.json names the model it scored
         "xvision": __version__,
     }
 
