@@ -454,3 +454,37 @@ def test_more_than_two_classes_run_a_recipe_that_trains_them_or_are_refused_befo
     assert "recipe 'best' fine-tunes for two classes and manifest.csv has 3" in caplog.text
     bundle = json.loads((run / "bundle.json").read_text())
     assert bundle["recipe"] == "lite0" and bundle["classes"] == ["effusion", "nodule", "normal"]
+
+
+def test_the_report_of_a_copied_or_moved_run_shows_its_own_data(tmp_path, caplog) -> None:
+    """A copy's report showed the store at bundle.json's old path, by then another manifest's; a moved run's
+    report found no store although `features/` was inside it."""
+    import shutil
+
+    manifest = make_phantom_dataset(tmp_path / "data", n_per_class=8, size=64, seed=6)
+    with open(manifest, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(tmp_path / "data" / "other.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows[2:])
+    fit = ["--recipe", "lite0", "--backbone", TINY, "--weights", "random"]
+    assert main(["fit", str(manifest), "-o", str(tmp_path / "run"), *fit]) == 0
+    shutil.copytree(tmp_path / "run", tmp_path / "copy")
+    assert main(["fit", str(tmp_path / "data" / "other.csv"), "-o", str(tmp_path / "run"), *fit, "--overwrite"]) == 0
+    ours = json.loads((tmp_path / "copy" / "bundle.json").read_text())["data"]["manifest"]["sha256"]
+    theirs = json.loads((tmp_path / "run" / "bundle.json").read_text())["data"]["manifest"]["sha256"]
+    assert ours != theirs
+    assert main(["report", str(tmp_path / "copy"), "-o", str(tmp_path / "copy.html")]) == 0
+    page = (tmp_path / "copy.html").read_text()
+    assert ours in page and theirs not in page
+    shutil.copytree(tmp_path / "copy", tmp_path / "bare", ignore=shutil.ignore_patterns("features"))
+    assert main(["report", str(tmp_path / "bare"), "-o", str(tmp_path / "bare.html")]) == 0
+    assert "a feature store of another manifest than the run was trained on" in caplog.text
+    assert theirs not in (tmp_path / "bare.html").read_text()
+    (tmp_path / "away" / "my runs").mkdir(parents=True)
+    moved = shutil.move(tmp_path / "copy", tmp_path / "away" / "my runs" / "run")
+    shutil.rmtree(tmp_path / "run")  # bundle.json's recorded store is gone too
+    assert main(["report", str(moved), "-o", str(tmp_path / "moved.html")]) == 0
+    page = (tmp_path / "moved.html").read_text()
+    assert "feature store was not found" not in page and ours in page

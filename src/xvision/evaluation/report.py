@@ -81,7 +81,7 @@ def write_report(
     check_output(out, what="report", ours=is_xvision_report)
     metrics = _read_json(results / "metrics.json")
     _check_same_model(run_dir, results, metrics)
-    store = _find_store(features_dir, bundle, metrics)
+    store = _find_store(features_dir, bundle, metrics, run_dir)
     context = build_context(run_dir, results, bundle, metrics, store)
     return atomic_write_text(out, render(context))
 
@@ -535,14 +535,35 @@ def _check_same_model(run_dir: Path, results: Path, metrics: dict[str, Any] | No
         )
 
 
-def _find_store(explicit: str | Path | None, bundle: dict[str, Any], metrics: dict[str, Any] | None) -> Path | None:
-    """The feature store the user named (it must be one), else the run's or the results' if still there."""
-    if explicit is not None and not (Path(explicit) / "meta.json").is_file():
-        FeatureStore(explicit).read_index()  # the one-line error every command gives for such a folder
-    candidates = [explicit, (bundle.get("head") or {}).get("features_dir"), (metrics or {}).get("features")]
-    for candidate in candidates:
+def _find_store(
+    explicit: str | Path | None, bundle: dict[str, Any], metrics: dict[str, Any] | None, run_dir: Path
+) -> Path | None:
+    """The feature store the user named (it must be one), else the run's or the results' if still there.
+
+    The run's own ``features/`` (where `fit` puts it) comes first: it moves with a copied or moved run, while
+    bundle.json's path may by then hold another run's store. A store found by the run's record whose manifest is
+    not the run's training manifest (SHA-256) is passed over with a warning: its data is not this run's."""
+    if explicit is not None:
+        if not (Path(explicit) / "meta.json").is_file():
+            FeatureStore(explicit).read_index()  # the one-line error every command gives for such a folder
+        return Path(explicit)
+    trained_on = ((bundle.get("data") or {}).get("manifest") or {}).get("sha256")
+    for candidate in (run_dir / "features", (bundle.get("head") or {}).get("features_dir")):
         if candidate and (Path(candidate) / "meta.json").is_file():
+            made_from = ((_read_json(Path(candidate) / "meta.json") or {}).get("manifest") or {}).get("sha256")
+            if trained_on and made_from and made_from != trained_on:
+                log.warning(
+                    "%s: a feature store of another manifest than the run was trained on (SHA-256 %.12s, not "
+                    "%.12s): its data is not shown; name the run's own store with --features",
+                    candidate,
+                    made_from,
+                    trained_on,
+                )
+                continue
             return Path(candidate)
+    evaluated = (metrics or {}).get("features")
+    if evaluated and (Path(evaluated) / "meta.json").is_file():
+        return Path(evaluated)
     return None
 
 
