@@ -23,7 +23,7 @@ from xvision.features.dataset import FeatureSet, load_split
 from xvision.features.store import FeatureStore
 from xvision.heads import MLPClassifier
 from xvision.heads.mlp import save_net
-from xvision.inference.bundle import UNTRAINED_WARNING, environment_versions, write_bundle_info
+from xvision.inference.bundle import UNTRAINED_WARNING, environment_versions, model_sha256, write_bundle_info
 
 log = logging.getLogger(__name__)
 
@@ -287,6 +287,7 @@ def train_run(
             "recipe": recipe,
             "classes": classes,
             "backbone": backbone,
+            "model_sha256": model_sha256(run_dir),  # a head copied in from another run is refused on loading
             "untrained_backbone": untrained,
             "warning": UNTRAINED_WARNING if untrained else None,
             "head": config,

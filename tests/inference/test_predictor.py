@@ -110,3 +110,30 @@ def test_grid_tiles_name_their_files(predictor, tmp_path, monkeypatch) -> None:
     assert first.startswith(f"{images[0].name}\n") and first.split("\n")[1].split()[0] in model.classes
     assert second.startswith("a-very-long-...") and second.split("\n")[0].endswith("end.png")
     assert len(second.split("\n")[0]) <= 26
+
+
+def test_a_head_copied_in_from_another_run_is_refused_in_one_line(predictor, tmp_path, capsys) -> None:
+    """Another seed's head predicted at this run's threshold without a word; a head of another width failed on
+    every image with a traceback (and `serve` answered 500 to every request)."""
+    import json
+    import shutil
+
+    from xvision.errors import RunError
+
+    run = predictor[0].bundle.root
+    features = run.parent / "f"
+    other = ["train", str(features), "-o", str(tmp_path / "other"), "--epochs", "2", "--no-audit", "--seed", "1"]
+    assert main(other) == 0
+    mixed = tmp_path / "mixed"
+    shutil.copytree(run, mixed)
+    shutil.copy(tmp_path / "other" / "model.safetensors", mixed / "model.safetensors")
+    with pytest.raises(RunError, match=r"model\.safetensors: not the head this run trained \(its SHA-256 differs"):
+        Predictor(mixed)
+    assert main(["predict", str(mixed), str(predictor[1][0])]) == 2
+    assert "not the head this run trained" in capsys.readouterr().err
+    shutil.copy(run / "model.safetensors", mixed / "model.safetensors")
+    bundle = json.loads((mixed / "bundle.json").read_text())
+    bundle["backbone"]["feature_dim"] += 1
+    (mixed / "bundle.json").write_text(json.dumps(bundle))
+    with pytest.raises(RunError, match=r"a head for \d+ features, and the run's backbone gives \d+"):
+        Predictor(mixed)

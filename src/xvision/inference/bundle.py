@@ -165,7 +165,26 @@ def load_bundle(run_dir: str | Path) -> RunBundle:
             f"{info_path}: classes {info.get('classes')} differ from those of model.safetensors "
             f"({list(head.classes_)}); the run folder was edited or mixed from two runs: train it again"
         )
+    _check_head_is_the_runs(model_path, head, info)
     return RunBundle(root=root, info=info, head=head)
+
+
+def _check_head_is_the_runs(model_path: Path, head: MLPClassifier, info: dict[str, Any]) -> None:
+    """Refuse a model.safetensors that another run trained: one of another width fails on every image, one of the
+    same width predicts at this run's threshold without a word (runs before model_sha256 was recorded: the
+    width alone is checked)."""
+    dim = (info.get("backbone") or {}).get("feature_dim")
+    if isinstance(dim, int) and head.n_features_in_ != dim:
+        raise RunError(
+            f"{model_path}: a head for {head.n_features_in_} features, and the run's backbone gives {dim}: "
+            "the file comes from another run; put this run's own model.safetensors back, or train again"
+        )
+    recorded = info.get("model_sha256")
+    if recorded and sha256_file(model_path) != recorded:
+        raise RunError(
+            f"{model_path}: not the head this run trained (its SHA-256 differs from bundle.json's model_sha256); "
+            "put this run's own model.safetensors back, or train again"
+        )
 
 
 def check_same_backbone(expected: dict[str, Any], found: dict[str, Any], where: str) -> None:
