@@ -69,6 +69,30 @@ def test_evaluate_writes_intervals_calibration_and_the_rule(phantom_run, capsys)
         assert Image.open(out / "plots" / name).format == "PNG"
 
 
+def test_a_run_shared_without_its_image_lists_says_overlap_is_unknown_not_zero(phantom_run, tmp_path, caplog) -> None:
+    """bundle.json and model.safetensors alone (all `predict` needs) evaluated on the training images gave a
+    clean figure and recorded an overlap of 0."""
+    import shutil
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    for name in ("bundle.json", "model.safetensors"):
+        shutil.copy(phantom_run / "run" / name, shared / name)
+    out = tmp_path / "eval"
+    args = ["evaluate", str(shared), "--features", str(phantom_run / "feats"), "--split", "train", "-o", str(out)]
+    assert main([*args, "--bootstrap", "0"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["overlap_with_training"] is None and metrics["overlap_with_validation"] is None
+    assert "has no train_keys.json: whether any of the evaluated images were its training images cannot" in (
+        caplog.text
+    )
+    caplog.clear()
+    whole = ["evaluate", str(phantom_run / "run"), "--features", str(phantom_run / "feats"), "--split", "train"]
+    assert main([*whole, "-o", str(tmp_path / "eval2"), "--bootstrap", "0"]) == 0
+    assert json.loads((tmp_path / "eval2" / "metrics.json").read_text())["overlap_with_training"] > 0
+    assert "keys.json" not in caplog.text
+
+
 def test_evaluating_on_the_validation_split_is_flagged_as_optimistic(phantom_run, caplog) -> None:
     run = phantom_run / "run"
     val_keys = json.loads((run / "val_keys.json").read_text())

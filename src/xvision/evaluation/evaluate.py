@@ -123,13 +123,25 @@ def _predictions_csv(rows: list[Any], proba: np.ndarray, decisions: np.ndarray, 
     return buffer.getvalue()
 
 
-def warn_seen_images(keys: set[str], bundle: RunBundle, what: str, run: str) -> tuple[int, int]:
+def warn_seen_images(keys: set[str], bundle: RunBundle, what: str, run: str) -> tuple[int | None, int | None]:
     """Warn when scored images (content ``keys``) trained the run or were its validation images, which chose
-    its epoch, threshold and calibration; return both counts."""
-    trained = len(keys & bundle.train_keys())
+    its epoch, threshold and calibration; return both counts (None, with a warning, where the run folder lacks
+    the list to check against)."""
+    train_keys, val_keys = bundle.train_keys(), bundle.val_keys()
+    for kind, listed in (("train", train_keys), ("val", val_keys)):
+        if listed is None:
+            log.warning(
+                "%s has no %s_keys.json: whether any of the %s were its %s images cannot be checked, and figures "
+                "on them would be optimistic; copy the file with the run",
+                run,
+                kind,
+                what,
+                "training" if kind == "train" else "validation",
+            )
+    trained = None if train_keys is None else len(keys & train_keys)
     if trained:
         log.warning("%d %s were used to train %s: its figures are optimistic", trained, what, run)
-    validated = len(keys & bundle.val_keys())
+    validated = None if val_keys is None else len(keys & val_keys)
     if validated:
         log.warning(
             "%d %s were the validation images of %s, which chose its epoch, threshold and calibration: its "

@@ -120,16 +120,21 @@ class RunBundle:
         index = None if positive is None else self.classes.index(positive)
         return decide(proba, positive=index, threshold=self.threshold)
 
-    def train_keys(self) -> set[str]:
-        return self._keys("train_keys.json")
+    def train_keys(self) -> set[str] | None:
+        """Content keys of the training images; None when ``train_keys.json`` is not in the folder (a run shared
+        as bundle.json and model.safetensors alone): which images trained it is then unknown."""
+        return self._keys("train_keys.json", self.info.get("data", {}).get("n_train"))
 
-    def val_keys(self) -> set[str]:
-        """Content keys of the validation images (empty for runs without validation, or older runs)."""
-        return self._keys("val_keys.json")
+    def val_keys(self) -> set[str] | None:
+        """Content keys of the validation images (empty for runs without validation); None when the run had
+        some and ``val_keys.json`` is not in the folder."""
+        return self._keys("val_keys.json", self.info.get("data", {}).get("n_val"))
 
-    def _keys(self, name: str) -> set[str]:
+    def _keys(self, name: str, recorded: Any) -> set[str] | None:
         path = self.root / name
-        return set(json.loads(path.read_text())) if path.is_file() else set()
+        if path.is_file():
+            return set(json.loads(path.read_text()))
+        return set() if recorded == 0 else None
 
 
 def model_sha256(run_dir: str | Path) -> str:
