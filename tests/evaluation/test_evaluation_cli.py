@@ -93,6 +93,32 @@ def test_a_run_shared_without_its_image_lists_says_overlap_is_unknown_not_zero(p
     assert "keys.json" not in caplog.text
 
 
+def test_a_feature_store_whose_files_disagree_is_a_one_line_error(tmp_path, capsys) -> None:
+    """A shard or meta.json from another store, an emptied or re-encoded index.csv: each was a traceback."""
+    import shutil
+
+    def refused(store: Path, expected: str) -> None:
+        assert main(["train", str(store), "-o", str(tmp_path / "run"), "--epochs", "1", "--no-audit"]) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "Traceback" not in err, err
+
+    wide, narrow = make_store(tmp_path / "wide", dim=8), make_store(tmp_path / "narrow", dim=4, seed=1)
+    [shard] = sorted((wide / "shards").glob("shard-*.safetensors"))
+    shutil.copy(next((narrow / "shards").glob("shard-*.safetensors")), shard)
+    refused(wide, "features for 80 images, and meta.json says 8 per image: the shard or meta.json comes from")
+    edited = make_store(tmp_path / "edited", dim=8)
+    meta = json.loads((edited / "meta.json").read_text())
+    meta["backbone"]["feature_dim"] = 12
+    (edited / "meta.json").write_text(json.dumps(meta))
+    refused(edited, "meta.json says 12 per image")
+    emptied = make_store(tmp_path / "emptied", dim=8)
+    index = emptied / "index.csv"
+    index.write_text(index.read_text().splitlines()[0] + "\n")
+    refused(emptied, "index.csv: lists no images; re-run `xvision extract`")
+    index.write_bytes("path,label\nnódulo.png,x\n".encode("latin-1"))
+    refused(emptied, "index.csv: not UTF-8 text")
+
+
 def test_evaluating_on_the_validation_split_is_flagged_as_optimistic(phantom_run, caplog) -> None:
     run = phantom_run / "run"
     val_keys = json.loads((run / "val_keys.json").read_text())

@@ -114,14 +114,22 @@ class FeatureStore:
             from safetensors import safe_open
 
             keys: dict[str, tuple[Path, int]] = {}
+            dim = (self.read_meta().get("backbone") or {}).get("feature_dim")
             for shard in sorted(self.shard_dir.glob("shard-*.safetensors")):
                 try:
                     with safe_open(str(shard), framework="numpy") as handle:
                         shard_keys = json.loads(handle.metadata()["keys"])
+                        shape = handle.get_slice("features").get_shape()
                 except Exception as error:  # noqa: BLE001 - a corrupt shard is a store problem
                     raise FeatureStoreError(
                         f"{shard}: corrupt shard ({type(error).__name__}); delete it and re-run extract"
                     ) from None
+                if len(shape) != 2 or shape[0] != len(shard_keys) or (isinstance(dim, int) and shape[1] != dim):
+                    raise FeatureStoreError(
+                        f"{shard}: holds {'x'.join(map(str, shape))} features for {len(shard_keys)} images, and "
+                        f"meta.json says {dim} per image: the shard or meta.json comes from another store; "
+                        "extract again into a new folder"
+                    )
                 for row, key in enumerate(shard_keys):
                     keys.setdefault(key, (shard, row))
             self._keys = keys
@@ -213,12 +221,25 @@ class FeatureStore:
             raise FeatureStoreError(
                 f"{self.index_path}: missing; the extraction did not finish; re-run `xvision extract`"
             )
-        with open(self.index_path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle)
-            rows = []
-            for record in reader:
-                extra = {k: v for k, v in record.items() if k not in INDEX_COLUMNS and k is not None}
-                rows.append(IndexRow(**{c: record.get(c) or "" for c in INDEX_COLUMNS}, extra=extra))
+        try:
+            with open(self.index_path, newline="", encoding="utf-8") as handle:
+                reader = csv.DictReader(handle)
+                missing = [c for c in ("path", "label", "sha256", "status") if c not in (reader.fieldnames or [])]
+                if missing:
+                    raise FeatureStoreError(
+                        f"{self.index_path}: no column {', '.join(missing)}; the file was edited or is not an "
+                        "Xvision index: re-run `xvision extract`"
+                    )
+                rows = []
+                for record in reader:
+                    extra = {k: v for k, v in record.items() if k not in INDEX_COLUMNS and k is not None}
+                    rows.append(IndexRow(**{c: record.get(c) or "" for c in INDEX_COLUMNS}, extra=extra))
+        except UnicodeDecodeError:
+            raise FeatureStoreError(
+                f"{self.index_path}: not UTF-8 text; the file was edited or damaged: re-run `xvision extract`"
+            ) from None
+        if not rows:
+            raise FeatureStoreError(f"{self.index_path}: lists no images; re-run `xvision extract`")
         return rows
 
     def load(self, split: str | None = None, *, mmap: bool = False) -> tuple[np.ndarray | FeatureArray, list[IndexRow]]:
