@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -137,3 +139,27 @@ def test_a_head_copied_in_from_another_run_is_refused_in_one_line(predictor, tmp
     (mixed / "bundle.json").write_text(json.dumps(bundle))
     with pytest.raises(RunError, match=r"a head for \d+ features, and the run's backbone gives \d+"):
         Predictor(mixed)
+
+
+@pytest.mark.parametrize(
+    ("edit", "expected"),
+    [
+        (lambda b: b.update(positive="Nodule"), r"positive 'Nodule' is not one of the classes"),
+        (lambda b: b["threshold"].update(value="0.5"), r"threshold value '0.5' is not a number in \[0, 1\]"),
+        (lambda b: b["backbone"]["preprocess"].update(input_size=256), r"preprocessing input_size 256 \(the backbone"),
+    ],
+)
+def test_a_hand_edited_bundle_is_refused_by_name(predictor, tmp_path, capsys, edit, expected) -> None:
+    """Each edit failed inside `predict` with a ValueError or TypeError traceback, or blamed the xvision version."""
+    import json
+    import shutil
+
+    edited = tmp_path / "edited"
+    shutil.copytree(predictor[0].bundle.root, edited)
+    bundle = json.loads((edited / "bundle.json").read_text())
+    bundle.setdefault("threshold", {"value": 0.5})
+    edit(bundle)
+    (edited / "bundle.json").write_text(json.dumps(bundle))
+    assert main(["predict", str(edited), str(predictor[1][0])]) == 2
+    err = capsys.readouterr().err
+    assert re.search(expected, err) and "bundle.json" in err and "Traceback" not in err, err

@@ -171,7 +171,27 @@ def load_bundle(run_dir: str | Path) -> RunBundle:
             f"({list(head.classes_)}); the run folder was edited or mixed from two runs: train it again"
         )
     _check_head_is_the_runs(model_path, head, info)
+    _check_operating_point(info_path, info)
     return RunBundle(root=root, info=info, head=head)
+
+
+def _check_operating_point(info_path: Path, info: dict[str, Any]) -> None:
+    """Refuse a hand-edited positive class, threshold or temperature that no decision could use (a traceback
+    in the middle of `predict` before)."""
+    classes = [str(c) for c in info.get("classes") or []]
+    positive = info.get("positive")
+    if positive is not None and str(positive) not in classes:
+        raise RunError(f"{info_path}: positive {positive!r} is not one of the classes {classes}; the file was edited")
+    value = (info.get("threshold") or {}).get("value")
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if value is not None and not (number and 0 <= value <= 1.0 + 1e-9):  # NOTHING_POSITIVE is just above 1
+        raise RunError(f"{info_path}: threshold value {value!r} is not a number in [0, 1]; the file was edited")
+    calibration = info.get("calibration") or {}
+    temperature = calibration.get("temperature")
+    if calibration.get("method") == "temperature" and (
+        isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0
+    ):
+        raise RunError(f"{info_path}: temperature {temperature!r} is not a positive number; the file was edited")
 
 
 def _check_head_is_the_runs(model_path: Path, head: MLPClassifier, info: dict[str, Any]) -> None:

@@ -81,7 +81,16 @@ class Predictor:
                 f"(SHA-256 {got_sha[:12]}... vs {want_sha[:12]}...); pass the original file with --weights"
             )
         if found["preprocess"] != expected["preprocess"]:
-            raise RunError(f"{run_dir}: backbone preprocessing differs from the run's; upgrade or downgrade xvision")
+            ours, theirs = found["preprocess"] or {}, expected["preprocess"] or {}
+            differ = ", ".join(
+                f"{key} {theirs.get(key)!r} (the backbone's: {ours.get(key)!r})"
+                for key in sorted(set(ours) | set(theirs))
+                if ours.get(key) != theirs.get(key)
+            )
+            raise RunError(
+                f"{run_dir}/bundle.json: preprocessing {differ or 'differs'}: the file was edited, or the run was made "
+                "by another xvision version; use that version, or train again"
+            )
         # Channels-last fp32: the same features (within 1e-5) 1.2-1.6x faster on CPUs (benchmarks/layout.py:
         # VGG16 1.23x, EfficientNet-Lite0 at 1024 px 1.61x on a 2-core AVX2 EPYC).
         self.backbone.model.to(memory_format=torch.channels_last)
