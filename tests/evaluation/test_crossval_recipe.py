@@ -248,3 +248,17 @@ def test_every_fold_fit_is_told_that_cv_offers_inner_val_against_imbalance(data,
         run_cv(data, tmp_path / "cv")
     assert seen and "--inner-val" in seen[0]  # the folds replace the manifest's splits: a val split is cv's option
     assert IMBALANCE_CURE.get() is None  # and the advice does not outlive the fold
+
+
+def test_a_cv_moved_with_its_images_resumes_there(data, tmp_path) -> None:
+    """Fold manifests held absolute image paths: moved with the images, every fitted fold was refused as
+    "not what this command asks for", with advice to pass --overwrite, which `cv` does not have."""
+    shutil.copytree(data.parent, tmp_path / "project" / "data")
+    before = run_cv(tmp_path / "project" / "data" / data.name, tmp_path / "project" / "cv")
+    shutil.move(tmp_path / "project", tmp_path / "colleague")  # another disk, another machine
+    out = tmp_path / "colleague" / "cv"
+    (out / "folds" / "repeat-1-fold-2" / "run" / "metrics.json").unlink()
+    again = run_cv(tmp_path / "colleague" / "data" / data.name, out)
+    assert again["roc_auc"] == pytest.approx(before["roc_auc"], abs=1e-6)
+    fold_manifest = (out / "folds" / "repeat-1-fold-1" / "manifest.csv").read_text()
+    assert str(tmp_path) not in fold_manifest and "../../../data/" in fold_manifest

@@ -356,35 +356,44 @@ def _parse_row(record: dict[str, str], path: Path, line: int) -> ManifestRow:
     return ManifestRow(path=file_path, label=label, group=group, split=split, extra=extra)
 
 
-def write_manifest(manifest: Manifest, path: str | Path) -> Path:
+def write_manifest(manifest: Manifest, path: str | Path, *, relative: bool = False) -> Path:
     """Write ``manifest`` to ``path`` atomically and return ``path``.
 
     Written into the manifest's own folder, paths are kept exactly as they were. Written elsewhere, each
     path (``path`` and the :data:`PATH_COLUMNS`) is rewritten relative to the new folder when the file lies
-    inside it, and absolute otherwise, so the CSV still points at the same files. Extra columns are kept in
-    their order.
+    inside it, and absolute otherwise, so the CSV still points at the same files; with ``relative``, relative
+    in every case (``../data/a.png``), so that the CSV and its images can move together and stay the same
+    bytes (a cross-validation's fold manifests). Extra columns are kept in their order.
     """
     path = Path(path)
     destination = Path(os.path.abspath(path.parent))
     same_root = os.path.normcase(destination) == os.path.normcase(manifest.root)
+    as_written = _relative_path if relative else _relative_or_absolute_path
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(manifest.columns)
     for row in manifest.rows:
-        written = row.path if same_root else _relative_or_absolute(manifest.resolve(row), destination)
+        written = row.path if same_root else as_written(manifest.resolve(row), destination)
         values = {"path": written, "label": row.label, "group": row.group or "", "split": row.split or ""}
         for column in PATH_COLUMNS:
             file = manifest.resolve_column(row, column)
             if file is not None and not same_root:
-                values[column] = _relative_or_absolute(file, destination)
+                values[column] = as_written(file, destination)
         writer.writerow([values[name] if name in values else row.extra.get(name, "") for name in manifest.columns])
     return atomic_write_text(path, buffer.getvalue())
 
 
-def _relative_or_absolute(file: Path, folder: Path) -> str:
+def _relative_or_absolute_path(file: Path, folder: Path) -> str:
     try:
         return file.relative_to(folder).as_posix()
     except ValueError:
+        return file.as_posix()
+
+
+def _relative_path(file: Path, folder: Path) -> str:
+    try:
+        return Path(os.path.relpath(os.path.abspath(file), folder)).as_posix()
+    except ValueError:  # another drive (Windows): no relative path exists
         return file.as_posix()
 
 

@@ -245,7 +245,9 @@ def _fold_manifest(
     split = {int(i): "train" for i in fit_idx} | {int(i): "val" for i in val_idx} | {int(i): "test" for i in test_idx}
     rows = [replace(row, split=split[i]) for i, row in enumerate(manifest.rows)]
     columns = manifest.columns if "split" in manifest.columns else (*manifest.columns, "split")
-    return write_manifest(replace(manifest, rows=rows, columns=columns), path)
+    # Relative paths: the cv folder and the images moved together (another disk, a colleague's machine) give
+    # the same fold manifests, so an interrupted cv resumes there instead of refusing every fitted fold.
+    return write_manifest(replace(manifest, rows=rows, columns=columns), path, relative=True)
 
 
 def _read_fold(fold_dir: Path, manifest: Manifest, test_idx: np.ndarray, classes: list[str]) -> dict[str, Any]:

@@ -181,7 +181,8 @@ def _refuse_another_fit(run: Path) -> None:
     manifest = ((bundle.get("data") or {}).get("manifest") or {}).get("path")
     raise RunError(
         f"{run}: holds recipe {bundle['recipe']!r} (backbone {(bundle.get('backbone') or {}).get('name')}, seed "
-        f"{seed}) fitted on {manifest}, not what this command asks for; choose another -o or pass --overwrite"
+        f"{seed}) fitted on {manifest}, not what this command asks for; choose another -o, pass --overwrite (`fit`) "
+        "or delete that folder"
     )
 
 
