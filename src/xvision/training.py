@@ -301,6 +301,8 @@ def train_run(
                 "n_val": 0 if val is None else len(val.rows),
                 "train_per_class": counts,
                 "manifest": train.meta.get("manifest"),
+                # how the training features were computed (precision, engine, threads): kept when features/ is not
+                "extraction_plan": (train.meta.get("extraction") or {}).get("plan"),
             },
             "versions": environment_versions(),
         },

@@ -54,6 +54,10 @@ def test_train_writes_one_checkpoint_per_epoch_and_history(pipeline) -> None:
     assert bundle["classes"] == ["nodule", "normal"]
     assert bundle["backbone"]["name"] == TINY and bundle["untrained_backbone"] is True
     assert 1 <= bundle["best_epoch"] <= 4 and "torch" in bundle["versions"]
+    # what decoded the images and how the features were computed, for a run shared without features/
+    assert {"pillow", "pydicom"} <= set(bundle["versions"])
+    meta = json.loads((run.parent / "feats" / "meta.json").read_text())
+    assert bundle["data"]["extraction_plan"] == meta["extraction"]["plan"]
 
 
 def test_metrics_agree_with_each_other(pipeline) -> None:

@@ -43,8 +43,10 @@ UNTRAINED_WARNING = "UNTRAINED BACKBONE"
 
 
 def environment_versions() -> dict[str, str]:
-    """Versions of everything that can change a number."""
+    """Versions of everything that can change a number (Pillow and pydicom decode the images)."""
     import numpy
+    import PIL
+    import pydicom
     import sklearn
     import torch
     import torchvision
@@ -56,6 +58,8 @@ def environment_versions() -> dict[str, str]:
         "torchvision": torchvision.__version__,
         "numpy": numpy.__version__,
         "scikit-learn": sklearn.__version__,
+        "pillow": PIL.__version__,
+        "pydicom": pydicom.__version__,
     }
     try:
         import timm
