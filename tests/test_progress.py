@@ -18,6 +18,7 @@ def test_a_bar_written_to_a_log_file_is_redrawn_rarely_and_ends_complete() -> No
     log, terminal = io.StringIO(), Terminal()
     bars = [progress_bar(total=40, desc="extract", file=stream) for stream in (log, terminal)]
     assert [bar.mininterval for bar in bars] == [LOG_INTERVAL, 0.1]
+    assert bars[0].maxinterval == LOG_INTERVAL  # tqdm's monitor thread would otherwise redraw every 10 s
     for _ in range(40):
         time.sleep(0.005)
         for bar in bars:

@@ -20,6 +20,7 @@ def progress_bar(iterable: Iterable[Any] | None = None, **kwargs: Any) -> Any:
     widget = any(cls.__module__ == "tqdm.notebook" for cls in tqdm.__mro__)  # tqdm.auto in a notebook
     if not widget and "mininterval" not in kwargs and not _is_terminal(kwargs.get("file") or sys.stderr):
         kwargs["mininterval"] = LOG_INTERVAL
+        kwargs.setdefault("maxinterval", LOG_INTERVAL)  # tqdm's monitor thread would redraw every 10 s
     return tqdm(iterable, **kwargs)
 
 

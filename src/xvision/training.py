@@ -251,7 +251,7 @@ def train_run(
         shown = {"loss": f"{record['train_loss']:.3f}"}
         if not math.isnan(record["val_loss"]):
             shown["val_loss"] = f"{record['val_loss']:.3f}"
-        bar.set_postfix(shown)
+        bar.set_postfix(shown, refresh=False)  # drawn with the next update, as often as the bar allows
         bar.update(1)
 
     try:

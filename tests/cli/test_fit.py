@@ -454,6 +454,12 @@ def test_more_than_two_classes_run_a_recipe_that_trains_them_or_are_refused_befo
     assert "recipe 'best' fine-tunes for two classes and manifest.csv has 3" in caplog.text
     bundle = json.loads((run / "bundle.json").read_text())
     assert bundle["recipe"] == "lite0" and bundle["classes"] == ["effusion", "nodule", "normal"]
+    # The same command again (without --weights, which is never taken as the same) finds the run finished,
+    # instead of refusing it as another recipe's.
+    from xvision.recipes.fit import _already_fitted
+
+    done = _already_fitted(run, manifest, get_recipe("best"), backbone=TINY, seed=0)
+    assert done is not None and done.recipe == "lite0"
 
 
 def test_the_report_of_a_copied_or_moved_run_shows_its_own_data(tmp_path, caplog) -> None:

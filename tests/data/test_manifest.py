@@ -427,8 +427,12 @@ def test_group_from_patient_reads_the_patient_id_in_each_dicom_header(tmp_path: 
 
 def test_group_from_patient_refuses_one_placeholder_id_for_every_image(tmp_path: Path, caplog) -> None:
     export = _uid_export(tmp_path / "export", {"ANONYMOUS": ["normal", "nodule", "normal", "nodule"]})
-    with pytest.raises(ManifestError, match=r"all 4 images have DICOM Patient ID 'ANONYMOUS'.*--group-from top"):
+    with pytest.raises(ManifestError, match=r"all 4 DICOM images have Patient ID 'ANONYMOUS'.*--group-from top"):
         build_manifest(export, group_from="patient")
+    _png(export / "normal" / "scan.png", 9)  # a picture beside them: the placeholder is still no patient
+    with pytest.raises(ManifestError, match=r"all 4 DICOM images have Patient ID 'ANONYMOUS'"):
+        build_manifest(export, group_from="patient")
+    (export / "normal" / "scan.png").unlink()
     caplog.clear()
     assert len(build_manifest(export)) == 4  # a placeholder is no patient: no warning about spread patients
     assert "patient" not in caplog.text

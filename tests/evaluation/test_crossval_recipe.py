@@ -250,6 +250,13 @@ def test_every_fold_fit_is_told_that_cv_offers_inner_val_against_imbalance(data,
     assert IMBALANCE_CURE.get() is None  # and the advice does not outlive the fold
 
 
+def test_a_relative_output_folder_scores_every_fold(data, finished, tmp_path, monkeypatch) -> None:
+    """With fold manifests naming images by relative path, `-o cv` (relative) scored no image in any fold."""
+    monkeypatch.chdir(tmp_path)
+    again = run_cv(data, Path("cv"))
+    assert again["roc_auc"] == pytest.approx(finished[1]["roc_auc"], abs=1e-6) and again["n"] == finished[1]["n"]
+
+
 def test_a_cv_moved_with_its_images_resumes_there(data, tmp_path) -> None:
     """Fold manifests held absolute image paths: moved with the images, every fitted fold was refused as
     "not what this command asks for", with advice to pass --overwrite, which `cv` does not have."""

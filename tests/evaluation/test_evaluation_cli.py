@@ -86,6 +86,8 @@ def test_a_run_shared_without_its_image_lists_says_overlap_is_unknown_not_zero(p
     assert "has no train_keys.json: whether any of the evaluated images were its training images cannot" in (
         caplog.text
     )
+    page = (out / "report.html").read_text()
+    assert "Overlap with training unknown" in page and "is unknown (no train_keys.json" in page
     caplog.clear()
     whole = ["evaluate", str(phantom_run / "run"), "--features", str(phantom_run / "feats"), "--split", "train"]
     assert main([*whole, "-o", str(tmp_path / "eval2"), "--bootstrap", "0"]) == 0
@@ -337,3 +339,11 @@ def test_train_says_how_many_images_have_no_split(tmp_path, caplog) -> None:
     assert "6 image(s) have no split and are left out of training and validation" in caplog.text
     trained = len(json.loads((tmp_path / "run" / "train_keys.json").read_text()))
     assert trained == sum(1 for row in rows if row["split"] == "train")
+
+
+def test_training_into_a_log_draws_its_bar_once_or_twice_not_once_per_epoch(tmp_path, capsys) -> None:
+    """set_postfix redrew the bar at every epoch (and every fine-tuning step), whatever the interval."""
+    store = make_store(tmp_path / "feats", n_groups=20, per_group=1, dim=8)
+    assert main(["train", str(store), "-o", str(tmp_path / "run"), "--epochs", "30", "--no-audit"]) == 0
+    drawn = capsys.readouterr().err.count("train:")
+    assert 1 <= drawn <= 3, drawn

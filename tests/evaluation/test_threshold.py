@@ -98,6 +98,9 @@ def test_default_positive_is_not_the_class_named_as_a_negation(finding: str, neg
 def test_default_positive_does_not_read_negations_into_ordinary_names() -> None:
     assert default_positive(["nodule", "notable"]) == "notable"  # neither negates: the second in order
     assert default_positive(["nodule", "nonspecific"]) == "nonspecific"
+    # a finding whose name starts with a negation, against "normal": the name like "normal" decides first
+    assert default_positive(["non-small cell carcinoma", "normal"]) == "non-small cell carcinoma"
+    assert default_positive(["normal", "non-tuberculous mycobacteria"]) == "non-tuberculous mycobacteria"
 
 
 def test_decide() -> None:

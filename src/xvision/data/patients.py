@@ -58,11 +58,11 @@ def check_patient_groups(folder: Path, rows: Sequence[ManifestRow]) -> None:
             len(rows),
         )
     distinct = {row.group for row in rows if row.group}
-    if len(distinct) == 1 and not missing:
+    if len(distinct) == 1 and len(rows) - missing > 2:  # two films of one patient among pictures may be real
         raise ManifestError(
-            f"{folder}: all {len(rows)} images have DICOM Patient ID {next(iter(distinct))!r}, so they would be one "
-            "patient and no split could keep training and test apart; the IDs were anonymised to one value. "
-            "Group by folder instead (--group-from top or parent) or give each image its own group (none)"
+            f"{folder}: all {len(rows) - missing} DICOM images have Patient ID {next(iter(distinct))!r}, so they "
+            "would be one patient and no split could keep training and test apart; the IDs were anonymised to one "
+            "value. Group by folder instead (--group-from top or parent) or give each image its own group (none)"
         )
 
 

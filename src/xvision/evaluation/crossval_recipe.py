@@ -84,7 +84,7 @@ def cross_validate_recipe(
         for repeat in range(config.repeats):
             for train_idx, _ in _splits(y, groups, config, repeat):
                 inner_split(y, groups, train_idx, config.inner_val, config.seed + repeat)
-    out = Path(out_dir)
+    out = Path(os.path.abspath(out_dir))  # fold manifests' relative image paths resolve against it
     _claim(out, manifest_path, chosen.name, backbone, weights, config)
     positive = default_positive(classes) if len(classes) == 2 else None
 

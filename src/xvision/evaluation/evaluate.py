@@ -132,7 +132,8 @@ def warn_seen_images(keys: set[str], bundle: RunBundle, what: str, run: str) -> 
         if listed is None:
             log.warning(
                 "%s has no %s_keys.json: whether any of the %s were its %s images cannot be checked, and figures "
-                "on them would be optimistic; copy the file with the run",
+                "on them would be optimistic (copy the file with the run; runs trained before it was written have "
+                "none)",
                 run,
                 kind,
                 what,

@@ -231,6 +231,16 @@ def _banners(
                 "are optimistic.",
             }
         )
+    unknown = [key for key in ("overlap_with_training", "overlap_with_validation") if key in (metrics or {})]
+    if metrics and any(metrics[key] is None for key in unknown):
+        banners.append(
+            {
+                "kind": "warning",
+                "title": "Overlap with training unknown",
+                "text": "The run folder has no train_keys.json or val_keys.json, so whether evaluated images trained "
+                "the model or chose its epoch and threshold cannot be checked: the figures may be optimistic.",
+            }
+        )
     if metrics and metrics.get("overlap_with_validation"):
         banners.append(
             {

@@ -91,6 +91,8 @@ def limitations(
         )
     elif audit.get("status") in ("skipped", "off"):
         notes.append(f"The shortcut audit did not run ({audit.get('reason')}).")
+    if metrics.get("overlap_with_training", 0) is None or metrics.get("overlap_with_validation", 0) is None:
+        notes.append("Whether evaluated images were used in training is unknown (no train_keys.json/val_keys.json).")
     if metrics.get("overlap_with_training"):
         notes.append(f"{metrics['overlap_with_training']} evaluated images were also used in training.")
     if metrics.get("overlap_with_validation"):

@@ -81,22 +81,25 @@ def default_positive(classes: Sequence[str]) -> str:
     names = [str(c) for c in classes]
     if len(names) != 2:
         raise ValueError(f"a positive class applies to two classes only, got {names}")
-    negative = [_is_negative(c, other) for c, other in zip(names, names[::-1], strict=True)]
-    if negative == [True, False]:
-        return names[1]
-    if negative == [False, True]:
-        return names[0]
+    # A name like "normal" decides first: "non-small cell carcinoma" against "normal" is the carcinoma.
+    for negative in (
+        [_plain(c) in NEGATIVE_NAMES for c in names],
+        [_negates(c, other) for c, other in zip(names, names[::-1], strict=True)],
+    ):
+        if negative == [True, False]:
+            return names[1]
+        if negative == [False, True]:
+            return names[0]
     return names[1]
 
 
-def _is_negative(name: str, other: str) -> bool:
-    text = " ".join(name.strip().lower().split())
-    joined = "".join(text.split())  # "nonnodule" negates "nodule" only when the other class is "nodule"
-    return (
-        text in NEGATIVE_NAMES
-        or _NEGATED.search(text) is not None
-        or joined in {f"{prefix}{other.strip().lower()}" for prefix in ("non", "no", "not")}
-    )
+def _plain(name: str) -> str:
+    return " ".join(name.strip().lower().split())
+
+
+def _negates(name: str, other: str) -> bool:
+    joined = "".join(_plain(name).split())  # "nonnodule" negates "nodule" only when the other class is "nodule"
+    return _NEGATED.search(_plain(name)) is not None or joined in {f"{p}{_plain(other)}" for p in ("non", "no", "not")}
 
 
 #: The cut-off that calls no probability positive, 1.0 included (decisions take ``p >= threshold``).

@@ -271,7 +271,7 @@ def train_detector(
             loss.backward()
             optimizer.step()
             losses.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{np.mean(losses):.3f}")
+            bar.set_postfix(loss=f"{np.mean(losses):.3f}", refresh=False)
             bar.update()
         bar.close()
         record: dict[str, Any] = {"epoch": round_, "train_loss": float(np.mean(losses))}

@@ -418,7 +418,7 @@ def finetune(
             loss.backward()
             optimizer.step()
             running.append(float(loss.detach()))
-            bar.set_postfix(loss=f"{np.mean(running):.3f}")
+            bar.set_postfix(loss=f"{np.mean(running):.3f}", refresh=False)
             bar.update()
         bar.close()
         record: dict[str, Any] = {"epoch": epoch, "train_loss": float(np.mean(running))}

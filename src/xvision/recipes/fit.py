@@ -137,7 +137,12 @@ def _already_fitted(
 
     metrics_path = run / "metrics.json"
     bundle = _bundle_fitted_on(run, manifest_path)
-    if bundle is None or bundle.get("recipe") not in {chosen.name, chosen.without_lesions} - {None}:
+    if bundle is None:
+        return None
+    ran = {chosen.name, chosen.without_lesions} - {None}
+    if chosen.more_classes and len(read_manifest(manifest_path).classes) > 2:  # what recipe_for_classes runs
+        ran = {chosen.more_classes}
+    if bundle.get("recipe") not in ran:
         return None
     # A frozen recipe without --backbone means its own backbone (a `seed` run on EfficientNet-Lite0 is not the
     # VGG16 `seed`); a fine-tuning recipe records the network it trained, which --backbone cannot change.
