@@ -138,28 +138,25 @@ def warn_imbalance(
     counts = {label: labels.count(label) for label in sorted(set(labels))}
     if class_weight is not None or len(counts) < 2:
         return
-    imbalanced = max(counts.values()) >= IMBALANCE_RATIO * min(counts.values())
+    if max(counts.values()) < IMBALANCE_RATIO * min(counts.values()):
+        return
     if len(counts) > 2:  # the most probable class decides: no threshold, so no validation split moves it
-        if imbalanced:
-            log.warning(
-                "%s: the classes are imbalanced (%s) and each image gets its most probable class, which favours "
-                "the common classes; weigh them with --class-weight balanced (`xvision train`, or `cv` on features)",
-                where,
-                ", ".join(f"{label} {n}" for label, n in counts.items()),
-            )
+        why = "each image gets its most probable class, which favours the common classes"
+        cure = "weigh them with --class-weight balanced (`xvision train`, or `cv` on features)"
+    elif threshold_fitted:
         return
-    if threshold_fitted:
-        return
-    cure = IMBALANCE_CURE.get() or cure  # a command around this one (cv over `fit`) knows its own options
-    if imbalanced:
-        log.warning(
-            "%s: the classes are imbalanced (%s) and no validation split picks the threshold, so decisions at "
-            "0.5 will favour the common class; %s",
-            where,
-            ", ".join(f"{label} {n}" for label, n in counts.items()),
-            cure
-            or "use --class-weight balanced, or give the manifest a val split (`xvision split MANIFEST --val 0.1`)",
-        )
+    else:
+        why = "no validation split picks the threshold, so decisions at 0.5 will favour the common class"
+        # A command around this one (cv over `fit`) knows its own options.
+        default = "use --class-weight balanced, or give the manifest a val split (`xvision split MANIFEST --val 0.1`)"
+        cure = IMBALANCE_CURE.get() or cure or default
+    log.warning(
+        "%s: the classes are imbalanced (%s) and %s; %s",
+        where,
+        ", ".join(f"{label} {n}" for label, n in counts.items()),
+        why,
+        cure,
+    )
 
 
 def conflicting_labels(manifest: Manifest, hashes: dict[str, str]) -> list[tuple[str, list[tuple[str, str]]]]:
