@@ -127,12 +127,12 @@ class RunBundle:
     def train_keys(self) -> set[str] | None:
         """Content keys of the training images; None when ``train_keys.json`` is not in the folder (a run shared
         as bundle.json and model.safetensors alone): which images trained it is then unknown."""
-        return self._keys("train_keys.json", self.info.get("data", {}).get("n_train"))
+        return self._keys("train_keys.json", (self.info.get("data") or {}).get("n_train"))
 
     def val_keys(self) -> set[str] | None:
         """Content keys of the validation images (empty for runs without validation); None when the run had
         some and ``val_keys.json`` is not in the folder."""
-        return self._keys("val_keys.json", self.info.get("data", {}).get("n_val"))
+        return self._keys("val_keys.json", (self.info.get("data") or {}).get("n_val"))
 
     def _keys(self, name: str, recorded: Any) -> set[str] | None:
         path = self.root / name
