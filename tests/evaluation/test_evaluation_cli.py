@@ -347,3 +347,58 @@ def test_training_into_a_log_draws_its_bar_once_or_twice_not_once_per_epoch(tmp_
     assert main(["train", str(store), "-o", str(tmp_path / "run"), "--epochs", "30", "--no-audit"]) == 0
     drawn = capsys.readouterr().err.count("train:")
     assert 1 <= drawn <= 3, drawn
+
+
+def test_a_run_trained_on_decomposed_labels_still_evaluates_and_compares(tmp_path: Path) -> None:
+    """Runs, stores and cv folders written before manifests were read in NFC may hold a decomposed 'nódulo'
+    (a Mac): evaluating such a run on the same table (now read composed) failed with two identical-looking
+    class lists, and comparing its cv with a new one refused them as different classes."""
+    import csv
+    import unicodedata
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from xvision._fileio import sha256_file
+
+    composed = "nódulo"
+    decomposed = unicodedata.normalize("NFD", composed)
+    manifest = make_phantom_dataset(tmp_path / "data", n_per_class=8, size=64, seed=5)
+    manifest.write_text(manifest.read_text().replace(",nodule", f",{composed}"), encoding="utf-8")
+    assert main(["split", str(manifest), "--test", "0.3", "--val", "0", "--seed", "1"]) == 0
+    feats, run = tmp_path / "feats", tmp_path / "run"
+    assert main(["extract", str(manifest), "--backbone", TINY, "--weights", "random", "-o", str(feats)]) == 0
+    assert main(["train", str(feats), "-o", str(run), "--epochs", "2"]) == 0
+    assert main(["cv", str(feats), "-o", str(tmp_path / "cv_new"), "--folds", "2", "--epochs", "2"]) == 0
+    assert main(["cv", str(feats), "-o", str(tmp_path / "cv_old"), "--folds", "2", "--epochs", "3"]) == 0
+
+    # Make them as an older xvision wrote them: every class name decomposed.
+    def decompose(text: str) -> str:  # raw, and as json.dumps escapes it
+        return text.replace(composed, decomposed).replace(json.dumps(composed)[1:-1], json.dumps(decomposed)[1:-1])
+
+    model = run / "model.safetensors"
+    with safe_open(str(model), framework="pt") as handle:
+        meta = handle.metadata()
+    meta["classes"] = json.dumps([decomposed if c == composed else c for c in json.loads(meta["classes"])])
+    save_file(load_file(str(model)), str(model), metadata=meta)
+    bundle = json.loads(decompose((run / "bundle.json").read_text(encoding="utf-8")))
+    bundle["model_sha256"] = sha256_file(model)
+    (run / "bundle.json").write_text(json.dumps(bundle), encoding="utf-8")
+    for path in (
+        feats / "index.csv",
+        tmp_path / "cv_old" / "metrics.json",
+        tmp_path / "cv_old" / "oof_predictions.csv",
+    ):
+        path.write_text(decompose(path.read_text(encoding="utf-8")), encoding="utf-8")
+    assert decomposed in (feats / "index.csv").read_text(encoding="utf-8") and decomposed in bundle["classes"]
+    assert decomposed in json.loads((tmp_path / "cv_old" / "metrics.json").read_text())["classes"]
+
+    assert main(["evaluate", str(run), "--manifest", str(manifest), "-o", str(tmp_path / "e1")]) == 0
+    assert main(["evaluate", str(run), "--features", str(feats), "-o", str(tmp_path / "e2")]) == 0
+    for out in ("e1", "e2"):
+        metrics = json.loads((tmp_path / out / "metrics.json").read_text(encoding="utf-8"))
+        assert composed in metrics["classes"] and metrics["n"] > 0
+    assert main(["compare", str(tmp_path / "cv_old"), str(tmp_path / "cv_new"), "-o", str(tmp_path / "c.json")]) == 0
+    with open(tmp_path / "cv_new" / "oof_predictions.csv", newline="", encoding="utf-8") as handle:
+        n_scored = sum(1 for r in csv.DictReader(handle) if r["repeat"] == "1")
+    assert json.loads((tmp_path / "c.json").read_text())["n"] == n_scored

@@ -24,7 +24,6 @@ import io
 import logging
 import os
 import shlex
-import unicodedata
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from xvision._fileio import atomic_write_text
+from xvision._text import nfc
 from xvision.data.patients import check_patient_groups, patient_ids, warn_patients_across_groups
 from xvision.errors import ManifestError
 from xvision.io.loader import SUPPORTED_SUFFIXES, UNREAD_PICTURES
@@ -68,12 +68,8 @@ class ManifestRow:
     extra: dict[str, str] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        # "nódulo" typed on one machine and decomposed (o + combining accent) by a Mac's file system or editor
-        # look the same and compare unequal: they were two classes, and a patient two groups.
-        for name in ("label", "group"):
-            value = getattr(self, name)
-            if isinstance(value, str) and not unicodedata.is_normalized("NFC", value):
-                object.__setattr__(self, name, unicodedata.normalize("NFC", value))
+        for name in ("label", "group"):  # see xvision._text
+            object.__setattr__(self, name, nfc(getattr(self, name)))
 
     def get(self, column: str) -> str | None:
         """Return the value of any column (built-in or extra); empty values and unknown columns give None."""

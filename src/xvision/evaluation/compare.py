@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from xvision._outputs import same_file
+from xvision._text import nfc
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.bootstrap import (
     BootstrapConfig,
@@ -238,10 +239,11 @@ def _read_cv(cv_dir: str | Path) -> dict[str, Any]:
         raise RunError(f"{cv_dir}: not an `xvision cv` output folder (no metrics.json of a cross-validation)")
     metrics = json.loads((Path(cv_dir) / "metrics.json").read_text(encoding="utf-8"))
     with open(Path(cv_dir) / "oof_predictions.csv", newline="", encoding="utf-8") as handle:
-        rows = [r for r in csv.DictReader(handle) if r["repeat"] == "1"]
+        # NFC: folders written before manifests were read in NFC may hold decomposed class names (xvision._text)
+        rows = [{nfc(k): nfc(v) for k, v in r.items()} for r in csv.DictReader(handle) if r["repeat"] == "1"]
     return {
-        "classes": metrics["classes"],
-        "positive": metrics.get("positive"),
+        "classes": [nfc(c) for c in metrics["classes"]],
+        "positive": nfc(metrics.get("positive")),
         "warning": metrics.get("warning"),
         "rows": rows,
         "repeats": int((metrics.get("cv") or {}).get("repeats") or 1),

@@ -33,6 +33,7 @@ import numpy as np
 
 from xvision._checks import check_type
 from xvision._fileio import atomic_write_json, atomic_write_text, csv_float
+from xvision._text import nfc
 from xvision.data.hints import warn_imbalance
 from xvision.data.split import link_groups
 from xvision.errors import FeatureStoreError, RunError
@@ -43,6 +44,7 @@ from xvision.evaluation.operating import check_positive, check_threshold_rule, f
 from xvision.evaluation.scoring import DEFAULT_BOOTSTRAP, draw_plots, score_predictions
 from xvision.evaluation.threshold import ThresholdRule, decide
 from xvision.features.dataset import FeatureSet, load_split, unreadable_images
+from xvision.features.store import IndexRow
 from xvision.heads import MLPClassifier
 from xvision.inference.bundle import UNTRAINED_WARNING, environment_versions
 
@@ -151,9 +153,11 @@ def _warn_if_replacing(
 
 def cv_groups(data: FeatureSet, group_by: str | None) -> np.ndarray:
     """Group id per image: images linked by the ``group_by`` column or by identical SHA-256 share one."""
-    values = [
-        (row.group if group_by == "group" else row.extra.get(group_by, "")) if group_by else "" for row in data.rows
-    ]
+
+    def value(row: IndexRow) -> str:
+        return (row.group if group_by == "group" else nfc(row.extra.get(group_by, ""))) if group_by else ""
+
+    values = [value(row) for row in data.rows]
     return link_groups([row.sha256 for row in data.rows], values)
 
 

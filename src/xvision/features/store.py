@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from xvision._fileio import atomic_write, atomic_write_json, atomic_write_text
+from xvision._text import nfc
 from xvision.errors import FeatureStoreError
 from xvision.features.array import FeatureArray, map_shard
 
@@ -50,6 +51,9 @@ class IndexRow:
     status: str  # "ok" | "failed"
     error: str
     extra: dict[str, str]
+
+    def __post_init__(self) -> None:
+        self.label, self.group = nfc(self.label), nfc(self.group)  # stores written before manifests were NFC
 
 
 class FeatureStore:

@@ -32,6 +32,7 @@ import numpy as np
 
 from xvision._checks import check_type
 from xvision._fileio import atomic_write_json, sha256_file
+from xvision._text import nfc
 from xvision._version import __version__
 from xvision.errors import RunError
 from xvision.evaluation.calibration import apply_temperature
@@ -168,7 +169,11 @@ def load_bundle(run_dir: str | Path) -> RunBundle:
     model_path = root / "model.safetensors"
     if not model_path.is_file():
         raise RunError(f"{model_path}: missing; the training did not finish; re-run `xvision train`")
+    # Runs trained before manifests were read in NFC may hold decomposed class names (see xvision._text).
+    info["classes"] = [nfc(c) for c in info.get("classes") or []]
+    info["positive"] = nfc(info.get("positive"))
     head = MLPClassifier.load(model_path)
+    head.classes_ = np.array([nfc(str(c)) for c in head.classes_])
     if [str(c) for c in head.classes_] != [str(c) for c in info.get("classes") or []]:
         raise RunError(
             f"{info_path}: classes {info.get('classes')} differ from those of model.safetensors "
