@@ -129,3 +129,8 @@ def exclusive_lock(path: str | Path, waiting: str) -> Iterator[None]:
         except OSError as error:  # e.g. a network filesystem without locks
             log.debug("%s: not locked (%s)", path, error)
         yield
+
+
+def is_inside(path: str | Path, folder: str | Path) -> bool:
+    """Whether ``path`` (links and ``..`` resolved) lies in ``folder`` or below it."""
+    return Path(path).resolve().is_relative_to(Path(folder).resolve())

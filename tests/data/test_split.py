@@ -227,3 +227,12 @@ def test_hashing_a_missing_file_names_it(tmp_path: Path) -> None:
         file_hashes(manifest)
     with pytest.raises(ManifestError, match="'gone.png' not found"):
         check_no_leakage(manifest)
+
+
+def test_many_missing_files_are_counted_in_one_error(tmp_path: Path) -> None:
+    """A moved folder, or a manifest of images never fetched, stopped at the first missing file, as if one line
+    were to fix."""
+    (tmp_path / "here.png").write_bytes(b"x")
+    rows = [ManifestRow("here.png", "a"), *(ManifestRow(f"gone{i}.png", "b") for i in range(3))]
+    with pytest.raises(ManifestError, match=r"3 of the 4 listed files not found, e.g. 'gone0.png' .*never fetched"):
+        file_hashes(Manifest(rows=rows, root=tmp_path))

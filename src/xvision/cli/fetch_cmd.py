@@ -153,7 +153,7 @@ def _report(summary: FetchSummary, output: Path) -> None:
         what = (
             "failed; run the same command again to retry them"
             if retry
-            else "skipped as unusable (another run will not change that)"
+            else "skipped as unusable (another run from the same source will not change that)"
         )
         click.echo(
             f"{len(failures)} {what} ({listed}); most often ({count}): {reason}, e.g. {example.key}. "

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import click
 
-from xvision._fileio import atomic_write_json, sha256_file
+from xvision._fileio import atomic_write_json, is_inside, sha256_file
 from xvision._outputs import same_file
 from xvision._version import __version__
-from xvision.data.labels import BUILTIN_RULES, label_manifest, label_records, load_rules
+from xvision.data.labels import BUILTIN_RULES, LabelRules, label_manifest, label_records, load_rules
 from xvision.data.manifest import write_manifest
 from xvision.data.openi import (
     FAILURES_FILE,
@@ -21,7 +21,9 @@ from xvision.data.openi import (
     read_records,
     read_reports_without_images,
 )
+from xvision.data.openi.records import IMAGES_DIR, ImageRecord
 from xvision.errors import ManifestError
+from xvision.io.loader import SUPPORTED_SUFFIXES
 
 logger = logging.getLogger(__name__)
 
@@ -64,15 +66,29 @@ def label(folder: Path, rules: str, output: Path | None, views: str, dicom_metad
     if output.suffix.lower() == ".jsonl" or any(same_file(output, path) for path in fetched):
         # Even with --force: that is what `fetch` wrote (or its kind), the input of this command.
         raise ManifestError(f"{output}: -o names the manifest (a CSV), not a .jsonl file like fetch's records")
-    if output.exists() and not force:
-        raise ManifestError(f"{output} already exists; pass --force to overwrite it or choose another -o")
+    if output.suffix.lower() in SUPPORTED_SUFFIXES or is_inside(output, folder / IMAGES_DIR):
+        # Even with --force: --force -o images/CXR1_1_IM-0001-3001.png wrote a CSV over a fetched image.
+        raise ManifestError(f"{output}: -o names the manifest (a CSV), not an image or a file among the images")
+    sidecar = output.with_name(f"{output.stem}.labels.json")
+    for path in (output, sidecar):
+        if path.exists() and not force:
+            raise ManifestError(f"{path} already exists; pass --force to overwrite it or choose another -o")
     label_rules = load_rules(rules)
     dicom_views = read_dicom_views(dicom_metadata) if dicom_metadata else None
     records = read_records(folder)
+    if views != "all" and dicom_views is None:
+        logger.warning(
+            "--views %s without --dicom-metadata: a view is then known only from the caption of a report with one "
+            "image, which is rare (2 images in the whole collection); give the collection's "
+            "nlmcxr_dicom_metadata.csv.gz",
+            views,
+        )
+    imageless = read_reports_without_images(folder)
+    _warn_idle_rules(label_rules, [*records, *imageless])
     kept, report = label_records(
         records,
         label_rules,
-        reports_without_images=read_reports_without_images(folder),
+        reports_without_images=imageless,
         folder=folder,
         views=None if views == "all" else views,
         dicom_views=dicom_views,
@@ -88,7 +104,6 @@ def label(folder: Path, rules: str, output: Path | None, views: str, dicom_metad
     if len(manifest.labels) < 2:
         logger.warning("only one class (%s) was labelled; a classifier needs two", manifest.labels[0])
     write_manifest(manifest, output)
-    sidecar = output.with_name(f"{output.stem}.labels.json")
     atomic_write_json(
         sidecar,
         {
@@ -102,6 +117,20 @@ def label(folder: Path, rules: str, output: Path | None, views: str, dicom_metad
     )
     click.echo(f"Wrote {output} ({len(manifest)} images) and {sidecar} (the rules and these counts).")
     click.echo(f"Next: xvision split {output} --group-by group")
+
+
+def _warn_idle_rules(rules: LabelRules, records: list[ImageRecord]) -> None:
+    """A rule that matches no record at all is most often a typo in a pattern (`*nodul[e*`), not a finding absent
+    from the collection: say so before the counts make it look like one."""
+    for number, rule in enumerate(rules.rules, start=1):
+        if not any(rule.matches(record) for record in records):
+            logger.warning(
+                "%s rule %d (label %r) matches no record; check its patterns (a glob matches a whole value: "
+                "*word* for 'contains')",
+                rules.source,
+                number,
+                rule.label,
+            )
 
 
 def _warn_unfetched(folder: Path, fetched: set[str]) -> None:

@@ -38,6 +38,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from xvision._fileio import is_inside
 from xvision.data.manifest import Manifest, ManifestRow
 from xvision.data.openi.records import ImageRecord
 from xvision.data.openi.views import metadata_key, view_from_caption
@@ -63,12 +64,15 @@ OPERATORS: tuple[str, ...] = ("any", "all", "none")
 BUILTIN_RULES: dict[str, str] = {
     "default": "normal: MeSH major terms exactly 'normal'; nodule: any MeSH major term starting with 'Nodule'",
     "nodule-only": "as default, but nodule only when every MeSH major term starts with 'Nodule'",
+    "nodule-noncalcified": "as default, but leaving out calcified or granulomatous nodules, scarring, interstitial "
+    "patterns and nipple shadows (by MeSH term and report text)",
 }
 """Rule sets shipped with Xvision (``xvision/data/rules/<name>.toml``), by name."""
 
 NO_RULE = "no rule matched"
 CONFLICT = "conflict"
 NO_FILE = "no image file"
+OUTSIDE = "image file outside the folder"
 MANIFEST_COLUMNS = ("path", "label", "group", "view", "image_id", "mesh_major", "license")
 
 
@@ -134,7 +138,11 @@ def load_rules(rules: str | Path | None = None) -> LabelRules:
         raise LabelRulesError(
             f"{path}: rules file not found; give a TOML rules file or one of: {', '.join(BUILTIN_RULES)}"
         )
-    return parse_rules(path.read_text(encoding="utf-8"), source=str(path))
+    try:
+        text = path.read_text(encoding="utf-8-sig")  # -sig: a BOM from Windows Notepad is not TOML's concern
+    except UnicodeDecodeError:
+        raise LabelRulesError(f"{path}: not UTF-8 text; save the rules file as UTF-8 (TOML requires it)") from None
+    return parse_rules(text, source=str(path))
 
 
 def parse_rules(text: str, *, source: str = "<rules>") -> LabelRules:
@@ -309,6 +317,9 @@ def label_records(
         view = _view(record, dicom_views or {}, images_per_report[record.uid])
         if folder is not None and (record.file is None or not (Path(folder) / record.file).is_file()):
             report.left_out.setdefault(NO_FILE, []).append(record)
+        elif folder is not None and not is_inside(Path(folder) / record.file, folder):
+            # records.jsonl is data from elsewhere too (a shared folder): `fetch` only ever writes images/<id>
+            report.left_out.setdefault(OUTSIDE, []).append(record)
         elif views and view != views:
             report.left_out.setdefault(f"view {view or 'unknown'}, not {views}", []).append(record)
         else:

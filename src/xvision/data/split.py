@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from xvision._fileio import sha256_file
+from xvision._text import nfc
 from xvision.data.hints import warn_conflicting_labels
 from xvision.data.manifest import SPLITS, Manifest, ManifestRow, read_manifest
 from xvision.errors import LeakageError, ManifestError
@@ -33,11 +34,31 @@ def file_hashes(manifest: Manifest) -> dict[str, str]:
         ManifestError: A listed file does not exist or cannot be read.
     """
     hashes: dict[str, str] = {}
+    missing: list[_Missing] = []
     for row in manifest.rows:
         key = str(manifest.resolve(row))
         if key not in hashes:
-            hashes[key] = _hash_file(manifest, row, key)
+            try:
+                hashes[key] = _hash_file(manifest, row, key)
+            except _Missing as error:
+                missing.append(error)
+    if len(missing) == 1:
+        raise missing[0]
+    if missing:  # all of them at once: a folder moved, or images never fetched, is not fixed line by line
+        raise ManifestError(
+            f"{manifest.name}: {len(missing)} of the {len(manifest.rows)} listed files not found, e.g. "
+            f"{missing[0].row_path!r} (looked for {missing[0].key}); fix the paths (were the images moved, or never "
+            "fetched?) or remove those lines"
+        )
     return hashes
+
+
+class _Missing(ManifestError):
+    """A listed file that does not exist (collected by :func:`file_hashes`)."""
+
+    def __init__(self, manifest: Manifest, row: ManifestRow, key: str) -> None:
+        super().__init__(f"{manifest.name}: {row.path!r} not found (looked for {key}); fix the path or remove the line")
+        self.row_path, self.key = row.path, key
 
 
 def check_readable_splits(manifest: Manifest) -> dict[str, str]:
@@ -70,9 +91,7 @@ def _hash_file(manifest: Manifest, row: ManifestRow, key: str) -> str:
     try:
         return sha256_file(key)
     except FileNotFoundError as error:
-        raise ManifestError(
-            f"{manifest.name}: {row.path!r} not found (looked for {key}); fix the path or remove the line"
-        ) from error
+        raise _Missing(manifest, row, key) from error
     except OSError as error:
         raise ManifestError(f"{manifest.name}: cannot read {row.path!r}: {error}") from error
 
@@ -93,7 +112,7 @@ def group_values(manifest: Manifest, group_by: str | None) -> list[str | None]:
             f"{manifest.name}: no column {group_by!r} to group by; available columns: "
             f"{', '.join(manifest.columns)}; or use `--group-by none` to make every image its own group"
         )
-    return [row.get(group_by) for row in manifest.rows]
+    return [nfc(row.get(group_by)) for row in manifest.rows]  # any column: a patient is one group (xvision._text)
 
 
 def _units(manifest: Manifest, group_by: str | None, hashes: Mapping[str, str] | None) -> list[list[int]]:

@@ -264,5 +264,6 @@ def test_unusable_results_are_listed_but_do_not_fail_the_command(
     args = ["fetch", "openi", "-o", str(tmp_path / "out"), "--base-url", server.base_url, *FAST_ARGS]
     assert main(args) == 0
     err = capsys.readouterr().err
-    assert "1 skipped as unusable (another run will not change that) (1 image); most often (1): refused" in err
+    unusable = "1 skipped as unusable (another run from the same source will not change that) (1 image)"
+    assert f"{unusable}; most often (1): refused" in err
     assert json.loads((tmp_path / "out" / "failures.jsonl").read_text())["retry"] is False

@@ -77,7 +77,7 @@ class RecordStore:
         for part in self.images_dir.glob(".*.part"):
             part.unlink(missing_ok=True)
         self._load()
-        self._reports = {record.uid: record for record in _read_jsonl(self.root / REPORTS_FILE, report=True)}
+        self._reports = {record.uid: record for record in _read_jsonl(self.root / REPORTS_FILE, report=True)[0]}
         self._handle = open(self.root / RECORDS_FILE, "a", encoding="utf-8")  # noqa: SIM115
         return self
 
@@ -221,7 +221,14 @@ def read_records(folder: str | Path) -> list[ImageRecord]:
     path = Path(folder) / RECORDS_FILE
     if not path.is_file():
         raise FetchError(f"{path} not found; fetch images first with `xvision fetch openi -o {folder}`")
-    return _read_jsonl(path, report=False)
+    records, damaged = _read_jsonl(path, report=False)
+    repair = f"run the same `xvision fetch openi -o {folder}` again to repair the file"
+    if damaged and not records:
+        raise FetchError(f"{path}: none of its {len(damaged)} line(s) is a readable record; {repair}")
+    if damaged:
+        lines = ", ".join(map(str, damaged[:5])) + (", ..." if len(damaged) > 5 else "")
+        logger.warning("%s: %d damaged line(s) left out (line %s); %s", path, len(damaged), lines, repair)
+    return records
 
 
 def read_failures(folder: str | Path) -> list[Failure]:
@@ -239,18 +246,22 @@ def read_failures(folder: str | Path) -> list[Failure]:
 
 def read_reports_without_images(folder: str | Path) -> list[ImageRecord]:
     """The reports of an output folder that have no image (records with ``image_id == ""``); may be empty."""
-    return _read_jsonl(Path(folder) / REPORTS_FILE, report=True)
+    return _read_jsonl(Path(folder) / REPORTS_FILE, report=True)[0]
 
 
-def _read_jsonl(path: Path, *, report: bool) -> list[ImageRecord]:
+def _read_jsonl(path: Path, *, report: bool) -> tuple[list[ImageRecord], list[int]]:
+    """The records of a JSONL file (duplicates keep the first), and the numbers of the lines that do not parse."""
     if not path.is_file():
-        return []
+        return [], []
     records: dict[str, ImageRecord] = {}
-    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+    damaged = []
+    for number, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), start=1):
         record = _parse_line(line, report=report)
         if record is not None:
             records.setdefault(record.uid if report else record.image_id, record)
-    return list(records.values())
+        elif line.strip():
+            damaged.append(number)
+    return list(records.values()), damaged
 
 
 def _parse_line(line: str, *, report: bool) -> ImageRecord | None:

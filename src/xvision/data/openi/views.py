@@ -21,6 +21,7 @@ import csv
 import gzip
 import io
 import re
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -58,19 +59,26 @@ def read_dicom_views(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if not path.is_file():
         raise ManifestError(f"{path}: DICOM metadata file not found")
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as text:
-        reader = csv.DictReader(text)
-        columns = set(reader.fieldnames or ())
-        if not {"imageid", "View Position"} <= columns:
-            raise ManifestError(
-                f"{path}: not the Open-i DICOM metadata table (needs columns imageid and View Position)"
-            )
-        views = {}
-        for row in reader:
-            view = _view_from_header(row.get("View Position") or "", row.get("Patient Orientation") or "")
-            if view and row.get("imageid"):
-                views[metadata_key(row["imageid"].strip())] = view
+    with open(path, "rb") as probe:
+        zipped = probe.read(2) == b"\x1f\x8b"  # by content, not by name: a .csv may be gzipped and vice versa
+    opener = gzip.open if zipped else open
+    try:
+        with opener(path, "rb") as raw, io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline="") as text:
+            reader = csv.DictReader(text)
+            columns = set(reader.fieldnames or ())
+            if not {"imageid", "View Position"} <= columns:
+                raise ManifestError(
+                    f"{path}: not the Open-i DICOM metadata table (needs columns imageid and View Position)"
+                )
+            views = {}
+            for row in reader:
+                view = _view_from_header(row.get("View Position") or "", row.get("Patient Orientation") or "")
+                if view and row.get("imageid"):
+                    views[metadata_key(row["imageid"].strip())] = view
+    except (EOFError, OSError, zlib.error, csv.Error) as error:  # a truncated or damaged download
+        raise ManifestError(
+            f"{path}: damaged or cut short ({type(error).__name__}: {error}); download the metadata file again"
+        ) from None
     frontal_claims = Counter(_report_of(key) for key, view in views.items() if view == FRONTAL)
     return {key: view for key, view in views.items() if view == LATERAL or frontal_claims[_report_of(key)] == 1}
 
