@@ -169,3 +169,13 @@ def test_a_file_read_twice_is_warned_about_and_counted_once() -> None:
         "WARNING: c.dcm: DICOM is MONOCHROME1",
         "WARNING: 1 more files: DICOM is MONOCHROME1 (-v lists them)",
     ], run.stderr
+
+
+@pytest.mark.parametrize("command", ["extract", "fit", "cv", "evaluate", "predict", "serve"])
+def test_an_empty_weights_value_is_refused_not_taken_for_the_default(command: str, tmp_path, capsys) -> None:
+    """`--weights "$WEIGHTS"` with the variable unset meant the default pretrained weights without a word."""
+    output = [] if command in ("predict", "serve") else ["-o", str(tmp_path / "o")]
+    assert main([command, str(tmp_path / "x"), "--weights", "", *output]) == 2
+    err = capsys.readouterr().err
+    assert "Invalid value for '--weights': an empty value; leave --weights out" in err, err
+    assert not (tmp_path / "o").exists()

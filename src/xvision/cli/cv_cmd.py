@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from xvision.cli.evaluate_cmd import format_metrics
-from xvision.cli.options import Resamples
+from xvision.cli.options import WEIGHTS, Resamples
 from xvision.cli.train_cmd import head_options, operating_options
 from xvision.errors import RunError
 from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
@@ -71,7 +71,7 @@ RECIPE_ONLY = ("recipe", "backbone", "weights")
     "see `xvision recipes`).",
 )
 @click.option("--backbone", default=None, help="With a MANIFEST: override the recipe's backbone, as in `fit`.")
-@click.option("--weights", default=None, help="With a MANIFEST: backbone weights FILE, as in `fit`.")
+@click.option("--weights", default=None, type=WEIGHTS, help="With a MANIFEST: backbone weights FILE, as in `fit`.")
 @head_options
 @operating_options
 @click.pass_context

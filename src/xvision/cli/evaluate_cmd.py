@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xvision.cli.options import SEED, Resamples
+from xvision.cli.options import SEED, Resamples, run_weights_option
 from xvision.evaluation.bootstrap import DEFAULT_RESAMPLES, BootstrapConfig
 from xvision.evaluation.evaluate import evaluate_run
 from xvision.evaluation.operating import describe_threshold
@@ -98,7 +98,7 @@ def format_metrics(metrics: dict) -> str:
     default=None,
     help="Split to score, or 'all'  [default: test with --features, every image with --manifest].",
 )
-@click.option("--weights", default=None, help="Backbone weights file, when the run was made with --weights FILE.")
+@run_weights_option
 @click.option(
     "--precision",
     type=click.Choice(["fp32", "auto"]),

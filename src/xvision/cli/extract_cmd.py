@@ -8,6 +8,7 @@ import click
 
 from xvision.backbones import DEFAULT_BACKBONE
 from xvision.backbones.runtime import DEVICES, ENGINES, PRECISIONS
+from xvision.cli.options import WEIGHTS
 from xvision.features.extract import extract_manifest
 from xvision.features.store import STORAGE_DTYPES
 
@@ -31,6 +32,7 @@ from xvision.features.store import STORAGE_DTYPES
 @click.option(
     "--weights",
     default=None,
+    type=WEIGHTS,
     help="Weights FILE (safetensors or state dict), or 'random' for an untrained network "
     "(experiments only). Default: the backbone's pretrained weights.",
 )

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from xvision.cli.options import SEED
+from xvision.cli.options import SEED, WEIGHTS
 from xvision.cli.train_cmd import checkpoints_option
 from xvision.recipes import DEFAULT_RECIPE, list_recipes
 from xvision.recipes import fit as fit_recipe
@@ -24,7 +24,7 @@ from xvision.recipes import fit as fit_recipe
 )
 @click.option("--recipe", default=DEFAULT_RECIPE, show_default=True, help="See `xvision recipes`.")
 @click.option("--backbone", default=None, help="Override the recipe's backbone.")
-@click.option("--weights", default=None, help="Backbone weights FILE, or 'random' (experiments only).")
+@click.option("--weights", default=None, type=WEIGHTS, help="Backbone weights FILE, or 'random' (experiments only).")
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--overwrite", is_flag=True, help="Replace an existing run folder.")
 @checkpoints_option

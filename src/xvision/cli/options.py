@@ -24,6 +24,27 @@ class FiniteFloatRange(click.FloatRange):
         return number
 
 
+class WeightsArg(click.ParamType):
+    """``--weights``: a file or 'random'. An empty value (``--weights "$WEIGHTS"`` with the variable unset) meant the
+    default pretrained weights without a word; it is refused, since the user meant some file."""
+
+    name = "FILE|random"
+
+    def convert(self, value: object, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value)
+        if not text.strip():
+            self.fail("an empty value; leave --weights out for the backbone's pretrained weights", param, ctx)
+        return text
+
+
+WEIGHTS = WeightsArg()
+
+#: ``--weights`` of the commands that use a finished run (evaluate, predict, serve).
+run_weights_option = click.option(
+    "--weights", default=None, type=WEIGHTS, help="Backbone weights file, when the run was made with --weights FILE."
+)
+
+
 #: Fewer resamples than this give "95%" intervals that are noise: with 1, `accuracy 0.750 [0.625, 0.625]`.
 MIN_RESAMPLES = 100
 

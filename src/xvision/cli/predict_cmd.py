@@ -11,6 +11,7 @@ from pathlib import Path
 import click
 
 from xvision._fileio import csv_float
+from xvision.cli.options import run_weights_option
 from xvision.errors import ImageLoadError
 from xvision.evaluation.operating import describe_threshold
 from xvision.inference.bundle import UNTRAINED_WARNING
@@ -110,7 +111,7 @@ def _check_outputs(paths: list[Path], grid: Path | None, heatmaps: list[Path]) -
     help="Also write a Grad-CAM heatmap per image into this folder (where the evidence for the positive "
     "class comes from).",
 )
-@click.option("--weights", default=None, help="Backbone weights file, when the run was made with --weights FILE.")
+@run_weights_option
 @click.option("--batch-size", default=16, show_default=True, type=click.IntRange(1))
 def predict(
     run_dir: Path,

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from xvision.cli.options import run_weights_option
 from xvision.errors import XvisionError
 from xvision.inference.server import (
     DEFAULT_MAX_REQUEST_MB,
@@ -20,7 +21,7 @@ from xvision.inference.server import (
 @click.argument("run_dir", type=click.Path(file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind; 0.0.0.0 exposes it.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
-@click.option("--weights", default=None, help="Backbone weights file, when the run was made with --weights FILE.")
+@run_weights_option
 @click.option(
     "--max-upload-mb", default=DEFAULT_MAX_UPLOAD_MB, show_default=True, type=click.IntRange(1), help="Largest file."
 )
