@@ -179,3 +179,20 @@ def test_an_empty_weights_value_is_refused_not_taken_for_the_default(command: st
     err = capsys.readouterr().err
     assert "Invalid value for '--weights': an empty value; leave --weights out" in err, err
     assert not (tmp_path / "o").exists()
+
+
+def test_timms_info_lines_are_quiet_unless_verbose(caplog) -> None:
+    """timm logged "Loading pretrained weights from file (...)" at INFO beside Xvision's own line on the weights."""
+    import logging
+
+    timm_log = logging.getLogger("timm.models._builder")
+    try:
+        with caplog.at_level(logging.INFO):
+            assert main(["backbones"]) == 0
+            timm_log.info("Loading pretrained weights from file (x)")
+            assert "Loading pretrained weights" not in caplog.text
+            assert main(["-v", "backbones"]) == 0
+            timm_log.info("Loading pretrained weights from file (y)")
+            assert "Loading pretrained weights from file (y)" in caplog.text
+    finally:
+        logging.getLogger("timm").setLevel(logging.NOTSET)

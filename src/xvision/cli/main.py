@@ -62,6 +62,8 @@ def cli(verbose: bool) -> None:
     )
     # huggingface_hub prints its records (a timm download's retries) through its own handler: once is enough.
     logging.getLogger("huggingface_hub").propagate = False
+    # timm says "Loaded  from checkpoint ..." at INFO for every weights file; Xvision names the weights itself.
+    logging.getLogger("timm").setLevel(logging.NOTSET if verbose else logging.WARNING)
     _warnings_as_log_lines(verbose)
 
 
