@@ -77,4 +77,4 @@ for log in "$WORK"/logs/*.log; do
   case $log in *-fold*) ;; *) grep -h "^folds=\|^recipe=" "$log" ;; esac  # the fold processes' lines are partial
 done
 # logs, summaries and pooled predictions, whichever exist (a setting cut off by its limit has no summary)
-(cd "$WORK" && shopt -s nullglob && tar czf "$OUT/sweep.tgz" logs ./*/summary.json ./cv-*/fold-*/run/predictions.csv)
+(cd "$WORK" && shopt -s nullglob && tar czf "$OUT/sweep.tgz" logs ./*/summary.json ./cv-*/folds/*/run/predictions.csv ./cv-*/oof_predictions.csv ./cv-*/metrics.json)
