@@ -172,3 +172,20 @@ def test_the_inner_val_advised_for_too_few_images_is_itself_accepted(patients: i
     advised = float(re.search(r"use --inner-val (\d\.\d\d) or more", str(refused.value)).group(1))
     fit_idx, val_idx = inner_split(y, groups, train_idx, advised, seed=0)
     assert len(val_idx) > 0 and len(fit_idx) + len(val_idx) == 2 * patients
+
+
+def test_repeated_cv_says_its_confusion_matrix_is_a_mean_and_why_a_figure_is_na(tmp_path, capsys) -> None:
+    """With repeats, the printed matrix held decimals ([[91.0, 1.0], [54.333, 1.667]]) beside "normal precision
+    n/a" (one repeat called no image normal), which read as a contradiction."""
+    from synthetic_store import make_store
+
+    from xvision.cli.evaluate_cmd import format_metrics
+    from xvision.cli.main import main
+
+    store = make_store(tmp_path / "feats", n_groups=20, splits=None, seed=3)
+    assert main(["cv", str(store), "-o", str(tmp_path / "cv"), "--folds", "2", "--repeats", "2", "--epochs", "2"]) == 0
+    assert "confusion matrix, mean of 2 repeats (rows true, columns predicted)" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "cv" / "metrics.json").read_text())
+    assert "undefined in at least one repeat" not in format_metrics(metrics)
+    metrics["precision"]["normal"] = None  # as when one repeat called no image normal
+    assert "n/a above: undefined in at least one repeat" in format_metrics(metrics)

@@ -72,7 +72,15 @@ def format_metrics(metrics: dict) -> str:
             + (f"{num(per_class_auc.get(c)):>11}  " if per_class_auc else "")
             + f"{metrics['support'][c]}"
         )
-    lines.append("confusion matrix (rows true, columns predicted): " + str(metrics["confusion_matrix"]))
+    repeats = (metrics.get("cv") or {}).get("repeats") or 1
+    if repeats > 1:  # the figures are means over the repeats; the matrix's counts then have decimals
+        lines.append(
+            f"confusion matrix, mean of {repeats} repeats (rows true, columns predicted): {metrics['confusion_matrix']}"
+        )
+        if any(metrics[key][c] is None for key in ("precision", "recall", "f1") for c in classes):
+            lines.append("n/a above: undefined in at least one repeat (no image of that class, or none called it)")
+    else:
+        lines.append("confusion matrix (rows true, columns predicted): " + str(metrics["confusion_matrix"]))
     if metrics.get("warning"):
         lines.append(f"{metrics['warning']}: features from random weights; these numbers mean nothing.")
     return "\n".join(lines)
