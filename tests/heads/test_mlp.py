@@ -77,6 +77,43 @@ def test_save_and_load_round_trip_without_pickle(tmp_path) -> None:
     assert list(loaded.classes_) == list(head.classes_)
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [
+        {"hidden": [30000], "n_features_in": 30000},  # a 400-byte file that made every command allocate gigabytes
+        {"hidden": [-5]},
+        {"hidden": "abc"},
+        {"n_features_in": 0},
+    ],
+)
+def test_a_head_whose_metadata_lies_about_its_sizes_is_refused_before_building_it(tmp_path, edit, monkeypatch) -> None:
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    from xvision.errors import RunError
+    from xvision.heads import mlp
+
+    X, y = _blobs()
+    path = MLPClassifier(hidden=(8,), epochs=1).fit(X, y).save(tmp_path / "head.safetensors")
+    with safe_open(str(path), framework="pt") as handle:
+        meta = handle.metadata()
+    params = json.loads(meta["params"])
+    for key, value in edit.items():
+        if key == "hidden":
+            params["hidden"] = value
+        else:
+            meta[key] = str(value)
+    meta["params"] = json.dumps(params)
+    save_file(load_file(str(path)), str(path), metadata=meta)
+    built = []
+    monkeypatch.setattr(mlp, "MLPNet", lambda *sizes: built.append(sizes))
+    with pytest.raises(RunError, match=r"head.safetensors: not a readable Xvision head \(ValueError: "):
+        MLPClassifier.load(path)
+    assert built == []  # no network of the claimed sizes was allocated
+
+
 def test_wrong_feature_width_is_a_clear_error() -> None:
     X, y = _blobs()
     head = MLPClassifier(epochs=1).fit(X, y)

@@ -315,15 +315,32 @@ class MLPClassifier:
             params = json.loads(meta["params"])
             classes = json.loads(meta["classes"])
             n_features = int(meta["n_features_in"])
+            hidden = params["hidden"]
+            _check_shapes(state, n_features, hidden, len(classes))
+            model = cls(**{**params, "hidden": tuple(hidden)})
+            model.classes_ = np.array(classes)
+            model.n_features_in_ = n_features
+            model.net_ = MLPNet(n_features, hidden, len(classes))
+            model.net_.load_state_dict(state)
         except Exception as error:  # noqa: BLE001 - any failure means an unusable file
             raise RunError(f"{path}: not a readable Xvision head ({type(error).__name__}: {error})") from None
-        model = cls(**{**params, "hidden": tuple(params["hidden"])})
-        model.classes_ = np.array(classes)
-        model.n_features_in_ = n_features
-        model.net_ = MLPNet(n_features, params["hidden"], len(classes))
-        model.net_.load_state_dict(state)
         model.net_.eval()
         return model
+
+
+def _check_shapes(state: dict[str, torch.Tensor], n_features: Any, hidden: Any, n_classes: int) -> None:
+    """The sizes in a head file's metadata must be those of its tensors, checked before a network of those sizes is
+    built: a 400-byte file claiming hidden=[30000] and 30,000 features made every command allocate gigabytes."""
+    sizes = [n_features, *hidden] if isinstance(hidden, list) else None
+    if not sizes or not all(isinstance(n, int) and not isinstance(n, bool) and n > 0 for n in sizes) or n_classes < 2:
+        raise ValueError(f"sizes n_features_in={n_features!r}, hidden={hidden!r} for {n_classes} classes")
+    expected = {"mean": (n_features,), "scale": (n_features,)}
+    for index, (width, size) in enumerate(zip(sizes, [*sizes[1:], n_classes], strict=True)):
+        expected[f"layers.{2 * index}.weight"] = (size, width)
+        expected[f"layers.{2 * index}.bias"] = (size,)
+    found = {name: tuple(tensor.shape) for name, tensor in state.items()}
+    if found != expected:
+        raise ValueError("its metadata's layer sizes do not match its tensors")
 
 
 @contextmanager
