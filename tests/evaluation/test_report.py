@@ -192,3 +192,38 @@ def test_a_run_evaluated_only_on_other_images_points_to_those_results(
     assert f"`xvision report {run} --results {run / 'eval-sealed'}`" in printed
     page = Page((run / "report.html").read_text(encoding="utf-8"))
     assert "evaluated on other images" in page.words and "RUN/eval-sealed" in page.words
+
+
+def test_a_received_run_cannot_put_files_of_this_machine_into_its_report(phantom_run: Path, tmp_path: Path) -> None:
+    """A run folder from someone else embedded a plots/roc.png that was a link to a private file, and a thumbnail
+    of any image its predictions.csv named by absolute path: reports are sent on."""
+    import base64
+    import csv
+
+    from PIL import Image
+
+    received = tmp_path / "received"
+    shutil.copytree(phantom_run, received)
+    secret = tmp_path / "id_rsa"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY----- TOPSECRET")
+    (received / "plots" / "roc.png").unlink()
+    (received / "plots" / "roc.png").symlink_to(secret)
+    private = tmp_path / "private-scan.png"
+    Image.new("L", (64, 64), 77).save(private)
+    with open(received / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows[0]["sha256"]  # the content each row scored
+    wrong = [r for r in rows if r["label"] != r["predicted"]]
+    assert wrong, "the phantom run should make mistakes for its gallery"
+    for row in wrong:
+        row["path"] = str(private)
+    with open(received / "predictions.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    text = write_report(received).read_text(encoding="utf-8")
+    embedded = [base64.b64decode(src.split(",", 1)[1]) for src in Page(text).images]
+    assert not any(b"TOPSECRET" in data for data in embedded)
+    assert not any(src.startswith("data:image/jpeg") for src in Page(text).images)  # no thumbnail of the scan
+    # the run's own images, unchanged, still get their thumbnails
+    assert any(src.startswith("data:image/jpeg") for src in Page((phantom_run / "report.html").read_text()).images)

@@ -117,9 +117,10 @@ def evaluate_run(
 def _predictions_csv(rows: list[Any], proba: np.ndarray, decisions: np.ndarray, classes: list[str]) -> str:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes]])
+    # sha256: which image each row scored (the report shows a thumbnail only of a file with that content)
+    writer.writerow(["path", "label", "predicted", *[f"p_{c}" for c in classes], "sha256"])
     for row, p, d in zip(rows, proba, decisions, strict=True):
-        writer.writerow([row.path, row.label, classes[int(d)], *[csv_float(v) for v in p]])
+        writer.writerow([row.path, row.label, classes[int(d)], *[csv_float(v) for v in p], row.sha256])
     return buffer.getvalue()
 
 

@@ -167,7 +167,7 @@ def build_context(
         "threshold": _threshold(bundle, m),
         "calibration": _calibration(bundle, m),
         "plots": {
-            name: png_data_uri(plots / f"{name}.png") if (plots / f"{name}.png").is_file() else None
+            name: png_data_uri(plots / f"{name}.png", results)
             for name in ("training_curve", "confusion_matrix", "roc", "reliability")
         },
         "gallery": build_gallery(read_predictions(results / "predictions.csv"), classes, positive, image_root)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from xvision._fileio import is_inside, sha256_file
 from xvision.errors import XvisionError
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ def build_gallery(
     for title, items in picked.items():
         shown = []
         for row, probability, scored in items[:PER_KIND]:
-            thumbnail = _thumbnail(row["path"], image_root)
+            thumbnail = _thumbnail(row["path"], image_root, row.get("sha256"))
             missing += thumbnail is None
             shown.append(Mistake(row["path"], row["label"], row["predicted"], probability, f"p({scored})", thumbnail))
         groups[title] = shown
@@ -95,12 +96,25 @@ def build_gallery(
     return Gallery(groups=groups, note=note)
 
 
-def png_data_uri(path: Path) -> str:
-    """A PNG file as a ``data:image/png;base64,...`` URI."""
-    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+def png_data_uri(path: Path, folder: Path) -> str | None:
+    """A PNG file in ``folder`` as a ``data:image/png;base64,...`` URI; None for anything else.
+
+    Reports are sent on, and a run folder may come from someone else: a ``plots/roc.png`` that is a link to a
+    file outside the folder (a private key) was embedded in the report, whatever its content.
+    """
+    if not path.is_file() or not is_inside(path, folder):
+        return None
+    data = path.read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        log.warning("%s: not a PNG file; left out of the report", path)
+        return None
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def _thumbnail(relative: str, image_root: Path | None) -> str | None:
+def _thumbnail(relative: str, image_root: Path | None, sha256: str | None) -> str | None:
+    """A thumbnail of the row's image, only when the file there has the content the row scored (its SHA-256):
+    a predictions.csv received from someone else could otherwise name any image on this machine, and put a copy
+    of it in a report that is then sent on."""
     from xvision.io import load_image
 
     path = Path(relative)
@@ -109,8 +123,11 @@ def _thumbnail(relative: str, image_root: Path | None) -> str | None:
             return None
         path = Path(os.path.normpath(image_root / path))
     try:
+        if not sha256 or not path.is_file() or sha256_file(path) != sha256:
+            log.debug("no thumbnail: %s is not the image the row scored (or predictions.csv has no sha256)", path)
+            return None
         image = load_image(path)
-    except XvisionError as error:
+    except (XvisionError, OSError) as error:
         log.debug("no thumbnail: %s", error)
         return None
     pixels = Image.fromarray(np.round(image * 255).astype(np.uint8))
