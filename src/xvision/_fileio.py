@@ -7,6 +7,7 @@ import hashlib
 import json
 import logging
 import os
+import stat
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,8 +48,30 @@ def stable_safetensors(payload: bytes) -> bytes:
     return struct.pack("<Q", len(text)) + text + payload[8 + length :]
 
 
+def not_regular(path: str | Path) -> str | None:
+    """What ``path`` is when it is neither a regular file nor a folder ("a named pipe", "a device"...), else None
+    (a missing path too: opening it says so). Opening a named pipe blocks until someone writes to it, and a device
+    such as /dev/zero never ends: a folder or manifest received from someone else may hold either."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a named pipe (FIFO)"
+    return "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket or other special file"
+
+
 def sha256_file(path: str | Path) -> str:
-    """Return the hex SHA-256 of a file's bytes, read in chunks."""
+    """Return the hex SHA-256 of a file's bytes, read in chunks.
+
+    Raises:
+        OSError: The file cannot be read, or is no regular file (:func:`not_regular`).
+    """
+    kind = not_regular(path)
+    if kind:
+        raise OSError(errno.EINVAL, f"not a regular file but {kind}", str(path))
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(_CHUNK), b""):

@@ -290,7 +290,8 @@ def test_links_to_nothing_are_left_out_of_a_folder_manifest(tmp_path: Path, capl
     (tmp_path / "normal" / "loop.png").symlink_to(tmp_path / "normal" / "loop.png")
     manifest = build_manifest(tmp_path)
     assert sorted(row.path for row in manifest) == ["nodule/a.png", "normal/a.png"]
-    assert "skipping 1 link(s) that lead to no file (first: dangling.png)" in caplog.text
+    assert "skipping 1 name(s) that are not readable files (a link to nothing, a pipe, a device; " in caplog.text
+    assert "first: dangling.png)" in caplog.text
     assert "(first: loop.png)" in caplog.text
 
 
@@ -493,3 +494,38 @@ def test_a_label_written_composed_and_decomposed_is_one_class(tmp_path: Path) ->
     _png(tmp_path / "ds" / decomposed / "b.png", 2)  # a folder copied from a Mac
     _png(tmp_path / "ds" / "normal" / "c.png", 3)
     assert build_manifest(tmp_path / "ds").counts() == {composed: 2, "normal": 1}
+
+
+def test_pipes_and_devices_in_a_received_folder_are_skipped_not_read_forever(tmp_path: Path, caplog) -> None:
+    """A named pipe called IM0001 (a suffix-less DICOM name) or a link to /dev/zero blocked `manifest`, `predict`,
+    `split` and `extract` with no output until killed: opening a pipe waits for a writer, a device never ends."""
+    import os
+    import threading
+
+    from xvision._fileio import sha256_file
+    from xvision.errors import ImageLoadError
+    from xvision.io import load_image
+
+    for label in ("normal", "nodule"):
+        (tmp_path / "data" / label).mkdir(parents=True)
+        Image.new("L", (16, 16), 50).save(tmp_path / "data" / label / "a.png")
+    os.mkfifo(tmp_path / "data" / "normal" / "IM0001")
+    os.mkfifo(tmp_path / "data" / "normal" / "b.png")
+    (tmp_path / "data" / "nodule" / "zero.png").symlink_to("/dev/zero")
+    done: dict[str, object] = {}
+
+    def scan_and_read() -> None:
+        done["manifest"] = sorted(row.path for row in build_manifest(tmp_path / "data"))
+        for name in ("normal/b.png", "nodule/zero.png"):
+            with pytest.raises(ImageLoadError, match="not an image file"):
+                load_image(tmp_path / "data" / name)
+            with pytest.raises(OSError, match="not a regular file"):
+                sha256_file(tmp_path / "data" / name)
+        done["ok"] = True
+
+    worker = threading.Thread(target=scan_and_read, daemon=True)
+    worker.start()
+    worker.join(timeout=60)
+    assert not worker.is_alive(), "blocked on a pipe or a device"
+    assert done.get("ok") and done["manifest"] == ["nodule/a.png", "normal/a.png"]
+    assert "skipping 1 name(s) that are not readable files" in caplog.text

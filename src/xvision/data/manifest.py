@@ -541,7 +541,10 @@ def _find_images(
                 unread[candidate.suffix.lower()] += 1
     if broken:
         logger.warning(
-            "%s: skipping %d link(s) that lead to no file (first: %s)", class_dir, len(broken), broken[0].name
+            "%s: skipping %d name(s) that are not readable files (a link to nothing, a pipe, a device; first: %s)",
+            class_dir,
+            len(broken),
+            broken[0].name,
         )
     if unread:
         logger.warning(
@@ -569,6 +572,8 @@ def _is_image(path: Path, accepted: frozenset[str]) -> bool:
 
 
 def _has_dicom_preamble(path: Path) -> bool:
+    if not path.is_file():  # a named pipe would block the scan, a device never end it
+        return False
     try:
         with open(path, "rb") as handle:
             head = handle.read(132)

@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 from PIL import BmpImagePlugin, Image, ImageFile, ImageOps, JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
+from xvision._fileio import not_regular
 from xvision.errors import ImageLoadError, ImageWarning
 
 __all__ = [
@@ -240,6 +241,9 @@ def exception_reason(exc: BaseException) -> str:
 
 def _read_head(path: Path) -> bytes:
     """The first bytes of the file, enough to recognise its format; the checks that need no decoder."""
+    kind = not_regular(path)
+    if kind:
+        raise ImageLoadError(path, f"is {kind}, not an image file")
     try:
         with path.open("rb") as handle:
             head = handle.read(_DICOM_MAGIC_OFFSET + 4)
