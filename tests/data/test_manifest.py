@@ -292,7 +292,7 @@ def test_links_to_nothing_are_left_out_of_a_folder_manifest(tmp_path: Path, capl
     assert sorted(row.path for row in manifest) == ["nodule/a.png", "normal/a.png"]
     assert "skipping 1 name(s) that are not readable files (a link to nothing, a pipe, a device; " in caplog.text
     assert "first: dangling.png)" in caplog.text
-    assert "(first: loop.png)" in caplog.text
+    assert "first: loop.png)" in caplog.text
 
 
 def test_a_folder_linked_into_another_class_or_the_dataset_is_not_listed_twice(tmp_path: Path, caplog) -> None:
