@@ -226,3 +226,19 @@ def test_a_long_class_name_widens_the_confusion_matrix_instead_of_being_cut(tmp_
     short = plot_confusion_matrix(cm, ["a", "normal"], tmp_path / "short.png")
     long = plot_confusion_matrix(cm, ['nódulo/small "x" very long label name', "normal"], tmp_path / "long.png")
     assert Image.open(long).width > Image.open(short).width + 40  # the figure grows to hold the name
+
+
+def test_dollar_signs_in_names_are_drawn_as_written_not_parsed_as_tex(tmp_path: Path) -> None:
+    """A file named m$\\frac{x$.png (predict --grid, --heatmaps, the server's /heatmap) or a label with two dollar
+    signs (evaluate, cv) ended in matplotlib's ParseSyntaxException."""
+    from xvision.evaluation.plots import plot_heatmap
+
+    odd = "nod$\\frac{$ule"
+    plot_confusion_matrix([[3, 1], [2, 4]], [odd, "normal"], tmp_path / "cm.png")
+    plot_prediction_grid([np.zeros((8, 8))], ["m$\\frac{x$.png 0.93"], tmp_path / "grid.png", title=odd)
+    plot_heatmap(np.zeros((8, 8)), np.ones((8, 8)), tmp_path / "heat.png", title="m$\\frac{x$.png")
+    for name in ("cm.png", "grid.png", "heat.png"):
+        assert Image.open(tmp_path / name).size[0] > 100
+    import matplotlib
+
+    assert matplotlib.rcParams["text.parse_math"]  # only Xvision's own figures are drawn without mathtext

@@ -10,10 +10,11 @@ large, red and semi-transparent across the whole figure, so such a plot cannot b
 from __future__ import annotations
 
 import csv
+import functools
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import numpy as np
 
@@ -29,9 +30,27 @@ if TYPE_CHECKING:
 DPI = 110
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 _TRAIN_COLOR = "tab:blue"
+P = ParamSpec("P")
+R = TypeVar("R")
 _VAL_COLOR = "tab:purple"  # not orange or red: red is reserved for the watermark and for wrong predictions
 
 
+def _plain_text(draw: Callable[P, R]) -> Callable[P, R]:
+    """Draw with matplotlib's mathtext off: class names, file names and titles are shown as written. A file
+    named m$\\frac{x$.png or a label with two dollar signs was parsed as TeX and ended in a traceback (a 500
+    from the server's /heatmap)."""
+
+    @functools.wraps(draw)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        import matplotlib
+
+        with matplotlib.rc_context({"text.parse_math": False}):
+            return draw(*args, **kwargs)
+
+    return wrapper
+
+
+@_plain_text
 def plot_confusion_matrix(
     cm: Sequence[Sequence[int]] | np.ndarray,
     classes: Sequence[str],
@@ -84,6 +103,7 @@ def plot_confusion_matrix(
     return _save(fig, path, watermark)
 
 
+@_plain_text
 def plot_training_curve(
     history: Sequence[Mapping[str, Any]] | str | Path,
     path: str | Path,
@@ -132,6 +152,7 @@ def plot_training_curve(
     return _save(fig, path, watermark)
 
 
+@_plain_text
 def plot_roc(
     y_true: Sequence[int] | np.ndarray,
     scores: Sequence[float] | np.ndarray,
@@ -188,6 +209,7 @@ def plot_roc(
     return _save(fig, path, watermark)
 
 
+@_plain_text
 def plot_reliability(
     bins: Sequence[Mapping[str, Any]],
     path: str | Path,
@@ -237,6 +259,7 @@ def plot_reliability(
     return _save(fig, path, watermark, tight=False)
 
 
+@_plain_text
 def plot_prediction_grid(
     images: Sequence[np.ndarray],
     titles: Sequence[str],
@@ -301,6 +324,7 @@ def heat_overlay(heat: np.ndarray) -> np.ndarray:
     return rgba
 
 
+@_plain_text
 def plot_heatmap(
     image: np.ndarray, heat: np.ndarray, path: str | Path, *, title: str = "", watermark: str | None = None
 ) -> Path:
