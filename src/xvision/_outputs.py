@@ -9,6 +9,7 @@ its outputs with :func:`check_output` before any work, so a refusal costs nothin
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -30,6 +31,17 @@ def check_output(path: Path, *, what: str, ours: Callable[[Path], bool], inputs:
     if not ours(path):
         raise OutputError(
             f"{path} exists and is not an earlier {what} from Xvision; choose another name, or remove it first"
+        )
+
+
+def check_not_linked(folder: Path) -> None:
+    """Refuse a folder that Xvision writes inside a run or a results folder (``plots/``, ``checkpoints/``, the
+    ``eval-*`` folders) when it is a link: a run folder received from someone else with ``plots`` linked to
+    another folder of this machine had `evaluate` overwrite the files there."""
+    if folder.is_symlink():
+        raise OutputError(
+            f"{folder}: a link (to {os.readlink(folder)}); Xvision writes a run's plots, checkpoints and "
+            "evaluations only into real folders of the run: remove the link"
         )
 
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from xvision._checks import check_type
 from xvision._fileio import atomic_write_json, atomic_write_text
+from xvision._outputs import check_not_linked
 from xvision.data.hints import warn_imbalance, warn_small_validation
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.audit import audit_for_run
@@ -113,6 +114,7 @@ def _warn_if_checkpoints_are_large(size: int, epochs: int) -> None:
 
 
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
+    check_not_linked(run_dir / "checkpoints")
     if check_run_dir(run_dir, overwrite):
         for old in (run_dir / "checkpoints").glob("epoch-*.safetensors"):
             old.unlink()
@@ -127,14 +129,11 @@ def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
                 len(named),
                 ", ".join(named),
             )
-        for name in _STALE_RESULTS:
-            stale = run_dir / name
-            if stale.is_dir():
+        for stale in [run_dir / name for name in _STALE_RESULTS] + evaluations:
+            if stale.is_dir() and not stale.is_symlink():
                 shutil.rmtree(stale)
-            else:
+            else:  # a file, or a link (removed, never what it leads to)
                 stale.unlink(missing_ok=True)
-        for folder in evaluations:
-            shutil.rmtree(folder)
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
 
 

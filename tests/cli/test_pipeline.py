@@ -103,7 +103,7 @@ def test_predict_matches_evaluate_on_the_same_image(pipeline, capsys) -> None:
     """The predictor (images -> backbone -> head) reproduces the probabilities computed from stored features."""
     root, _ = pipeline
     lines = (root / "run" / "predictions.csv").read_text().splitlines()
-    path, _label, _pred, p_nodule, _ = lines[1].split(",")
+    path, _label, _pred, p_nodule, _p_normal, _sha256 = lines[1].split(",")
     manifest_dir = root
     capsys.readouterr()
     main(["predict", str(root / "run"), str(manifest_dir / path), "--csv"])

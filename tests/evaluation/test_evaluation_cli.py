@@ -402,3 +402,33 @@ def test_a_run_trained_on_decomposed_labels_still_evaluates_and_compares(tmp_pat
     with open(tmp_path / "cv_new" / "oof_predictions.csv", newline="", encoding="utf-8") as handle:
         n_scored = sum(1 for r in csv.DictReader(handle) if r["repeat"] == "1")
     assert json.loads((tmp_path / "c.json").read_text())["n"] == n_scored
+
+
+def test_a_received_run_cannot_redirect_writes_through_linked_folders(
+    phantom_run: Path, tmp_path: Path, capsys
+) -> None:
+    """A run folder from someone else with plots/ linked to another folder had `evaluate` overwrite the files
+    there; `train --overwrite` with an eval-* link stopped half-way ("Cannot call rmtree on a symbolic link")."""
+    import shutil
+
+    run = tmp_path / "received"
+    shutil.copytree(phantom_run / "run", run)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "roc.png").write_text("precious")
+    shutil.rmtree(run / "plots", ignore_errors=True)
+    (run / "plots").symlink_to(victim)
+    feats = str(phantom_run / "feats")
+    assert main(["evaluate", str(run), "--features", feats]) == 2
+    assert "plots: a link (to " in capsys.readouterr().err
+    assert sorted(p.name for p in victim.iterdir()) == ["roc.png"] and (victim / "roc.png").read_text() == "precious"
+    (run / "plots").unlink()
+    (run / "eval-other").symlink_to(victim)
+    assert main(["train", feats, "-o", str(run), "--epochs", "1", "--overwrite"]) == 0
+    assert not (run / "eval-other").exists() and (victim / "roc.png").read_text() == "precious"
+    shutil.rmtree(run / "checkpoints")
+    (run / "checkpoints").symlink_to(victim)
+    (victim / "epoch-001.safetensors").write_text("mine")
+    assert main(["train", feats, "-o", str(run), "--epochs", "1", "--overwrite"]) == 2
+    assert "checkpoints: a link (to " in capsys.readouterr().err
+    assert (victim / "epoch-001.safetensors").read_text() == "mine"

@@ -16,6 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from xvision._fileio import is_inside
+from xvision._outputs import check_not_linked
 from xvision.backbones import create_backbone
 from xvision.data.manifest import Manifest, read_manifest
 from xvision.errors import ManifestError
@@ -45,6 +47,8 @@ def evaluate_manifest(
     bundle = load_bundle(run_dir)
     _check_before_extracting(read_manifest(manifest), bundle.classes, split)
     out = Path(out_dir) if out_dir is not None else Path(run_dir) / f"eval-{Path(manifest).stem}"
+    if out_dir is None or is_inside(Path(out_dir).parent, run_dir):
+        check_not_linked(out)  # the run's own eval-* folder
     check_results_folder(out, manifest)  # before minutes of extraction
     backbone = create_backbone(bundle.backbone["name"], weights=weights_argument(bundle, weights))
     features = out / "features"
