@@ -242,3 +242,26 @@ def test_dollar_signs_in_names_are_drawn_as_written_not_parsed_as_tex(tmp_path: 
     import matplotlib
 
     assert matplotlib.rcParams["text.parse_math"]  # only Xvision's own figures are drawn without mathtext
+
+
+def test_a_heatmap_of_a_huge_film_is_drawn_from_a_display_sized_copy(tmp_path: Path, monkeypatch) -> None:
+    """A 7000 x 7000 film sent to the server's /heatmap took 26 s and 4 GB: matplotlib drew a 550 px figure from
+    full-size arrays (and an RGBA float64 overlay of them)."""
+    from xvision.evaluation import plots
+
+    drawn: list[tuple[int, ...]] = []
+    real = plots.heat_overlay
+    monkeypatch.setattr(plots, "heat_overlay", lambda heat: drawn.append(heat.shape) or real(heat))
+    film = np.tile(np.linspace(0, 1, 3000, dtype=np.float32), (2000, 1))
+    plots.plot_heatmap(film, film, tmp_path / "h.png", title="big")
+    assert drawn == [(733, 1100)] and max(drawn[0]) == plots.DISPLAY_SIDE
+    small = np.random.default_rng(0).random((40, 50))
+    assert plots._for_display(small) is small
+    assert abs(float(plots._for_display(film).mean()) - float(film.mean())) < 1e-3  # averaged, not sampled
+    assert Image.open(tmp_path / "h.png").size == Image.open(_small_heatmap(tmp_path)).size
+
+
+def _small_heatmap(tmp_path: Path) -> Path:
+    from xvision.evaluation.plots import plot_heatmap
+
+    return plot_heatmap(np.zeros((64, 96)), np.zeros((64, 96)), tmp_path / "small.png", title="big")

@@ -147,6 +147,16 @@ def test_a_head_copied_in_from_another_run_is_refused_in_one_line(predictor, tmp
         (lambda b: b.update(positive="Nodule"), r"positive 'Nodule' is not one of the classes"),
         (lambda b: b["threshold"].update(value="0.5"), r"threshold value '0.5' is not a number in \[0, 1\]"),
         (lambda b: b["backbone"]["preprocess"].update(input_size=256), r"preprocessing input_size 256 \(the backbone"),
+        # types a hand-made or damaged file may have: each was a traceback in whichever command read it first
+        (lambda b: b.update(backbone="efficientnet_lite0"), r"backbone must hold a name, weights and preprocess"),
+        (lambda b: b["backbone"].update(name=7), r"backbone must hold a name, weights and preprocess"),
+        (lambda b: b.update(threshold=[0.5]), r"threshold must be an object, not list"),
+        (lambda b: b.update(classes=[{"a": 1}, "b"]), r"classes must be a list of two or more names"),
+        (lambda b: b.update(format_version=99), r"format_version 99; made by a newer Xvision"),
+        (  # every probability became 0.500
+            lambda b: b.update(calibration={"method": "temperature", "temperature": 1e308}),
+            r"temperature 1e\+308 is not a number in \[0.05, 20.0\]",
+        ),
     ],
 )
 def test_a_hand_edited_bundle_is_refused_by_name(predictor, tmp_path, capsys, edit, expected) -> None:
@@ -163,3 +173,28 @@ def test_a_hand_edited_bundle_is_refused_by_name(predictor, tmp_path, capsys, ed
     assert main(["predict", str(edited), str(predictor[1][0])]) == 2
     err = capsys.readouterr().err
     assert re.search(expected, err) and "bundle.json" in err and "Traceback" not in err, err
+
+
+def test_a_batch_of_files_holds_one_full_size_film_at_a_time(predictor, monkeypatch) -> None:
+    """A batch of 16 films of 49 MP held 3 GB of full-size pixels at once (the server's /predict took 4.3 GB):
+    each film is now cut to the network's input as soon as it is read. The probabilities do not change."""
+    import weakref
+
+    from xvision.inference import predictor as module
+
+    model, images = predictor
+    alive: list[weakref.ref] = []
+    real = module.load_radiograph
+
+    def load(path):
+        assert all(ref() is None for ref in alive), "an earlier full-size film is still held"
+        image = real(path)
+        alive.append(weakref.ref(image))
+        return image
+
+    expected = model.predict_arrays([load_image(path) for path in images[:6]])
+    monkeypatch.setattr(module, "load_radiograph", load)
+    results = model.predict_paths(images[:6], batch_size=6)
+    assert len(alive) == 6
+    got = np.array([[r.probabilities[c] for c in model.classes] for r in results])
+    np.testing.assert_allclose(got, expected, atol=1e-6)

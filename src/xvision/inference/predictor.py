@@ -126,10 +126,14 @@ class Predictor:
         images = list(images)
         if not images:
             return np.empty((0, len(self.classes)), dtype=np.float32)
-        for index, image in enumerate(images):
-            check_image_array(image, f"image {index}")
-        batch = torch.stack([self.backbone.preprocess(image) for image in images])
-        batch = batch.contiguous(memory_format=torch.channels_last)
+        return self._predict_inputs([self._network_input(image, f"image {i}") for i, image in enumerate(images)])
+
+    def _network_input(self, image: np.ndarray, name: str) -> torch.Tensor:
+        check_image_array(image, name)
+        return self.backbone.preprocess(image)
+
+    def _predict_inputs(self, inputs: list[torch.Tensor]) -> np.ndarray:
+        batch = torch.stack(inputs).contiguous(memory_format=torch.channels_last)
         return self.bundle.predict_proba(self.backbone.extract(batch))
 
     def predict_paths(self, paths: Iterable[str | Path] | str | Path, *, batch_size: int = 16) -> list[Prediction]:
@@ -153,13 +157,20 @@ class Predictor:
                 )
         results: list[Prediction] = [Prediction(path=str(path)) for path in paths]
         for start in range(0, len(paths), batch_size):
-            loaded: list[tuple[Prediction, np.ndarray]] = []
+            # Each film is cut to the network's input as soon as it is read: a batch of 16 films of 49 MP held
+            # 3 GB of full-size pixels at once (the server's /predict with many large uploads).
+            loaded: list[tuple[Prediction, torch.Tensor]] = []
             for prediction in results[start : start + batch_size]:
                 try:
-                    loaded.append((prediction, load_radiograph(prediction.path)))
+                    image = load_radiograph(prediction.path)
                 except ImageLoadError as error:
                     prediction.error = error.reason
-            proba = self.predict_arrays([image for _, image in loaded])
+                    continue
+                loaded.append((prediction, self._network_input(image, prediction.path)))
+                del image
+            if not loaded:
+                continue
+            proba = self._predict_inputs([tensor for _, tensor in loaded])
             decisions = self.bundle.decide(proba)
             for (prediction, _), p, label in zip(loaded, proba, decisions, strict=True):
                 prediction.probabilities = {c: float(v) for c, v in zip(self.classes, p, strict=True)}
