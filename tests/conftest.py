@@ -14,6 +14,8 @@ JSRT = SHARED_DATA / "jsrt"
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Point Xvision's user folder at a temp dir so tests never touch the real one."""
     monkeypatch.setenv("XVISION_HOME", str(tmp_path_factory.mktemp("xvision-home")))
+    # An error no check foresaw is one line for users; in the tests, a traceback that shows where.
+    monkeypatch.setenv("XVISION_TRACEBACK", "1")
 
 
 @pytest.fixture

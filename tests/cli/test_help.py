@@ -196,3 +196,23 @@ def test_timms_info_lines_are_quiet_unless_verbose(caplog) -> None:
             assert "Loading pretrained weights from file (y)" in caplog.text
     finally:
         logging.getLogger("timm").setLevel(logging.NOTSET)
+
+
+def test_an_error_no_check_foresaw_is_one_line_and_verbose_shows_where(monkeypatch, capsys, caplog) -> None:
+    """Damaged inputs that slipped past every check ended in a Python traceback."""
+    import logging
+
+    from xvision.cli import backbones_cmd
+
+    def broken() -> list:
+        raise ValueError("could not convert string to float: 'x'\n  on line 3" + "!" * 500)
+
+    monkeypatch.setattr(backbones_cmd, "list_backbones", broken)
+    monkeypatch.delenv("XVISION_TRACEBACK")
+    assert main(["backbones"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("Error: ValueError: could not convert string to float: 'x' on line 3!!!") and "\n" not in err
+    assert "Traceback" not in err and "`xvision -v ...` shows where" in err and len(err) < 500
+    with caplog.at_level(logging.DEBUG):
+        assert main(["-v", "backbones"]) == 1
+    assert any(record.exc_info for record in caplog.records)  # -v: the traceback, for a report

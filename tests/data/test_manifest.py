@@ -529,3 +529,15 @@ def test_pipes_and_devices_in_a_received_folder_are_skipped_not_read_forever(tmp
     assert not worker.is_alive(), "blocked on a pipe or a device"
     assert done.get("ok") and done["manifest"] == ["nodule/a.png", "normal/a.png"]
     assert "skipping 1 name(s) that are not readable files" in caplog.text
+
+
+def test_a_manifest_with_a_huge_field_or_a_nul_byte_is_named_by_line(tmp_path: Path) -> None:
+    """csv's "field larger than field limit" and open()'s "embedded null byte" were tracebacks."""
+    huge = tmp_path / "huge.csv"
+    huge.write_text("path,label\na.png,normal\n" + '"' + "x" * 200_000 + '",nodule\n')
+    with pytest.raises(ManifestError, match=r"huge.csv line 3: not readable as CSV \(field larger than field limit"):
+        read_manifest(huge)
+    nul = tmp_path / "nul.csv"
+    nul.write_text("path,label\na.png,normal\nb\x00.png,nodule\n")
+    with pytest.raises(ManifestError, match=r"nul.csv line 3: a NUL byte"):
+        read_manifest(nul)

@@ -75,6 +75,13 @@ def test_lesion_columns_must_be_complete_numbers() -> None:
         lesion_of(ManifestRow("a.png", "nodule", extra={"lesion_x": "1"}), "m")
     with pytest.raises(ManifestError, match="numbers"):
         lesion_of(ManifestRow("a.png", "nodule", extra={"lesion_x": "a", "lesion_y": "2", "lesion_diam": "3"}), "m")
+    # float() reads these: a NaN diameter gave the film no training signal, inf made the whole film the lesion
+    for diam in ("nan", "inf", "-inf"):
+        row = ManifestRow("a.png", "nodule", extra={"lesion_x": "1", "lesion_y": "2", "lesion_diam": diam})
+        with pytest.raises(ManifestError, match="m: lesion columns must be finite numbers"):
+            lesion_of(row, "m")
+    with pytest.raises(ManifestError, match="lesion_x, lesion_y not negative"):
+        lesion_of(ManifestRow("a.png", "nodule", extra={"lesion_x": "-4", "lesion_y": "2", "lesion_diam": "3"}), "m")
 
 
 def test_a_lesion_outside_its_image_is_reported_and_trains_without_location(lesion_manifest, caplog) -> None:

@@ -7,6 +7,7 @@ errors on one line (``Error: ...``) and exits with status 2, never with a traceb
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from collections import Counter
@@ -176,6 +177,20 @@ def _run(argv: list[str] | None) -> int:
         logging.getLogger(__name__).debug("file system error", exc_info=True)  # -v shows where
         where = f": {error.filename}" if error.filename else ""
         click.echo(f"Error: {error.strerror or error}{where}", err=True)
+        return 1
+    except Exception as error:
+        # What no check above foresaw: most often a damaged or hand-made input (a bundle.json of other types, a
+        # table of odd values), sometimes a bug. One line, as for every other error; -v shows the traceback.
+        if os.environ.get("XVISION_TRACEBACK"):  # the test suite's own runs: show where
+            raise
+        logging.getLogger(__name__).debug("unexpected error", exc_info=True)
+        message = " ".join(str(error).split())
+        message = message if len(message) <= 300 else message[:297] + "..."
+        click.echo(
+            f"Error: {type(error).__name__}: {message} (unexpected: an input Xvision does not understand, or a bug; "
+            "`xvision -v ...` shows where, for a report)",
+            err=True,
+        )
         return 1
     return status if isinstance(status, int) else 0
 

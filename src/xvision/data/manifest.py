@@ -221,7 +221,7 @@ def read_manifest(path: str | Path, *, columns: Mapping[str, str] | None = None)
         raise ManifestError(f"{path}: manifest not found; create one with `xvision manifest FOLDER -o {path}`")
     text = _read_text(path)
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
+    header = next(_csv_lines(reader, path), None)
     if not header or not any(name.strip() for name in header):
         raise ManifestError(f"{path}: no header line; the first line must name the columns, e.g. path,label")
     names = [name.strip() for name in header]
@@ -234,7 +234,7 @@ def read_manifest(path: str | Path, *, columns: Mapping[str, str] | None = None)
     root = path.parent
     rows: list[ManifestRow] = []
     seen: dict[str, int] = {}
-    for values in reader:
+    for values in _csv_lines(reader, path):
         line = reader.line_num
         if not any(value.strip() for value in values):
             continue
@@ -263,6 +263,19 @@ def read_manifest(path: str | Path, *, columns: Mapping[str, str] | None = None)
     return Manifest(rows=rows, root=root, columns=header_columns, source=path)
 
 
+def _csv_lines(reader: Iterator[list[str]], path: Path) -> Iterator[list[str]]:
+    """The reader's lines; the csv module's own errors (a field over 128 KB, ...) named by file and line."""
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            line = getattr(reader, "line_num", "?")
+            raise ManifestError(f"{path} line {line}: not readable as CSV ({error})") from None
+        yield values
+
+
 def _read_text(path: Path) -> str:
     """The file as text: UTF-8 (a BOM allowed); a workbook or UTF-16 file is named as such."""
     data = path.read_bytes()
@@ -274,9 +287,13 @@ def _read_text(path: Path) -> str:
     if data.startswith((b"\xff\xfe", b"\xfe\xff")):
         raise ManifestError(f"{path}: UTF-16 text; save the manifest as UTF-8 CSV (Excel: CSV UTF-8)")
     try:
-        return data.decode("utf-8-sig")
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise ManifestError(f"{path}: not UTF-8 text ({error}); save the manifest as UTF-8 CSV") from error
+    if "\x00" in text:  # no path or label holds one; every later open() would fail on it
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ManifestError(f"{path} line {line}: a NUL byte; the file is damaged or not CSV text")
+    return text
 
 
 def _renamed(names: list[str], columns: Mapping[str, str], path: Path) -> list[str]:

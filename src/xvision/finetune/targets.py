@@ -10,6 +10,8 @@ Prediction never needs these columns.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from xvision.data.manifest import ManifestRow
@@ -29,8 +31,10 @@ def lesion_of(row: ManifestRow, where: str) -> tuple[float, float, float] | None
         x, y, diam = (float(v) for v in values)  # type: ignore[arg-type]
     except ValueError:
         raise ManifestError(f"{where}: lesion columns must be numbers, got {values}") from None
-    if diam <= 0:
-        raise ManifestError(f"{where}: lesion_diam must be positive, got {diam}")
+    if not all(math.isfinite(v) for v in (x, y, diam)):  # float() reads "nan" and "inf": no signal, or the whole film
+        raise ManifestError(f"{where}: lesion columns must be finite numbers, got {values}")
+    if diam <= 0 or x < 0 or y < 0:
+        raise ManifestError(f"{where}: lesion_diam must be positive and lesion_x, lesion_y not negative, got {values}")
     return x, y, diam
 
 

@@ -35,7 +35,7 @@ from xvision._fileio import atomic_write_json, sha256_file
 from xvision._text import nfc
 from xvision._version import __version__
 from xvision.errors import RunError
-from xvision.evaluation.calibration import apply_temperature
+from xvision.evaluation.calibration import TEMPERATURE_BOUNDS, apply_temperature
 from xvision.evaluation.threshold import decide
 from xvision.heads import MLPClassifier
 
@@ -164,8 +164,9 @@ def load_bundle(run_dir: str | Path) -> RunBundle:
         info = json.loads(info_path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as error:
         raise RunError(f"{info_path}: unreadable ({error})") from None
-    if info.get("format") != FORMAT:
+    if not isinstance(info, dict) or info.get("format") != FORMAT:
         raise RunError(f"{info_path}: not an Xvision run bundle")
+    _check_types(info_path, info)
     model_path = root / "model.safetensors"
     if not model_path.is_file():
         raise RunError(f"{model_path}: missing; the training did not finish; re-run `xvision train`")
@@ -184,6 +185,25 @@ def load_bundle(run_dir: str | Path) -> RunBundle:
     return RunBundle(root=root, info=info, head=head)
 
 
+def _check_types(info_path: Path, info: dict[str, Any]) -> None:
+    """The entries every command reads must have their types: a bundle.json edited by hand, or made elsewhere,
+    with `backbone` a string or `threshold` a list, ended in a traceback in whichever command read it first."""
+    if info.get("format_version", 1) != 1:
+        raise RunError(f"{info_path}: format_version {info.get('format_version')!r}; made by a newer Xvision?")
+    classes = info.get("classes")
+    if not isinstance(classes, list) or len(classes) < 2 or not all(isinstance(c, str) for c in classes):
+        raise RunError(f"{info_path}: classes must be a list of two or more names; the file was edited or damaged")
+    backbone = info.get("backbone")
+    shapes = {"name": str, "weights": dict, "preprocess": dict}
+    if not isinstance(backbone, dict) or not all(isinstance(backbone.get(k), t) for k, t in shapes.items()):
+        raise RunError(
+            f"{info_path}: backbone must hold a name, weights and preprocess entry; the file was edited or damaged"
+        )
+    for key in ("threshold", "calibration", "data", "head", "audit", "versions"):
+        if info.get(key) is not None and not isinstance(info[key], dict):
+            raise RunError(f"{info_path}: {key} must be an object, not {type(info[key]).__name__}; the file was edited")
+
+
 def _check_operating_point(info_path: Path, info: dict[str, Any]) -> None:
     """Refuse a hand-edited positive class, threshold or temperature that no decision could use (a traceback
     in the middle of `predict` before)."""
@@ -197,10 +217,16 @@ def _check_operating_point(info_path: Path, info: dict[str, Any]) -> None:
         raise RunError(f"{info_path}: threshold value {value!r} is not a number in [0, 1]; the file was edited")
     calibration = info.get("calibration") or {}
     temperature = calibration.get("temperature")
+    low, high = TEMPERATURE_BOUNDS  # what fitting can give; 1e308 or Infinity made every probability 0.5
     if calibration.get("method") == "temperature" and (
-        isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not low * (1 - 1e-6) <= temperature <= high * (1 + 1e-6)
     ):
-        raise RunError(f"{info_path}: temperature {temperature!r} is not a positive number; the file was edited")
+        raise RunError(
+            f"{info_path}: temperature {temperature!r} is not a number in [{low}, {high}], the range it is fitted "
+            "in; the file was edited"
+        )
 
 
 def _check_head_is_the_runs(model_path: Path, head: MLPClassifier, info: dict[str, Any]) -> None:
