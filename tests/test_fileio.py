@@ -25,6 +25,27 @@ def test_a_failed_write_names_the_target_not_the_part_file(tmp_path: Path) -> No
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
 
 
+def test_a_full_disk_during_write_names_the_target(tmp_path: Path) -> None:
+    """A real write() that fails on a full disk carries no file name: every command said only "Error: No space
+    left on device"."""
+    target = tmp_path / "metrics.json"
+
+    def disk_full(tmp: Path) -> None:
+        with open(tmp, "w") as handle:
+            handle.write("half")
+            raise OSError(errno.ENOSPC, "No space left on device")  # as handle.write/flush raises it
+
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        atomic_write(target, disk_full)
+    assert caught.value.filename == str(target) and list(tmp_path.iterdir()) == []
+
+
+def test_a_valid_name_of_250_characters_can_be_written(tmp_path: Path) -> None:
+    """The hidden temporary name added about 15 characters and went past the file system's 255."""
+    target = tmp_path / ("b" * 246 + ".csv")
+    assert atomic_write_text(target, "x").read_text() == "x"
+
+
 def test_an_error_about_another_file_is_left_as_it_is(tmp_path: Path) -> None:
     def reads_a_missing_input(tmp: Path) -> None:
         raise FileNotFoundError(errno.ENOENT, "No such file or directory", "input.png")

@@ -87,7 +87,9 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+        # At most 200 characters of the name: with the dot, random part and suffix, a valid 250-character name
+        # made a temporary name over the file system's 255.
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".part", dir=path.parent)
     except OSError as error:
         blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
         if blocking is not None:  # mkdir says only "File exists", naming the file the caller asked for
@@ -104,9 +106,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
         os.chmod(tmp_path, 0o666 & ~umask)
         os.replace(tmp_path, path)
     except OSError as error:
-        if error.filename not in (tmp, str(tmp_path)):
+        if error.filename not in (None, tmp, str(tmp_path)):
             raise
-        raise _naming(error, path) from None  # the hidden .part name would only puzzle the user
+        # The hidden .part name would only puzzle the user, and a failed write() (a full disk) names no file.
+        raise _naming(error, path) from None
     finally:
         if tmp_path.exists():
             tmp_path.unlink()

@@ -19,3 +19,9 @@ def nfc(value: T) -> T:
     if isinstance(value, str) and not unicodedata.is_normalized("NFC", value):
         return unicodedata.normalize("NFC", value)  # type: ignore[return-value]
     return value
+
+
+def displayable(name: str) -> str:
+    """A file name as text to draw or write: bytes that are not UTF-8 (a Latin-1 ``caf\xe9.png`` arrives from the
+    file system as a lone surrogate) become U+FFFD, which matplotlib and UTF-8 files accept."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")

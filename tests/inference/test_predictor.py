@@ -198,3 +198,27 @@ def test_a_batch_of_files_holds_one_full_size_film_at_a_time(predictor, monkeypa
     assert len(alive) == 6
     got = np.array([[r.probabilities[c] for c in model.classes] for r in results])
     np.testing.assert_allclose(got, expected, atol=1e-6)
+
+
+def test_a_file_name_that_is_not_utf8_is_predicted_drawn_and_skipped_by_manifest(predictor, tmp_path, caplog) -> None:
+    """A Latin-1 name (caf\\xe9.png) ended `manifest` in a UnicodeEncodeError and `predict --grid/--heatmaps` in a
+    matplotlib TypeError; a heatmap name over 255 bytes stopped the whole heatmap job."""
+    import os
+    import shutil
+
+    from xvision.data import build_manifest
+
+    model, images = predictor
+    folder = tmp_path / "in" / "normal"
+    folder.mkdir(parents=True)
+    latin1 = folder / os.fsdecode(b"caf\xe9.png")
+    shutil.copy(images[0], latin1)
+    shutil.copy(images[1], folder / "plain.png")
+    (tmp_path / "in" / "nodule").mkdir()
+    shutil.copy(images[-1], tmp_path / "in" / "nodule" / "n.png")
+    run = str(model.bundle.root)
+    args = ["predict", run, str(folder), "--grid", str(tmp_path / "g.png"), "--heatmaps", str(tmp_path / "h")]
+    assert main(args) == 0
+    assert (tmp_path / "g.png").is_file() and len(list((tmp_path / "h").glob("*.png"))) == 2
+    assert [row.path for row in build_manifest(tmp_path / "in")] == ["nodule/n.png", "normal/plain.png"]
+    assert "skipping 1 file(s) whose names are not UTF-8 (first: caf\ufffd.png)" in caplog.text

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
 import sys
 from pathlib import Path
@@ -11,11 +12,14 @@ from pathlib import Path
 import click
 
 from xvision._fileio import csv_float
+from xvision._text import displayable
 from xvision.cli.options import run_weights_option
-from xvision.errors import ImageLoadError
+from xvision.errors import ImageLoadError, XvisionError
 from xvision.evaluation.operating import describe_threshold
 from xvision.inference.bundle import UNTRAINED_WARNING
 from xvision.inference.predictor import Prediction, Predictor, prediction_record
+
+logger = logging.getLogger(__name__)
 
 
 def expand_inputs(inputs: tuple[Path, ...]) -> list[Path]:
@@ -81,7 +85,10 @@ def _write_heatmaps(predictor: Predictor, results: list[Prediction], files: list
     for r, file in zip(results, files, strict=True):  # one result per path, in order
         if not r.error:
             name = Path(r.path).name if file.stem == Path(r.path).stem else file.stem  # the title says which film
-            draw_evidence(predictor, load_image(r.path), r, file, name=name)
+            try:
+                draw_evidence(predictor, load_image(r.path), r, file, name=displayable(name))
+            except (OSError, XvisionError) as error:  # one film's heatmap (a name too long...) never stops the rest
+                logger.warning("%s: no heatmap written (%s)", displayable(r.path), error)
 
 
 def _check_outputs(paths: list[Path], grid: Path | None, heatmaps: list[Path]) -> None:

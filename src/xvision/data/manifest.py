@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Literal
 
 from xvision._fileio import atomic_write_text
-from xvision._text import nfc
+from xvision._text import displayable, nfc
 from xvision.data.patients import check_patient_groups, patient_ids, warn_patients_across_groups
 from xvision.errors import ManifestError
 from xvision.io.loader import SUPPORTED_SUFFIXES, UNREAD_PICTURES
@@ -463,7 +463,7 @@ def build_manifest(
         # A folder linked from inside this class into the dataset folder or another class (`ln -s ../nodule`,
         # `ln -s ..`) would list the same films under a second label: such links are not followed.
         others = [os.path.realpath(d) for d in class_dirs if d != class_dir]
-        images = _find_images(class_dir, accepted, root=real_root, others=others)
+        images = _find_images(class_dir, accepted, root=real_root, others=others, for_manifest=True)
         if not images:
             empty.append(class_dir.name)
         for image in images:
@@ -518,13 +518,19 @@ def find_images(folder: str | Path, suffixes: Iterable[str] | None = None) -> li
 
 
 def _find_images(
-    class_dir: Path, accepted: frozenset[str], *, root: str | None = None, others: Sequence[str] = ()
+    class_dir: Path,
+    accepted: frozenset[str],
+    *,
+    root: str | None = None,
+    others: Sequence[str] = (),
+    for_manifest: bool = False,
 ) -> list[Path]:
     """The images under ``class_dir``. A linked folder whose real path is the dataset folder ``root`` or lies in
     one of the ``others`` class folders is skipped with a warning: its images are listed there, under their
     own label."""
     images: list[Path] = []
     broken: list[Path] = []
+    undecodable: list[str] = []
     unread: Counter[str] = Counter()
     seen: set[str] = set()
     for dirpath, dirnames, filenames in os.walk(class_dir, followlinks=True):
@@ -549,6 +555,9 @@ def _find_images(
             candidate = Path(dirpath) / name
             if _hidden(name):
                 continue
+            if for_manifest and displayable(name) != name:  # bytes that are not UTF-8: a UTF-8 manifest cannot
+                undecodable.append(displayable(name))  # name the file (predict reads it all the same)
+                continue
             if _is_image(candidate, accepted):
                 if candidate.is_file():
                     images.append(candidate)
@@ -556,6 +565,13 @@ def _find_images(
                     broken.append(candidate)
             elif candidate.suffix.lower() in UNREAD_PICTURES:  # named; notes and tables are skipped quietly
                 unread[candidate.suffix.lower()] += 1
+    if undecodable:
+        logger.warning(
+            "%s: skipping %d file(s) whose names are not UTF-8 (first: %s); rename them to list them",
+            class_dir,
+            len(undecodable),
+            undecodable[0],
+        )
     if broken:
         logger.warning(
             "%s: skipping %d name(s) that are not readable files (a link to nothing, a pipe, a device; first: %s)",

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from xvision._text import displayable
 from xvision.errors import ImageLoadError
 from xvision.evaluation.plots import plot_prediction_grid
 from xvision.inference.predictor import Prediction
@@ -56,5 +57,5 @@ def draw_prediction_grid(
 
 def _short_name(path: str, width: int = 26) -> str:
     """The file name, its middle elided when too long for a tile's title."""
-    name = Path(path).name
+    name = displayable(Path(path).name)
     return name if len(name) <= width else f"{name[: width // 2 - 1]}...{name[-(width // 2 - 2) :]}"
