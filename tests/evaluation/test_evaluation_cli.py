@@ -432,3 +432,37 @@ def test_a_received_run_cannot_redirect_writes_through_linked_folders(
     assert main(["train", feats, "-o", str(run), "--epochs", "1", "--overwrite"]) == 2
     assert "checkpoints: a link (to " in capsys.readouterr().err
     assert (victim / "epoch-001.safetensors").read_text() == "mine"
+
+
+def test_an_interrupted_overwrite_or_evaluation_never_looks_finished(
+    phantom_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """`train --overwrite` stopped part-way left the old bundle.json and head beside the new history, which every
+    command took for one run; `evaluate` stopped part-way left the old metrics.json beside the new predictions,
+    which `report` showed as one evaluation."""
+    import shutil
+
+    from xvision.evaluation import evaluate as evaluate_module
+    from xvision.heads import MLPClassifier
+
+    run, feats = tmp_path / "run", str(phantom_run / "feats")
+    shutil.copytree(phantom_run / "run", run)
+    assert main(["evaluate", str(run), "--features", feats]) == 0 and (run / "metrics.json").is_file()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(evaluate_module, "draw_plots", interrupted)
+        assert main(["evaluate", str(run), "--features", feats, "--split", "all"]) == 130
+    assert (run / "predictions.csv").is_file() and not (run / "metrics.json").exists()
+    assert not (run / "report.html").exists()
+
+    with monkeypatch.context() as patch:
+        patch.setattr(MLPClassifier, "fit", interrupted)
+        assert main(["train", feats, "-o", str(run), "--epochs", "1", "--overwrite"]) == 130
+    assert not (run / "bundle.json").exists() and not (run / "model.safetensors").exists()
+    image = next((phantom_run / "data").rglob("*.png"))
+    assert main(["predict", str(run), str(image)]) == 2  # not a finished run: refused, not predicted by the old head
+    assert main(["train", feats, "-o", str(run), "--epochs", "1"]) == 0  # the unfinished head is trained again
+    assert main(["predict", str(run), str(image)]) == 0

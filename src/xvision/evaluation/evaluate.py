@@ -97,6 +97,10 @@ def evaluate_run(
     }
     for stale in plots.glob(".*.part"):  # what a killed evaluation left half-written
         stale.unlink(missing_ok=True)
+    # An earlier evaluation's metrics.json (and report) beside the new predictions, after an interruption or a full
+    # disk, made one that `report` showed as finished: its figures, this run's mistakes under them.
+    for earlier in ("metrics.json", "report.html"):
+        (out / earlier).unlink(missing_ok=True)
     atomic_write_text(out / "predictions.csv", _predictions_csv(data.rows, proba, bundle.decide(proba), classes))
     label = f"{split or 'all'} split, n={metrics['n']}"
     draw_plots(metrics, y, proba, plots, label=label, watermark=watermark)
