@@ -153,11 +153,14 @@ def test_interrupted_extraction_resumes_without_redoing_work(tmp_path, backbone,
             precision="fp32",
         )
     assert len(FeatureStore(tmp_path / "feats").keys()) == 6  # three finished batches survived
+    leftover = tmp_path / "feats" / "shards" / ".shard-000009.safetensors.x1y2z3.part"  # a kill mid-write
+    leftover.write_bytes(b"\0" * 1000)
     monkeypatch.setattr(backbone, "extract", original)
     resumed = extract_manifest(
         manifest, tmp_path / "feats", backbone=backbone, progress=False, batch_size=2, precision="fp32"
     )
     assert resumed.reused == 6 and resumed.extracted == 6
+    assert not leftover.exists()  # a half-written shard is removed, not kept for ever
     X, rows = FeatureStore(tmp_path / "feats").load()
     X_ref, rows_ref = FeatureStore(tmp_path / "ref").load()
     assert [r.path for r in rows] == [r.path for r in rows_ref]
@@ -383,3 +386,27 @@ def test_a_warning_that_cannot_be_pickled_crosses_to_the_main_process_as_its_tex
     assert type(sent) is UserWarning and str(sent) == "odd 1 2"
     image = ImageWarning("film.dcm", "DICOM is MONOCHROME1")
     assert _portable(image) is image and pickle.loads(pickle.dumps(image)).kind == "DICOM is MONOCHROME1"
+
+
+def test_a_file_replaced_during_extraction_is_refused_not_stored_under_its_old_hash(
+    tmp_path, backbone, monkeypatch
+) -> None:
+    """A file replaced between hashing and decoding had the new image's features stored under the old content's
+    SHA-256, reused for any later manifest holding the original image."""
+    from xvision.features import extract as extract_module
+
+    manifest = _write_set(tmp_path / "data", 3)
+    victim = tmp_path / "data" / "normal" / "normal1.png"
+    other = (tmp_path / "data" / "nodule" / "nodule2.png").read_bytes()
+    real = extract_module.load_radiograph
+
+    def load_then_replace(path, **kwargs):
+        image = real(path, **kwargs)
+        if Path(path).name == victim.name:
+            victim.write_bytes(other)  # as another job would, between the listing and this read
+        return image
+
+    monkeypatch.setattr(extract_module, "load_radiograph", load_then_replace)
+    report = extract_manifest(manifest, tmp_path / "feats", backbone=backbone, progress=False, workers=0)
+    failed = {Path(p).name: reason for p, reason in report.failed}
+    assert failed == {"normal1.png": "the file changed while it was being extracted; run extract again"}

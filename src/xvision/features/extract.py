@@ -66,12 +66,12 @@ class _ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple[str, np.ndarray | None, str, list[Warning]]:
         key, path = self.items[index]
         if get_worker_info() is None:  # in the main process: warnings go their usual way (and are de-duplicated)
-            return key, *_load_one(path, self.config, self.target_size), []
+            return key, *_load_one(path, self.config, self.target_size, key), []
         # A worker process's warnings (a MONOCHROME1 film, ...) travel with the batch and are issued by the main
         # process, whose CLI counts them: said from each worker, every film would print a line of its own.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            image, error = _load_one(path, self.config, self.target_size)
+            image, error = _load_one(path, self.config, self.target_size, key)
         return key, image, error, [_portable(w.message) for w in caught if isinstance(w.message, Warning)]
 
 
@@ -87,11 +87,19 @@ def _portable(warning: Warning) -> Warning:
     return warning
 
 
-def _load_one(path: Path, config: PreprocessConfig, target_size: int | None) -> tuple[np.ndarray | None, str]:
+def _load_one(
+    path: Path, config: PreprocessConfig, target_size: int | None, key: str | None = None
+) -> tuple[np.ndarray | None, str]:
+    """The image's network input, or its error. With ``key`` (the SHA-256 the file had when it was listed), a file
+    whose content changed since is refused: its features would be stored under the old content's key, and reused
+    for any later manifest holding the original image."""
     try:
         # numpy, not a tensor: tensors cross process boundaries through shared-memory file descriptors,
         # whose sharer thread prints tracebacks when the job is interrupted mid-transfer.
-        return preprocess_image(load_radiograph(path, target_size=target_size), config).numpy(), ""
+        image = preprocess_image(load_radiograph(path, target_size=target_size), config).numpy()
+        if key is not None and sha256_file(path) != key:
+            return None, "the file changed while it was being extracted; run extract again"
+        return image, ""
     except ImageLoadError as error:
         return None, error.reason
     except Exception as error:  # noqa: BLE001 - one bad image must never kill a long job
@@ -297,6 +305,8 @@ def extract_features(
     with exclusive_lock(
         store.lock_path, f"{store.root}: another extraction is writing to it; waiting for it to finish"
     ):
+        for leftover in store.shard_dir.glob(".*.part"):  # a shard half-written by a killed run (the lock is ours)
+            leftover.unlink(missing_ok=True)
         description = backbone.describe()
         meta = _check_or_init_meta(store, description, manifest_info, storage_dtype)
 
