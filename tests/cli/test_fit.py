@@ -494,3 +494,21 @@ def test_the_report_of_a_copied_or_moved_run_shows_its_own_data(tmp_path, caplog
     assert main(["report", str(moved), "-o", str(tmp_path / "moved.html")]) == 0
     page = (tmp_path / "moved.html").read_text()
     assert "feature store was not found" not in page and ours in page
+
+
+def test_the_same_fit_with_random_weights_run_again_finds_its_run(fitted, caplog, capsys, tmp_path) -> None:
+    """`fit ... --weights random` run again was refused as "not what this command asks for", which it was."""
+    import shutil
+
+    root, _ = fitted
+    run = tmp_path / "run"
+    shutil.copytree(root / "run", run)
+    args = ["fit", str(root / "data" / "fit.csv"), "-o", str(run), "--recipe", "lite0", "--backbone", TINY]
+    assert main([*args, "--weights", "random"]) == 0
+    assert "already holds recipe 'lite0' fitted on this manifest; nothing to redo" in caplog.text
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"x")
+    assert main([*args, "--weights", str(weights)]) == 2
+    err = capsys.readouterr().err
+    assert "with --weights FILE, whether it was fitted from the same weights cannot be told" in err
+    assert "not what this command asks for" not in err

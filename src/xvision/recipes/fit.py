@@ -65,12 +65,12 @@ def fit(
         log.warning("%s: the head was trained on this manifest and not evaluated (interrupted?): evaluating", run_dir)
         ran = json.loads((Path(run_dir) / "bundle.json").read_text(encoding="utf-8")).get("recipe") or chosen.name
         return FitResult(Path(run_dir), ran, evaluate_run(run_dir, Path(run_dir) / "features", split="test"))
-    if not overwrite and weights is None:
+    if not overwrite and (weights is None or _random_both(Path(run_dir), weights)):
         done = _already_fitted(Path(run_dir), manifest, chosen, backbone=backbone, seed=seed)
         if done is not None:
             return done
     if not overwrite:
-        _refuse_another_fit(Path(run_dir))
+        _refuse_another_fit(Path(run_dir), weights_given=weights is not None)
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     checked, train_rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # else extraction does
     chosen = recipe_for_classes(chosen, checked.classes, manifest)
@@ -173,7 +173,19 @@ def _trained_not_evaluated(run: Path, manifest_path: str | Path) -> bool:
     return any(row.split == "test" for row in read_manifest(manifest_path).rows)
 
 
-def _refuse_another_fit(run: Path) -> None:
+def _random_both(run: Path, weights: str) -> bool:
+    """Whether ``--weights random`` is asked and the run's backbone was random too: the same weights, so the same
+    command run again finds its finished run (a weights file could hold anything: it is never taken as the same)."""
+    if weights != "random":
+        return False
+    try:
+        bundle = json.loads((run / "bundle.json").read_text(encoding="utf-8"))
+        return bundle["backbone"]["weights"]["source"] == "random"
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def _refuse_another_fit(run: Path, *, weights_given: bool = False) -> None:
     """A finished run that is not this command's (another recipe, backbone, seed or manifest): say what it holds,
     not only that the folder is taken."""
     try:
@@ -184,10 +196,15 @@ def _refuse_another_fit(run: Path) -> None:
         return
     seed = ((bundle.get("head") or {}).get("params") or {}).get("seed")
     manifest = ((bundle.get("data") or {}).get("manifest") or {}).get("path")
+    held = f"recipe {bundle['recipe']!r} (backbone {(bundle.get('backbone') or {}).get('name')}, seed {seed})"
+    if weights_given:  # it may be this very command's run: which weights file trained it cannot be told
+        raise RunError(
+            f"{run}: holds {held} fitted on {manifest}; with --weights FILE, whether it was fitted from the same "
+            "weights cannot be told: pass --overwrite to fit again, or choose another -o"
+        )
     raise RunError(
-        f"{run}: holds recipe {bundle['recipe']!r} (backbone {(bundle.get('backbone') or {}).get('name')}, seed "
-        f"{seed}) fitted on {manifest}, not what this command asks for; choose another -o, pass --overwrite (`fit`) "
-        "or delete that folder"
+        f"{run}: holds {held} fitted on {manifest}, not what this command asks for; choose another -o, pass "
+        "--overwrite (`fit`) or delete that folder"
     )
 
 
