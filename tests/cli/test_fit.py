@@ -167,8 +167,9 @@ def test_fit_refuses_a_used_folder_before_any_work(fitted, capsys, monkeypatch) 
     stamp = bundle.stat().st_mtime_ns
     args = ["--recipe", "lite0", "--backbone", TINY, "--weights", "random"]
     capsys.readouterr()
-    assert main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "run"), *args]) != 0
-    assert "holds recipe 'lite0'" in capsys.readouterr().err and bundle.stat().st_mtime_ns == stamp
+    # the same command (random weights again): finished, a no-op
+    assert main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "run"), *args]) == 0
+    assert bundle.stat().st_mtime_ns == stamp
     same = ["--recipe", "lite0", "--backbone", TINY]  # without --weights: the same command, finished, is a no-op
     assert main(["fit", str(root / "data" / "fit.csv"), "-o", str(root / "run"), *same, "--seed", "1"]) != 0
     assert f"holds recipe 'lite0' (backbone {TINY}, seed 0)" in capsys.readouterr().err  # another seed: another fit
@@ -300,7 +301,8 @@ def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(
     again, before = (json.loads((r / "metrics.json").read_text()) for r in (run, root / "run"))
     assert again["n"] == before["n"] and again["roc_auc"] == before["roc_auc"] and again["run"] == str(run)
     assert (run / "bundle.json").stat().st_mtime_ns == stamp
-    assert main(["fit", str(root / "data" / "fit.csv"), *args]) == 2  # finished; --weights: refused as before
+    assert main(["fit", str(root / "data" / "fit.csv"), *args]) == 0  # finished, random weights again: a no-op
+    assert (run / "bundle.json").stat().st_mtime_ns == stamp
     # The same command without --weights (the usual case): finished, nothing to redo, and a report that an
     # interruption left unwritten is written.
     (run / "report.html").unlink(missing_ok=True)
