@@ -260,3 +260,16 @@ def test_splitting_a_one_class_manifest_warns(tmp_path: Path, caplog) -> None:
     (tmp_path / "m.csv").write_text("path,label\n" + "".join(f"normal/n{i}.png,normal\n" for i in range(6)))
     assert main(["split", str(tmp_path / "m.csv"), "--val", "0", "--test", "0.3"]) == 0
     assert "every image is 'normal': a classifier needs two classes" in caplog.text
+
+
+def test_split_in_place_through_a_link_splits_the_file_it_leads_to(tmp_path: Path) -> None:
+    """`split link.csv` replaced the link by a split copy, and the manifest it led to stayed unsplit."""
+    from xvision.data.phantoms import make_phantom_dataset
+
+    manifest = make_phantom_dataset(tmp_path / "data", n_per_class=10, size=32, seed=1)
+    link = manifest.parent / "current.csv"  # e.g. current.csv -> manifest.csv
+    link.symlink_to(manifest.name)
+    assert main(["split", str(link), "--test", "0.3", "--val", "0"]) == 0
+    assert link.is_symlink() and link.resolve() == manifest.resolve()
+    rows = read_manifest(manifest).rows
+    assert {row.split for row in rows} == {"train", "test"} and all((manifest.parent / r.path).is_file() for r in rows)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -43,7 +44,8 @@ def split(manifest_path: Path, group_by: str, test: float, val: float, seed: int
     warn_conflicting_labels(manifest, hashes, manifest_path)
     result = assign_splits(manifest, group_by=column, test=test, val=val, seed=seed, hashes=hashes)
     check_no_leakage(result, group_by=column, hashes=hashes)
-    output = output or manifest_path
+    # In place through a link: the file it leads to is the manifest (replacing the link left that file unsplit).
+    output = output or Path(os.path.realpath(manifest_path))
     write_manifest(result, output)
     click.echo(_table(result, column, hashes))
     click.echo(f"Wrote {output}; no group or identical image is in two splits.")
