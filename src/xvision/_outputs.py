@@ -34,6 +34,23 @@ def check_output(path: Path, *, what: str, ours: Callable[[Path], bool], inputs:
         )
 
 
+def check_writable(folder: Path) -> None:
+    """Create ``folder`` and a file in it (removed at once) before any work: a read-only or full output folder
+    was found out only after every fold of `cv`, or every image of `evaluate` and `predict --grid`, was done.
+
+    Raises:
+        OSError: naming ``folder`` (the CLI says it in one line).
+    """
+    import tempfile
+
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise type(error)(error.errno, error.strerror, str(folder)) from None
+
+
 def check_not_linked(folder: Path) -> None:
     """Refuse a folder that Xvision writes inside a run or a results folder (``plots/``, ``checkpoints/``, the
     ``eval-*`` folders) when it is a link: a run folder received from someone else with ``plots`` linked to

@@ -189,3 +189,31 @@ def test_repeated_cv_says_its_confusion_matrix_is_a_mean_and_why_a_figure_is_na(
     assert "undefined in at least one repeat" not in format_metrics(metrics)
     metrics["precision"]["normal"] = None  # as when one repeat called no image normal
     assert "n/a above: undefined in at least one repeat" in format_metrics(metrics)
+
+
+def test_an_output_folder_that_cannot_be_written_is_found_before_any_fold(tmp_path, capsys, monkeypatch) -> None:
+    """`cv -o` on a read-only or full file system trained every fold, then failed on metrics.json."""
+    import errno
+    import tempfile
+
+    from synthetic_store import make_store
+
+    from xvision.cli.main import main
+    from xvision.heads import MLPClassifier
+
+    store = make_store(tmp_path / "feats", n_groups=12, splits=None, seed=4)
+    out = tmp_path / "ro"
+    real = tempfile.TemporaryFile
+
+    def read_only(*args, dir=None, **kwargs):
+        if dir is not None and Path(dir) == out:
+            raise OSError(errno.EROFS, "Read-only file system")
+        return real(*args, dir=dir, **kwargs)
+
+    def no_fold(*args, **kwargs):
+        raise AssertionError("a fold was trained before the output folder was checked")
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", read_only)
+    monkeypatch.setattr(MLPClassifier, "fit", no_fold)
+    assert main(["cv", str(store), "-o", str(out), "--folds", "2"]) == 1
+    assert f"Error: Read-only file system: {out}" in capsys.readouterr().err

@@ -93,11 +93,13 @@ def _write_heatmaps(predictor: Predictor, results: list[Prediction], files: list
 
 def _check_outputs(paths: list[Path], grid: Path | None, heatmaps: list[Path]) -> None:
     """Before any work: no grid or heatmap may replace an input image or a file Xvision did not draw."""
-    from xvision._outputs import check_output, is_xvision_png
+    from xvision._outputs import check_output, check_writable, is_xvision_png
 
     for target, what in [(grid, "grid"), *((file, "heatmap") for file in heatmaps)]:
         if target is not None:
             check_output(target, what=what, ours=is_xvision_png, inputs=paths)
+    for folder in {target.parent for target in [grid, *heatmaps] if target is not None}:
+        check_writable(folder)
 
 
 @click.command("predict")

@@ -33,6 +33,7 @@ import numpy as np
 
 from xvision._checks import check_type
 from xvision._fileio import atomic_write_json, atomic_write_text, csv_float
+from xvision._outputs import check_writable
 from xvision._text import nfc
 from xvision.data.hints import warn_imbalance
 from xvision.data.split import link_groups
@@ -194,6 +195,7 @@ def cross_validate(
     y = np.array([classes.index(label) for label in data.labels])
     groups = cv_groups(data, config.group_by)
     check_enough_groups(y, groups, classes, config.folds)
+    check_writable(out)  # after the checks of what was asked, before every fold is trained
     params = {**MLPClassifier().get_params(), **(head_params or {})}
     params["hidden"] = tuple(params["hidden"])
     fitted = config.inner_val > 0 and len(classes) == 2

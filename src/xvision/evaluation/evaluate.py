@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from xvision._fileio import atomic_write_json, atomic_write_text, csv_float
-from xvision._outputs import check_not_linked
+from xvision._outputs import check_not_linked, check_writable
 from xvision.errors import FeatureStoreError, RunError
 from xvision.evaluation.bootstrap import BootstrapConfig, check_bootstrap, scoring_groups
 from xvision.evaluation.plots import plot_training_curve
@@ -163,8 +163,9 @@ def warn_seen_images(keys: set[str], bundle: RunBundle, what: str, run: str) -> 
 def check_results_folder(out: Path, manifest: str | Path | None) -> None:
     """Refuse to write over the evaluation of a manifest (`evaluate --manifest`) with that of another one, or of
     a feature store: two sealed lists named alike in two folders, or `-o` given twice, lose the first silently.
-    Refuse a linked ``plots/`` (see check_not_linked)."""
+    Refuse a linked ``plots/`` (see check_not_linked), and a folder that cannot be written, before any work."""
     check_not_linked(out / "plots")
+    check_writable(out)
     try:
         earlier = json.loads((out / "metrics.json").read_text(encoding="utf-8")).get("manifest")
     except (OSError, ValueError, AttributeError):
