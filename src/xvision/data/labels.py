@@ -35,10 +35,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from importlib import resources
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
-from xvision._fileio import is_inside
 from xvision.data.manifest import Manifest, ManifestRow
 from xvision.data.openi.records import ImageRecord
 from xvision.data.openi.views import metadata_key, view_from_caption
@@ -317,8 +316,9 @@ def label_records(
         view = _view(record, dicom_views or {}, images_per_report[record.uid])
         if folder is not None and (record.file is None or not (Path(folder) / record.file).is_file()):
             report.left_out.setdefault(NO_FILE, []).append(record)
-        elif folder is not None and not is_inside(Path(folder) / record.file, folder):
-            # records.jsonl is data from elsewhere too (a shared folder): `fetch` only ever writes images/<id>
+        elif folder is not None and not _within(record.file):
+            # records.jsonl is data from elsewhere too (a shared folder): `fetch` only ever writes images/<id>.
+            # Judged by the text, not the resolved path: the user's own images/ may be a link to a bigger disk.
             report.left_out.setdefault(OUTSIDE, []).append(record)
         elif views and view != views:
             report.left_out.setdefault(f"view {view or 'unknown'}, not {views}", []).append(record)
@@ -326,6 +326,12 @@ def label_records(
             report.kept[labels[0]].append(record)
             kept.append((record, labels[0], view))
     return kept, report
+
+
+def _within(file: str) -> bool:
+    """Whether a record's ``file`` names a place below the folder (relative, no ``..``)."""
+    path = PurePosixPath(file.replace("\\", "/"))
+    return not path.is_absolute() and ".." not in path.parts and not PureWindowsPath(file).drive
 
 
 def _view(record: ImageRecord, dicom_views: Mapping[str, str], images_in_report: int) -> str:

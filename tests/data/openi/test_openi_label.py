@@ -293,7 +293,7 @@ def test_nodule_noncalcified_leaves_out_granulomas_scars_and_nipples(reports_onl
     """MeSH "Nodule" here also names calcified granulomas, scarring and nipple shadows (about half of the default
     set's nodule reports, read against their text); the built-in set that leaves them out keeps real nodules."""
     report = _label(reports_only, "nodule-noncalcified")
-    assert (report.reports("nodule"), report.images("nodule")) == (30, 59)
+    assert (report.reports("nodule"), report.images("nodule")) == (39, 76)
     assert (report.reports("normal"), report.images("normal")) == (1391, 2696)
     nodules = {record.uid for record in report.labelled["nodule"]}
     default = {record.uid for record in _label(reports_only).labelled["nodule"]}
@@ -301,6 +301,7 @@ def test_nodule_noncalcified_leaves_out_granulomas_scars_and_nipples(reports_onl
     # granulomas (CXR1715, CXR48), a nipple shadow (CXR412), scarring (CXR2042), "No nodules or masses" (CXR923)
     assert not nodules & {"CXR1715", "CXR48", "CXR412", "CXR2042", "CXR923"}
     assert {"CXR1329", "CXR1630", "CXR3855"} <= nodules  # 13-16 mm nodules, a 7 mm nodule, metastases
+    assert {"CXR2092", "CXR3393"} <= nodules  # "2 cm noncalcified nodule", "7mm non calcified nodule"
 
 
 @pytest.mark.realdata
@@ -419,3 +420,16 @@ def test_label_warns_of_a_rule_that_matches_nothing_and_of_views_without_metadat
     with caplog.at_level(logging.WARNING):
         assert main(["label", str(tmp_path / "o"), "--views", "frontal", "-o", str(tmp_path / "f.csv")]) == 2
     assert "--views frontal without --dicom-metadata" in caplog.text and "matches no record" not in caplog.text
+
+
+def test_a_linked_images_folder_is_the_users_own_and_is_kept(tmp_path: Path) -> None:
+    """With images/ a link to a bigger disk, every record was left out as "image file outside the folder"."""
+    import shutil
+
+    folder = tmp_path / "o"
+    records = _fetched_by_hand(folder)
+    shutil.move(folder / "images", tmp_path / "bigdisk")
+    (folder / "images").symlink_to(tmp_path / "bigdisk")
+    assert main(["label", str(folder)]) == 0
+    rows = list(csv.DictReader((folder / "manifest.csv").open()))
+    assert sorted(row["image_id"] for row in rows) == sorted(r.image_id for r in records)
