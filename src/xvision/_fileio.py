@@ -87,9 +87,10 @@ def atomic_write(path: str | Path, write: Callable[[Path], None]) -> Path:
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        # At most 200 characters of the name: with the dot, random part and suffix, a valid 250-character name
-        # made a temporary name over the file system's 255.
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:200]}.", suffix=".part", dir=path.parent)
+        # At most 150 bytes of the name: with the dot, random part and suffix, a valid 250-byte name (or 244 bytes
+        # of 結節) made a temporary name over the file system's 255 bytes.
+        stem = os.fsencode(path.name)[:150].decode("utf-8", "ignore")
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".part", dir=path.parent)
     except OSError as error:
         blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
         if blocking is not None:  # mkdir says only "File exists", naming the file the caller asked for

@@ -58,7 +58,8 @@ def check_not_linked(folder: Path) -> None:
     if folder.is_symlink():
         raise OutputError(
             f"{folder}: a link (to {os.readlink(folder)}); Xvision writes a run's plots, checkpoints and "
-            "evaluations only into real folders of the run: remove the link"
+            "evaluations only into real folders of the run (a run folder received from elsewhere could lead them "
+            "anywhere): remove the link, or link the whole run folder instead"
         )
 
 

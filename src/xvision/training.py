@@ -71,7 +71,9 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
 #: What a previous run's evaluation left in RUN_DIR: the new head would otherwise be reported with the old
 #: head's figures (``xvision report`` reads them). ``eval-*`` folders of ``evaluate --manifest`` go too: their
 #: figures are the old model's, and their features may come from a backbone the new fit trains again.
-_PREVIOUS_HEAD = ("bundle.json", "model.safetensors", "config.json", "train_keys.json", "history.csv")
+#: history.csv stays until the new one replaces it: with it, a folder whose cleanup was interrupted is still
+#: known for a run folder (`--overwrite` goes on), not refused as "not a run folder".
+_PREVIOUS_HEAD = ("bundle.json", "model.safetensors", "config.json", "train_keys.json")
 _STALE_RESULTS = ("metrics.json", "predictions.csv", "report.html", "val_keys.json", "plots")
 
 
@@ -115,7 +117,7 @@ def _warn_if_checkpoints_are_large(size: int, epochs: int) -> None:
 
 
 def _prepare_run_dir(run_dir: Path, overwrite: bool) -> None:
-    check_not_linked(run_dir / "checkpoints")
+    check_not_linked(run_dir / "checkpoints")  # to keep checkpoints on another disk, link the whole run folder
     if check_run_dir(run_dir, overwrite):
         # bundle.json first: it marks a finished run, and is written last. An overwrite interrupted part-way left
         # the old bundle and head beside the new history and checkpoints, which every command took for one run.

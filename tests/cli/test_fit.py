@@ -303,11 +303,16 @@ def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(
     assert (run / "bundle.json").stat().st_mtime_ns == stamp
     assert main(["fit", str(root / "data" / "fit.csv"), *args]) == 0  # finished, random weights again: a no-op
     assert (run / "bundle.json").stat().st_mtime_ns == stamp
-    # The same command without --weights (the usual case): finished, nothing to redo, and a report that an
-    # interruption left unwritten is written.
+    # The same command again: finished, nothing to redo, and a report that an interruption left unwritten is
+    # written.
     (run / "report.html").unlink(missing_ok=True)
-    assert main(["fit", str(root / "data" / "fit.csv"), *args[:-2]]) == 0
+    assert main(["fit", str(root / "data" / "fit.csv"), *args]) == 0
     assert (run / "report.html").is_file() and (run / "bundle.json").stat().st_mtime_ns == stamp
+    # Without --weights it asks for the pretrained backbone: this run of random features is not that fit (it
+    # answered "nothing to redo" with the untrained run's figures).
+    capsys.readouterr()
+    assert main(["fit", str(root / "data" / "fit.csv"), *args[:-2]]) == 2
+    assert "not what this command asks for" in capsys.readouterr().err
     # Without --backbone the recipe means its own network, not the one this run was fitted on: not "finished".
     capsys.readouterr()
     assert main(["fit", str(root / "data" / "fit.csv"), *args[:4]]) == 2
@@ -315,7 +320,7 @@ def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(
     assert f"holds recipe 'lite0' (backbone {TINY}, seed 0) fitted on" in capsys.readouterr().err  # what it holds
     kept = (run / "bundle.json").read_text()  # a head `train` made (no recipe) is not this recipe's finished fit
     (run / "bundle.json").write_text(json.dumps({**json.loads(kept), "recipe": None}))
-    assert main(["fit", str(root / "data" / "fit.csv"), *args[:-2]]) == 2
+    assert main(["fit", str(root / "data" / "fit.csv"), *args]) == 2
     (run / "bundle.json").write_text(kept)
     (run / "metrics.json").unlink()
     lines = (root / "data" / "fit.csv").read_text().splitlines(keepends=True)
@@ -327,7 +332,8 @@ def test_a_fit_interrupted_before_its_evaluation_only_evaluates_when_run_again(
     (run / "bundle.json").write_text(json.dumps({**bundle, "recipe": "finetune_lung"}))
     from xvision.recipes import fit as fit_api
 
-    assert fit_api(root / "data" / "fit.csv", run, recipe="best", progress=False).recipe == "finetune_lung"
+    result = fit_api(root / "data" / "fit.csv", run, recipe="best", weights="random", progress=False)
+    assert result.recipe == "finetune_lung"
 
 
 def test_an_unreadable_image_is_left_out_and_said_so(fitted, tmp_path, capsys) -> None:
@@ -373,7 +379,7 @@ def test_a_fit_killed_while_drawing_its_plots_is_evaluated_again_not_taken_as_fi
         evaluate_module.evaluate_run(run, run / "features", split="test")
     assert not (run / "metrics.json").exists()  # written last: its absence says the evaluation did not finish
     monkeypatch.undo()
-    args = ["-o", str(run), "--recipe", "lite0", "--backbone", TINY]
+    args = ["-o", str(run), "--recipe", "lite0", "--backbone", TINY, "--weights", "random"]
     assert main(["fit", str(root / "data" / "fit.csv"), *args]) == 0
     assert (run / "metrics.json").is_file() and (run / "report.html").is_file()
     names = {p.name for p in (run / "plots").iterdir()}
@@ -460,7 +466,7 @@ def test_more_than_two_classes_run_a_recipe_that_trains_them_or_are_refused_befo
     # instead of refusing it as another recipe's.
     from xvision.recipes.fit import _already_fitted
 
-    done = _already_fitted(run, manifest, get_recipe("best"), backbone=TINY, seed=0)
+    done = _already_fitted(run, manifest, get_recipe("best"), backbone=TINY, seed=0, weights="random")
     assert done is not None and done.recipe == "lite0"
 
 

@@ -273,3 +273,21 @@ def test_split_in_place_through_a_link_splits_the_file_it_leads_to(tmp_path: Pat
     assert link.is_symlink() and link.resolve() == manifest.resolve()
     rows = read_manifest(manifest).rows
     assert {row.split for row in rows} == {"train", "test"} and all((manifest.parent / r.path).is_file() for r in rows)
+    # a link into another folder (a shared data set, absolute paths as benchmarks/jsrt_manifest.py writes them):
+    # the shared file is left as it is, and the link becomes the split copy
+    import csv
+
+    absolute = manifest.parent / "absolute.csv"
+    with open(manifest, newline="") as handle:
+        rows_in = list(csv.DictReader(handle))
+    with open(absolute, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["path", "label", "group"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows({**r, "path": str(manifest.parent / r["path"])} for r in rows_in)
+    (tmp_path / "project").mkdir()
+    shared = tmp_path / "project" / "shared.csv"
+    shared.symlink_to(absolute)
+    before = absolute.read_text()
+    assert main(["split", str(shared), "--test", "0.5", "--val", "0", "--seed", "3"]) == 0
+    assert absolute.read_text() == before and not shared.is_symlink()
+    assert all((shared.parent / r.path).is_file() for r in read_manifest(shared).rows)  # paths rewritten for it

@@ -466,3 +466,27 @@ def test_an_interrupted_overwrite_or_evaluation_never_looks_finished(
     assert main(["predict", str(run), str(image)]) == 2  # not a finished run: refused, not predicted by the old head
     assert main(["train", feats, "-o", str(run), "--epochs", "1"]) == 0  # the unfinished head is trained again
     assert main(["predict", str(run), str(image)]) == 0
+
+
+def test_an_overwrite_interrupted_in_its_cleanup_can_be_run_again(
+    phantom_run: Path, tmp_path: Path, monkeypatch
+) -> None:
+    """Stopped while removing the old run's results (bundle.json and history.csv gone, plots/ left), the folder
+    was refused both ways: "not empty" without --overwrite, "not a run folder" with it."""
+    import shutil
+
+    from xvision import training
+
+    run, feats = tmp_path / "run", str(phantom_run / "feats")
+    shutil.copytree(phantom_run / "run", run)
+    assert main(["evaluate", str(run), "--features", feats]) == 0 and (run / "plots").is_dir()
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(training.shutil, "rmtree", interrupted)
+        assert main(["train", feats, "-o", str(run), "--epochs", "1", "--overwrite"]) == 130
+    assert not (run / "bundle.json").exists()
+    assert main(["train", feats, "-o", str(run), "--epochs", "1", "--overwrite"]) == 0
+    assert (run / "bundle.json").is_file()

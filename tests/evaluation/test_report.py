@@ -227,3 +227,20 @@ def test_a_received_run_cannot_put_files_of_this_machine_into_its_report(phantom
     assert not any(src.startswith("data:image/jpeg") for src in Page(text).images)  # no thumbnail of the scan
     # the run's own images, unchanged, still get their thumbnails
     assert any(src.startswith("data:image/jpeg") for src in Page((phantom_run / "report.html").read_text()).images)
+
+
+def test_an_older_predictions_csv_says_why_it_has_no_thumbnails(phantom_run: Path, tmp_path: Path) -> None:
+    """Without the sha256 column (evaluations before it was written), the gallery said "No image could be read",
+    though the images were there."""
+    import csv
+
+    older = tmp_path / "older"
+    shutil.copytree(phantom_run, older)
+    with open(older / "predictions.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    with open(older / "predictions.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[c for c in rows[0] if c != "sha256"], extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    page = Page(write_report(older).read_text(encoding="utf-8"))
+    assert "an evaluation by an older Xvision" in page.words and "No image could be read" not in page.words

@@ -215,6 +215,9 @@ def test_a_file_name_that_is_not_utf8_is_predicted_drawn_and_skipped_by_manifest
     shutil.copy(images[0], latin1)
     shutil.copy(images[1], folder / "plain.png")
     (tmp_path / "in" / "nodule").mkdir()
+    sub = tmp_path / "in" / "nodule" / os.fsdecode(b"s\xe9rie")  # a folder name that is not UTF-8 either
+    sub.mkdir()
+    shutil.copy(images[2], sub / "x.png")
     shutil.copy(images[-1], tmp_path / "in" / "nodule" / "n.png")
     run = str(model.bundle.root)
     args = ["predict", run, str(folder), "--grid", str(tmp_path / "g.png"), "--heatmaps", str(tmp_path / "h")]
@@ -222,3 +225,4 @@ def test_a_file_name_that_is_not_utf8_is_predicted_drawn_and_skipped_by_manifest
     assert (tmp_path / "g.png").is_file() and len(list((tmp_path / "h").glob("*.png"))) == 2
     assert [row.path for row in build_manifest(tmp_path / "in")] == ["nodule/n.png", "normal/plain.png"]
     assert "skipping 1 file(s) whose names are not UTF-8 (first: caf\ufffd.png)" in caplog.text
+    assert "skipping 1 file(s) whose names are not UTF-8 (first: s\ufffdrie/x.png)" in caplog.text

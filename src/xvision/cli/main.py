@@ -1,7 +1,11 @@
 """The ``xvision`` command: one group, one module per command.
 
 Every command raises :class:`xvision.errors.XvisionError` for user mistakes; :func:`main` prints such
-errors on one line (``Error: ...``) and exits with status 2, never with a traceback.
+errors on one line (``Error: ...``) and exits with status 2, never with a traceback. Exit statuses: 0 done;
+1 the file system refused (disk full, read-only), or a command's own partial failure (`predict`: some files
+unreadable; `fetch`: items to retry); 2 a user mistake or a damaged input; 70 (EX_SOFTWARE) an error no check
+foresaw, said in one line too (``xvision -v`` shows the traceback; ``XVISION_TRACEBACK=1`` re-raises it, as the
+test suite sets); 130/143 interrupted (Ctrl-C, SIGTERM).
 """
 
 from __future__ import annotations
@@ -130,6 +134,10 @@ def _say_counted_warnings() -> None:
     _image_warnings_said.clear()
 
 
+#: Exit status of an error no check foresaw (sysexits' EX_SOFTWARE): apart from 1, which `fetch` uses for "run
+#: again to retry", so that a retry loop does not spin on it.
+UNFORESEEN = 70
+
 _signals: list[int] = []
 
 
@@ -191,7 +199,7 @@ def _run(argv: list[str] | None) -> int:
             "`xvision -v ...` shows where, for a report)",
             err=True,
         )
-        return 1
+        return UNFORESEEN
     return status if isinstance(status, int) else 0
 
 

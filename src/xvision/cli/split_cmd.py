@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -11,6 +12,8 @@ from xvision.cli.options import SEED
 from xvision.data.hints import warn_conflicting_labels, warn_one_class, warn_similar_labels
 from xvision.data.manifest import Manifest, read_manifest, write_manifest
 from xvision.data.split import assign_splits, check_no_leakage, file_hashes, split_counts
+
+logger = logging.getLogger(__name__)
 
 
 @click.command("split")
@@ -28,7 +31,8 @@ from xvision.data.split import assign_splits, check_no_leakage, file_hashes, spl
     "-o",
     "--output",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the split manifest  [default: rewrite MANIFEST in place].",
+    help="Where to write the split manifest  [default: rewrite MANIFEST in place; a link to a file in its own "
+    "folder writes that file, a link to another folder is replaced by the split copy].",
 )
 def split(manifest_path: Path, group_by: str, test: float, val: float, seed: int, output: Path | None) -> None:
     """Write a split column into MANIFEST, stratified by label, never dividing a group.
@@ -44,11 +48,30 @@ def split(manifest_path: Path, group_by: str, test: float, val: float, seed: int
     warn_conflicting_labels(manifest, hashes, manifest_path)
     result = assign_splits(manifest, group_by=column, test=test, val=val, seed=seed, hashes=hashes)
     check_no_leakage(result, group_by=column, hashes=hashes)
-    # In place through a link: the file it leads to is the manifest (replacing the link left that file unsplit).
-    output = output or Path(os.path.realpath(manifest_path))
+    if output is None:
+        output = _in_place(manifest_path)
     write_manifest(result, output)
     click.echo(_table(result, column, hashes))
     click.echo(f"Wrote {output}; no group or identical image is in two splits.")
+
+
+def _in_place(manifest_path: Path) -> Path:
+    """Where "in place" writes. Through a link to a file in the same folder (current.csv -> v2.csv, a version
+    alias), that file: replacing the link left it unsplit. Through a link to another folder (a shared data set),
+    the link is replaced by the split copy and the shared file is left as it is, with a line saying so."""
+    if not manifest_path.is_symlink():
+        return manifest_path
+    target = Path(os.path.realpath(manifest_path))
+    if target.parent == Path(os.path.realpath(manifest_path.parent)):
+        return target
+    logger.warning(
+        "%s was a link to %s, in another folder: the split copy replaces the link, and %s is left unchanged "
+        "(give -o to write elsewhere)",
+        manifest_path,
+        target,
+        target,
+    )
+    return manifest_path
 
 
 def _table(manifest: Manifest, group_by: str | None, hashes: dict[str, str]) -> str:

@@ -448,6 +448,14 @@ def build_manifest(
         raise ManifestError(f"{folder}: folder not found; give a folder with one subfolder of images per class")
     accepted = _normalise_suffixes(suffixes)
     class_dirs = sorted(p for p in folder.iterdir() if p.is_dir() and not _hidden(p.name))
+    unnamed = [d for d in class_dirs if displayable(d.name) != d.name]
+    if unnamed:  # its name would be the label, and a UTF-8 manifest cannot hold it
+        logger.warning(
+            "%s: skipping class folder(s) whose names are not UTF-8: %s; rename them",
+            folder,
+            ", ".join(displayable(d.name) for d in unnamed),
+        )
+        class_dirs = [d for d in class_dirs if d not in unnamed]
     if not class_dirs:
         raise ManifestError(
             f"{folder}: no class subfolders; put the images in one subfolder per class, e.g. normal/ and abnormal/"
@@ -555,8 +563,9 @@ def _find_images(
             candidate = Path(dirpath) / name
             if _hidden(name):
                 continue
-            if for_manifest and displayable(name) != name:  # bytes that are not UTF-8: a UTF-8 manifest cannot
-                undecodable.append(displayable(name))  # name the file (predict reads it all the same)
+            relative = os.path.relpath(candidate, class_dir)  # the file's name and the folders below the class's
+            if for_manifest and displayable(relative) != relative:  # bytes that are not UTF-8: a UTF-8 manifest
+                undecodable.append(displayable(relative))  # cannot name the file (predict reads it all the same)
                 continue
             if _is_image(candidate, accepted):
                 if candidate.is_file():

@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 
 DPI = 110
 HISTORY_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
-_TRAIN_COLOR = "tab:blue"
 P = ParamSpec("P")
 R = TypeVar("R")
+_TRAIN_COLOR = "tab:blue"
 _VAL_COLOR = "tab:purple"  # not orange or red: red is reserved for the watermark and for wrong predictions
 
 

@@ -88,7 +88,12 @@ def build_gallery(
             shown.append(Mistake(row["path"], row["label"], row["predicted"], probability, f"p({scored})", thumbnail))
         groups[title] = shown
     note = None
-    if missing:
+    if missing and wrong and "sha256" not in wrong[0]:  # written before predictions.csv recorded the content
+        note = (
+            "predictions.csv does not record each image's SHA-256 (an evaluation by an older Xvision), so no "
+            "thumbnail is shown: run `xvision evaluate` again to see them."
+        )
+    elif missing:
         where = f"under {image_root}" if image_root else "(the feature store's manifest location is unknown)"
         note = f"{missing} image(s) could not be read {where}; they are listed without a thumbnail."
         if missing == sum(len(items) for items in groups.values()):

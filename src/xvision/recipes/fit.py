@@ -61,16 +61,16 @@ def fit(
         raise ValueError(f"seed must lie in [0, 2**31 - 1], got {seed}")
     check_checkpoints(checkpoints)
     chosen = get_recipe(recipe)
-    if not overwrite and _trained_not_evaluated(Path(run_dir), manifest):
+    if not overwrite and weights in (None, "random") and _trained_not_evaluated(Path(run_dir), manifest, weights):
         log.warning("%s: the head was trained on this manifest and not evaluated (interrupted?): evaluating", run_dir)
         ran = json.loads((Path(run_dir) / "bundle.json").read_text(encoding="utf-8")).get("recipe") or chosen.name
         return FitResult(Path(run_dir), ran, evaluate_run(run_dir, Path(run_dir) / "features", split="test"))
-    if not overwrite and (weights is None or _random_both(Path(run_dir), weights)):
-        done = _already_fitted(Path(run_dir), manifest, chosen, backbone=backbone, seed=seed)
+    if not overwrite and weights in (None, "random"):
+        done = _already_fitted(Path(run_dir), manifest, chosen, backbone=backbone, seed=seed, weights=weights)
         if done is not None:
             return done
     if not overwrite:
-        _refuse_another_fit(Path(run_dir), weights_given=weights is not None)
+        _refuse_another_fit(Path(run_dir), weights_file=weights not in (None, "random"))
     check_run_dir(Path(run_dir), overwrite)  # before minutes of training, not after
     checked, train_rows = _check_trainable(manifest, splits=chosen.finetune is not None)  # else extraction does
     chosen = recipe_for_classes(chosen, checked.classes, manifest)
@@ -127,12 +127,13 @@ def fit(
 
 
 def _already_fitted(
-    run: Path, manifest_path: str | Path, chosen: Any, *, backbone: str | None, seed: int
+    run: Path, manifest_path: str | Path, chosen: Any, *, backbone: str | None, seed: int, weights: str | None = None
 ) -> FitResult | None:
     """The finished result when ``run`` already holds this recipe (same backbone and seed) fitted on this very
     manifest (same SHA-256) and, with a test split, evaluated: running the same command again then has nothing
     to redo. A report that an interruption left unwritten is written now. Anything else is None, and the
-    folder is then refused as usual (``weights`` given is never taken as the same: the caller checks)."""
+    folder is then refused as usual (``weights``: None or "random"; a weights file is never taken as the same, and
+    the caller does not ask)."""
     from xvision.evaluation.report import REPORT_NAME, report_after_evaluate
 
     metrics_path = run / "metrics.json"
@@ -151,6 +152,10 @@ def _already_fitted(
         return None
     if ((bundle.get("head") or {}).get("params") or {}).get("seed") != seed:
         return None
+    # Random weights asked for and recorded, or neither: a run of random features is not the pretrained fit asked
+    # for (it answered "nothing to redo" with the untrained run's figures), nor the reverse.
+    if _random_run(bundle) != (weights == "random"):
+        return None
     has_test = any(row.split == "test" for row in read_manifest(manifest_path).rows)
     if has_test and not metrics_path.is_file():
         return None  # _trained_not_evaluated's case
@@ -165,27 +170,21 @@ def _already_fitted(
     return FitResult(run, bundle["recipe"], metrics)
 
 
-def _trained_not_evaluated(run: Path, manifest_path: str | Path) -> bool:
-    """Whether ``run`` holds a head trained on this very manifest (same SHA-256) that has a test split and was
-    not yet evaluated: `fit` was interrupted in the seconds between the two, and only the evaluation is left."""
-    if (run / "metrics.json").exists() or _bundle_fitted_on(run, manifest_path) is None:
+def _trained_not_evaluated(run: Path, manifest_path: str | Path, weights: str | None) -> bool:
+    """Whether ``run`` holds a head trained on this very manifest (same SHA-256), from random weights exactly
+    when ``weights`` is "random", that has a test split and was not yet evaluated: `fit` was interrupted in the
+    seconds between the two, and only the evaluation is left."""
+    bundle = None if (run / "metrics.json").exists() else _bundle_fitted_on(run, manifest_path)
+    if bundle is None or _random_run(bundle) != (weights == "random"):
         return False
     return any(row.split == "test" for row in read_manifest(manifest_path).rows)
 
 
-def _random_both(run: Path, weights: str) -> bool:
-    """Whether ``--weights random`` is asked and the run's backbone was random too: the same weights, so the same
-    command run again finds its finished run (a weights file could hold anything: it is never taken as the same)."""
-    if weights != "random":
-        return False
-    try:
-        bundle = json.loads((run / "bundle.json").read_text(encoding="utf-8"))
-        return bundle["backbone"]["weights"]["source"] == "random"
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
+def _random_run(bundle: dict[str, Any]) -> bool:
+    return ((bundle.get("backbone") or {}).get("weights") or {}).get("source") == "random"
 
 
-def _refuse_another_fit(run: Path, *, weights_given: bool = False) -> None:
+def _refuse_another_fit(run: Path, *, weights_file: bool = False) -> None:
     """A finished run that is not this command's (another recipe, backbone, seed or manifest): say what it holds,
     not only that the folder is taken."""
     try:
@@ -197,7 +196,7 @@ def _refuse_another_fit(run: Path, *, weights_given: bool = False) -> None:
     seed = ((bundle.get("head") or {}).get("params") or {}).get("seed")
     manifest = ((bundle.get("data") or {}).get("manifest") or {}).get("path")
     held = f"recipe {bundle['recipe']!r} (backbone {(bundle.get('backbone') or {}).get('name')}, seed {seed})"
-    if weights_given:  # it may be this very command's run: which weights file trained it cannot be told
+    if weights_file:  # it may be this very command's run: which weights file trained it cannot be told
         raise RunError(
             f"{run}: holds {held} fitted on {manifest}; with --weights FILE, whether it was fitted from the same "
             "weights cannot be told: pass --overwrite to fit again, or choose another -o"
