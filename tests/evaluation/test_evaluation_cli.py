@@ -440,26 +440,18 @@ def test_an_interrupted_overwrite_or_evaluation_never_looks_finished(
     """`train --overwrite` stopped part-way left the old bundle.json and head beside the new history, which every
     command took for one run; `evaluate` stopped part-way left the old metrics.json beside the new predictions,
     which `report` showed as one evaluation."""
-    import shutil
-
     from xvision.evaluation import evaluate as evaluate_module
     from xvision.heads import MLPClassifier
 
-    run, feats = tmp_path / "run", str(phantom_run / "feats")
-    shutil.copytree(phantom_run / "run", run)
-    assert main(["evaluate", str(run), "--features", feats]) == 0 and (run / "metrics.json").is_file()
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
+    run, feats = _evaluated_copy(phantom_run, tmp_path)
     with monkeypatch.context() as patch:
-        patch.setattr(evaluate_module, "draw_plots", interrupted)
+        patch.setattr(evaluate_module, "draw_plots", _interrupted)
         assert main(["evaluate", str(run), "--features", feats, "--split", "all"]) == 130
     assert (run / "predictions.csv").is_file() and not (run / "metrics.json").exists()
     assert not (run / "report.html").exists()
 
     with monkeypatch.context() as patch:
-        patch.setattr(MLPClassifier, "fit", interrupted)
+        patch.setattr(MLPClassifier, "fit", _interrupted)
         assert main(["train", feats, "-o", str(run), "--epochs", "1", "--overwrite"]) == 130
     assert not (run / "bundle.json").exists() and not (run / "model.safetensors").exists()
     image = next((phantom_run / "data").rglob("*.png"))
@@ -473,20 +465,27 @@ def test_an_overwrite_interrupted_in_its_cleanup_can_be_run_again(
 ) -> None:
     """Stopped while removing the old run's results (bundle.json and history.csv gone, plots/ left), the folder
     was refused both ways: "not empty" without --overwrite, "not a run folder" with it."""
-    import shutil
-
     from xvision import training
 
-    run, feats = tmp_path / "run", str(phantom_run / "feats")
-    shutil.copytree(phantom_run / "run", run)
-    assert main(["evaluate", str(run), "--features", feats]) == 0 and (run / "plots").is_dir()
-
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
+    run, feats = _evaluated_copy(phantom_run, tmp_path)
+    assert (run / "plots").is_dir()
     with monkeypatch.context() as patch:
-        patch.setattr(training.shutil, "rmtree", interrupted)
+        patch.setattr(training.shutil, "rmtree", _interrupted)
         assert main(["train", feats, "-o", str(run), "--epochs", "1", "--overwrite"]) == 130
     assert not (run / "bundle.json").exists()
     assert main(["train", feats, "-o", str(run), "--epochs", "1", "--overwrite"]) == 0
     assert (run / "bundle.json").is_file()
+
+
+def _evaluated_copy(phantom_run: Path, tmp_path: Path) -> tuple[Path, str]:
+    """A copy of the module's run, evaluated on its test split, and the feature store's path."""
+    import shutil
+
+    run, feats = tmp_path / "run", str(phantom_run / "feats")
+    shutil.copytree(phantom_run / "run", run)
+    assert main(["evaluate", str(run), "--features", feats]) == 0 and (run / "metrics.json").is_file()
+    return run, feats
+
+
+def _interrupted(*args, **kwargs):
+    raise KeyboardInterrupt
