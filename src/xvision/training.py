@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from xvision._checks import check_type
-from xvision._fileio import atomic_write_json, atomic_write_text
+from xvision._fileio import atomic_write_json, atomic_write_text, sha256_file
 from xvision._outputs import check_not_linked
 from xvision.data.hints import warn_imbalance, warn_small_validation
 from xvision.errors import FeatureStoreError, RunError
@@ -177,7 +177,29 @@ def _load_training_data(features_dir: Path) -> tuple[FeatureSet, FeatureSet | No
     val = load_split(features_dir, "val") if any(r.split == "val" and r.status == "ok" for r in index) else None
     if val is None:
         log.warning("no validation split: keeping the last epoch's model")
+    _warn_manifest_changed(features_dir, train.meta.get("manifest") or {})
     return train, val
+
+
+def _warn_manifest_changed(features_dir: Path, manifest: dict[str, Any]) -> None:
+    """Labels and splits come from the store's index, as the manifest was when it was extracted: a label fixed or
+    a split made in the manifest since then was ignored without a word."""
+    path, recorded = manifest.get("path"), manifest.get("sha256")
+    if not path or not recorded or not Path(path).is_file():
+        return
+    try:
+        now = sha256_file(path)
+    except OSError:
+        return
+    if now != recorded:
+        log.warning(
+            "%s has changed since it was extracted into %s: labels and splits are taken as they were then; run "
+            "`xvision extract %s -o %s` again (it reuses every stored feature) to train on the manifest as it is now",
+            path,
+            features_dir,
+            path,
+            features_dir,
+        )
 
 
 def train_run(

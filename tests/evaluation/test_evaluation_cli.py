@@ -489,3 +489,17 @@ def _evaluated_copy(phantom_run: Path, tmp_path: Path) -> tuple[Path, str]:
 
 def _interrupted(*args, **kwargs):
     raise KeyboardInterrupt
+
+
+def test_train_says_when_the_manifest_changed_since_extraction(tmp_path: Path, caplog) -> None:
+    """A label fixed or a split made in the manifest after `extract` was ignored by `train` without a word."""
+    manifest = make_phantom_dataset(tmp_path / "data", n_per_class=8, size=64, seed=6)
+    assert main(["split", str(manifest), "--test", "0.25", "--val", "0", "--seed", "1"]) == 0
+    feats = str(tmp_path / "feats")
+    assert main(["extract", str(manifest), "--backbone", TINY, "--weights", "random", "-o", feats]) == 0
+    assert main(["train", feats, "-o", str(tmp_path / "r1"), "--epochs", "1", "--no-audit"]) == 0
+    assert "has changed since it was extracted" not in caplog.text
+    assert main(["split", str(manifest), "--test", "0.25", "--val", "0", "--seed", "2"]) == 0  # other splits
+    assert main(["train", feats, "-o", str(tmp_path / "r2"), "--epochs", "1", "--no-audit"]) == 0
+    assert f"{manifest.resolve()} has changed since it was extracted into {feats}" in caplog.text
+    assert f"run `xvision extract {manifest.resolve()} -o {feats}` again" in caplog.text
