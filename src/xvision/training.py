@@ -68,12 +68,13 @@ def check_run_dir(run_dir: Path, overwrite: bool) -> bool:
     return True
 
 
-#: What a previous run's evaluation left in RUN_DIR: the new head would otherwise be reported with the old
-#: head's figures (``xvision report`` reads them). ``eval-*`` folders of ``evaluate --manifest`` go too: their
-#: figures are the old model's, and their features may come from a backbone the new fit trains again.
+#: The previous head, removed first by an overwrite (bundle.json, the mark of a finished run, first of all).
 #: history.csv stays until the new one replaces it: with it, a folder whose cleanup was interrupted is still
 #: known for a run folder (`--overwrite` goes on), not refused as "not a run folder".
 _PREVIOUS_HEAD = ("bundle.json", "model.safetensors", "config.json", "train_keys.json")
+#: What a previous run's evaluation left in RUN_DIR: the new head would otherwise be reported with the old
+#: head's figures (``xvision report`` reads them). ``eval-*`` folders of ``evaluate --manifest`` go too: their
+#: figures are the old model's, and their features may come from a backbone the new fit trains again.
 _STALE_RESULTS = ("metrics.json", "predictions.csv", "report.html", "val_keys.json", "plots")
 
 

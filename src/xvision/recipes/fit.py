@@ -61,11 +61,14 @@ def fit(
         raise ValueError(f"seed must lie in [0, 2**31 - 1], got {seed}")
     check_checkpoints(checkpoints)
     chosen = get_recipe(recipe)
-    if not overwrite and weights in (None, "random") and _trained_not_evaluated(Path(run_dir), manifest, weights):
+    # A finished or half-finished run is taken as this command's only without --weights or with random weights
+    # recorded as such: a weights file could hold anything.
+    may_be_ours = not overwrite and weights in (None, "random")
+    if may_be_ours and _trained_not_evaluated(Path(run_dir), manifest, weights):
         log.warning("%s: the head was trained on this manifest and not evaluated (interrupted?): evaluating", run_dir)
         ran = json.loads((Path(run_dir) / "bundle.json").read_text(encoding="utf-8")).get("recipe") or chosen.name
         return FitResult(Path(run_dir), ran, evaluate_run(run_dir, Path(run_dir) / "features", split="test"))
-    if not overwrite and weights in (None, "random"):
+    if may_be_ours:
         done = _already_fitted(Path(run_dir), manifest, chosen, backbone=backbone, seed=seed, weights=weights)
         if done is not None:
             return done
